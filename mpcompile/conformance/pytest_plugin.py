@@ -1,0 +1,1 @@
+"""pytest plugin (entry point ``pytest11``): lets a backend author run mpcompile's conformance suite."""
