@@ -288,6 +288,19 @@ class Graph:
             node.inputs = [new if i == old else i for i in node.inputs]
         self.outputs = [new if o == old else o for o in self.outputs]
 
+    def rename_tensor(self, old: str, new: str) -> None:
+        """Give tensor ``old`` the name ``new`` everywhere (producer, consumers, graph inputs/outputs)."""
+        if new in self.tensors:
+            raise InternalError(f"cannot rename {old!r} to {new!r}: the name is taken")
+        tensor = self.tensors.pop(old)
+        tensor.name = new
+        self.tensors[new] = tensor
+        for node in self.nodes:
+            node.inputs = [new if i == old else i for i in node.inputs]
+            node.outputs = [new if o == old else o for o in node.outputs]
+        self.inputs = [new if i == old else i for i in self.inputs]
+        self.outputs = [new if o == old else o for o in self.outputs]
+
     def copy(self) -> "Graph":
         return copy.deepcopy(self)
 

@@ -1,0 +1,24 @@
+"""Import a user's model file into the IR: serde import, then the canonicalizing passes."""
+
+from __future__ import annotations
+
+import os
+
+from mpcompile.ir import serde
+from mpcompile.ir.graph import Graph
+from mpcompile.passes.absorb_qdq import AbsorbQDQ
+from mpcompile.passes.base import run_passes
+from mpcompile.passes.fold_batchnorm import FoldBatchNorm
+
+
+def canonicalize(graph: Graph) -> Graph:
+    graph, _notes = run_passes(graph, [AbsorbQDQ(), FoldBatchNorm()])
+    return graph
+
+
+def load(path: str | os.PathLike) -> Graph:
+    """A model (FP32 or QDQ) or a saved plan, as an IR graph ready for planning or lowering."""
+    graph = serde.load_model_or_plan(path)
+    if graph.is_annotated:  # a saved plan: read back exactly, no rewriting
+        return graph
+    return canonicalize(graph)

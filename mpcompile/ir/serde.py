@@ -1,0 +1,521 @@
+"""ONNX <-> IR conversion. The only module that touches ONNX protobufs.
+
+Three entry points matter:
+
+* ``import_model(path)``: a user's model file → ``Graph`` (checked, upgraded to opset ≥ 13,
+  shapes inferred, constants folded). Graph passes (BatchNorm folding, QDQ absorption)
+  run afterwards, in ``mpcompile.passes``.
+* ``save_plan(graph, path)`` / ``load_plan(path)``: the annotated IR as a standard ONNX
+  file. Quantization parameters go into ONNX's own ``quantization_annotation`` (scale
+  and zero-point initializers per tensor); the rest (qtype, axis, symmetric, provenance,
+  node precisions) into ``metadata_props`` as JSON. The file opens in Netron and runs in
+  ONNX Runtime as the FP32 model.
+* ``to_onnx(graph)`` / ``save_onnx(graph, path)``: any IR graph (including graphs that
+  backends built with QuantizeLinear/DequantizeLinear nodes) as a runnable ONNX model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from mpcompile.errors import InternalError, ModelLoadError, PlanError, UnsupportedOperatorError
+from mpcompile.ir.graph import Graph, Node, OpaqueAttribute, Tensor
+from mpcompile.ir.quant import QuantSpec
+from mpcompile.ir.types import Precision, QType
+
+PLAN_FORMAT_VERSION = "1"
+_META_FORMAT = "mpcompile.format_version"
+_META_QUANT = "mpcompile.quant"
+_META_PRECISION = "mpcompile.precision"
+_META_GRAPH = "mpcompile.graph_metadata"
+_SCALE_SUFFIX = "__mpq_scale"
+_ZP_SUFFIX = "__mpq_zero_point"
+MIN_OPSET = 13
+_FOLD_SIZE_LIMIT = 64 << 20
+
+
+# ============================================================================ file I/O
+def _read_model_proto(path: str | os.PathLike, *, load_external_data: bool = True) -> onnx.ModelProto:
+    path = Path(path)
+    if not path.exists():
+        raise ModelLoadError(f"{path}: no such file; check the path")
+    if path.is_dir():
+        raise ModelLoadError(f"{path}: is a directory, expected an .onnx file")
+    data = path.read_bytes()
+    if not data:
+        raise ModelLoadError(f"{path}: file is empty; expected an ONNX model")
+    model = onnx.ModelProto()
+    try:
+        model.ParseFromString(data)
+    except Exception as exc:  # protobuf raises DecodeError, sometimes RuntimeWarning-ish errors
+        raise ModelLoadError(
+            f"{path}: not a valid ONNX model (protobuf parse failed: {exc}); the file may be truncated or not ONNX"
+        ) from None
+    if not model.HasField("graph") or (not model.graph.node and not model.graph.output):
+        raise ModelLoadError(f"{path}: parsed, but holds no ONNX graph; is this really an .onnx model?")
+    if load_external_data:
+        _load_external_data(model, path.parent, path)
+    return model
+
+
+def _load_external_data(model: onnx.ModelProto, base_dir: Path, path: Path) -> None:
+    from onnx.external_data_helper import load_external_data_for_model, uses_external_data
+
+    externals = [t for t in _all_initializers(model) if uses_external_data(t)]
+    if not externals:
+        return
+    base = base_dir.resolve()
+    for tensor in externals:
+        location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+        target = (base / location).resolve()
+        if base not in target.parents and target != base:
+            raise ModelLoadError(
+                f"{path}: initializer {tensor.name!r} points at external data {location!r} outside the model's "
+                f"folder; refusing to read it. Move the data file next to the model."
+            )
+        if not target.exists():
+            raise ModelLoadError(
+                f"{path}: external data file {location!r} for initializer {tensor.name!r} is missing; "
+                f"copy it next to the model"
+            )
+    try:
+        load_external_data_for_model(model, str(base))
+    except Exception as exc:
+        raise ModelLoadError(f"{path}: could not read external data: {exc}") from None
+
+
+def _all_initializers(model: onnx.ModelProto) -> list[onnx.TensorProto]:
+    return list(model.graph.initializer)
+
+
+def write_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename: never a half-written artifact."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _serialize(model: onnx.ModelProto, what: str) -> bytes:
+    if model.ByteSize() > 2**31 - 1:
+        raise UnsupportedOperatorError(
+            f"{what} is larger than 2 GB; protobuf cannot hold it in one file (external data output is not supported yet)"
+        )
+    return model.SerializeToString()
+
+
+# ============================================================================ import
+def import_model(path: str | os.PathLike) -> Graph:
+    """Read a user's ONNX model (FP32 or QDQ) into the IR: checked, opset ≥ 13, shapes inferred, constants folded."""
+    path = Path(path)
+    model = _read_model_proto(path)
+    return import_proto(model, source=str(path))
+
+
+def import_proto(model: onnx.ModelProto, source: str = "<model>") -> Graph:
+    try:
+        onnx.checker.check_model(model, full_check=False)
+    except onnx.checker.ValidationError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "validation failed"
+        raise ModelLoadError(f"{source}: the ONNX checker rejected the model: {first}") from None
+    opset = _default_opset(model)
+    if opset < MIN_OPSET:
+        try:
+            model = onnx.version_converter.convert_version(model, MIN_OPSET)
+        except Exception as exc:
+            raise ModelLoadError(
+                f"{source}: opset {opset} is older than {MIN_OPSET} and onnx.version_converter could not upgrade it "
+                f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); re-export the model with opset ≥ {MIN_OPSET}"
+            ) from None
+    for node in model.graph.node:
+        if node.domain not in ("", "ai.onnx", "com.microsoft"):
+            raise UnsupportedOperatorError(
+                f"{source}: node {node.name or node.op_type!r} uses operator {node.domain}::{node.op_type}, "
+                f"which mpcompile cannot import; only standard ONNX operators are supported"
+            )
+    model = _fold_constants(model, source)
+    try:
+        model = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    except Exception as exc:
+        raise ModelLoadError(f"{source}: ONNX shape inference failed: {str(exc).splitlines()[0]}") from None
+    graph = proto_to_graph(model)
+    graph.metadata.setdefault("source", source)
+    return graph
+
+
+def _default_opset(model: onnx.ModelProto) -> int:
+    for imp in model.opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            return int(imp.version)
+    return 0
+
+
+def _fold_constants(model: onnx.ModelProto, source: str) -> onnx.ModelProto:
+    """Fold constant subgraphs (Shape→Gather→Unsqueeze chains, Constant nodes) with onnx-graphsurgeon.
+
+    Quantize/Dequantize nodes are never folded: they carry the numbers of a QDQ model.
+    """
+    import onnx_graphsurgeon as gs
+    from onnx_graphsurgeon.logger import G_LOGGER
+
+    G_LOGGER.severity = G_LOGGER.ERROR
+    import onnxruntime
+
+    onnxruntime.set_default_logger_severity(3)  # graphsurgeon folds through ORT, which is chatty
+    try:
+        g = gs.import_onnx(model)
+        g.fold_constants(
+            error_ok=True,
+            # Weights generated by ops (ConstantOfShape…) fold; giant ones would only bloat the IR.
+            size_threshold=_FOLD_SIZE_LIMIT,
+            should_exclude_node=lambda n: n.op in ("QuantizeLinear", "DequantizeLinear"),
+        ).cleanup(remove_unused_graph_inputs=False)
+        g.toposort()
+        folded = gs.export_onnx(g, do_type_check=False)
+    except Exception:
+        # Folding is an optimization: a model it cannot handle still imports unfolded.
+        return model
+    folded.ir_version = model.ir_version
+    del folded.opset_import[:]
+    folded.opset_import.extend(model.opset_import)
+    del folded.metadata_props[:]
+    folded.metadata_props.extend(model.metadata_props)
+    folded.producer_name = model.producer_name
+    return folded
+
+
+# ============================================================================ proto -> IR
+def _shape_from_type(type_proto: onnx.TypeProto) -> tuple[np.dtype | None, tuple | None]:
+    if not type_proto.HasField("tensor_type"):
+        return None, None
+    tt = type_proto.tensor_type
+    dtype = _np_dtype(tt.elem_type) if tt.elem_type else None
+    if not tt.HasField("shape"):
+        return dtype, None
+    dims: list[int | str | None] = []
+    for d in tt.shape.dim:
+        if d.HasField("dim_value"):
+            dims.append(int(d.dim_value))
+        elif d.HasField("dim_param"):
+            dims.append(str(d.dim_param))
+        else:
+            dims.append(None)
+    return dtype, tuple(dims)
+
+
+def _np_dtype(elem_type: int) -> np.dtype | None:
+    try:
+        return np.dtype(helper.tensor_dtype_to_np_dtype(elem_type))
+    except Exception:
+        return None
+
+
+def _elem_type(dtype: np.dtype) -> int:
+    return helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+
+
+def _attr_to_py(attr: onnx.AttributeProto) -> Any:
+    t = attr.type
+    A = onnx.AttributeProto
+    if t == A.FLOAT:
+        return float(attr.f)
+    if t == A.INT:
+        return int(attr.i)
+    if t == A.STRING:
+        return attr.s.decode("utf-8", errors="surrogateescape")
+    if t == A.TENSOR:
+        return numpy_helper.to_array(attr.t).copy()
+    if t == A.FLOATS and attr.floats:
+        return [float(x) for x in attr.floats]
+    if t == A.INTS and attr.ints:
+        return [int(x) for x in attr.ints]
+    if t == A.STRINGS and attr.strings:
+        return [s.decode("utf-8", errors="surrogateescape") for s in attr.strings]
+    return OpaqueAttribute(A.AttributeType.Name(t), attr.SerializeToString())
+
+
+def _py_to_attr(name: str, value: Any) -> onnx.AttributeProto:
+    if isinstance(value, OpaqueAttribute):
+        attr = onnx.AttributeProto()
+        attr.ParseFromString(value.payload)
+        attr.name = name
+        return attr
+    if isinstance(value, np.ndarray):
+        return helper.make_attribute(name, numpy_helper.from_array(value))
+    if isinstance(value, bool):
+        return helper.make_attribute(name, int(value))
+    return helper.make_attribute(name, value)
+
+
+def proto_to_graph(model: onnx.ModelProto) -> Graph:
+    g = model.graph
+    graph = Graph(
+        name=g.name or "graph",
+        opset_imports={imp.domain if imp.domain != "ai.onnx" else "": int(imp.version) for imp in model.opset_import},
+    )
+    for init in g.initializer:
+        value = numpy_helper.to_array(init).copy()
+        graph.tensors[init.name] = Tensor(init.name, value=value)
+    initializer_names = set(graph.tensors)
+    for vi in list(g.input) + list(g.value_info) + list(g.output):
+        if vi.name in initializer_names:
+            continue
+        dtype, shape = _shape_from_type(vi.type)
+        graph.tensors[vi.name] = Tensor(vi.name, dtype, shape)
+    graph.inputs = [vi.name for vi in g.input if vi.name not in initializer_names]
+    graph.outputs = [vi.name for vi in g.output]
+    used_names: set[str] = set()
+    for index, n in enumerate(g.node):
+        name = n.name or f"{n.op_type}_{index}"
+        while name in used_names:
+            name = f"{name}_{index}"
+        used_names.add(name)
+        if n.op_type == "Constant" and n.domain in ("", "ai.onnx"):
+            value = _constant_node_value(n)
+            if value is not None:
+                graph.tensors[n.output[0]] = Tensor(n.output[0], value=value)
+                continue
+        attrs = {a.name: _attr_to_py(a) for a in n.attribute}
+        graph.nodes.append(Node(name, n.op_type, list(n.input), list(n.output), attrs, domain=n.domain))
+        for out in n.output:
+            if out and out not in graph.tensors:
+                graph.tensors[out] = Tensor(out)
+        for inp in n.input:
+            if inp and inp not in graph.tensors:
+                graph.tensors[inp] = Tensor(inp)
+    for prop in model.metadata_props:
+        graph.metadata[prop.key] = prop.value
+    return graph
+
+
+def _constant_node_value(node: onnx.NodeProto) -> np.ndarray | None:
+    for attr in node.attribute:
+        if attr.name == "value":
+            return numpy_helper.to_array(attr.t).copy()
+        if attr.name == "value_float":
+            return np.array(attr.f, dtype=np.float32)
+        if attr.name == "value_floats":
+            return np.array(list(attr.floats), dtype=np.float32)
+        if attr.name == "value_int":
+            return np.array(attr.i, dtype=np.int64)
+        if attr.name == "value_ints":
+            return np.array(list(attr.ints), dtype=np.int64)
+    return None
+
+
+# ============================================================================ IR -> proto
+def _value_info(tensor: Tensor) -> onnx.ValueInfoProto:
+    if tensor.dtype is None:
+        return helper.make_empty_tensor_value_info(tensor.name)
+    shape = None if tensor.shape is None else [d if d is not None else None for d in tensor.shape]
+    return helper.make_tensor_value_info(tensor.name, _elem_type(tensor.dtype), shape)
+
+
+def to_onnx(graph: Graph, *, annotations: bool = False, producer: str = "mpcompile") -> onnx.ModelProto:
+    """Build a runnable ONNX model from ``graph``; with ``annotations`` also write the plan (see module doc)."""
+    referenced = {i for n in graph.nodes for i in n.inputs if i} | set(graph.outputs)
+    initializers = []
+    for t in graph.initializers():
+        if t.name in referenced or t.name in graph.outputs:
+            initializers.append(numpy_helper.from_array(np.require(t.value, requirements="C"), t.name))
+    nodes = []
+    for n in graph.nodes:
+        proto = helper.make_node(n.op_type, n.inputs, n.outputs, name=n.name, domain=n.domain or None)
+        proto.attribute.extend(_py_to_attr(k, v) for k, v in n.attrs.items())
+        nodes.append(proto)
+    io = set(graph.inputs) | set(graph.outputs)
+    value_info = [
+        _value_info(t)
+        for t in graph.tensors.values()
+        if not t.is_constant and t.name not in io and t.dtype is not None and t.name in referenced | _produced(graph)
+    ]
+    g = helper.make_graph(
+        nodes,
+        graph.name,
+        [_value_info(graph.tensor(i)) for i in graph.inputs],
+        [_value_info(graph.tensor(o)) for o in graph.outputs],
+        initializer=initializers,
+        value_info=value_info,
+    )
+    opsets = [helper.make_opsetid(domain, version) for domain, version in sorted(graph.opset_imports.items())]
+    model = helper.make_model(g, opset_imports=opsets, producer_name=producer)
+    model.ir_version = min(model.ir_version, 10)
+    meta = {k: v for k, v in graph.metadata.items() if not k.startswith("mpcompile.")}
+    if annotations:
+        _write_annotations(graph, model)
+    for key, value in meta.items():
+        model.metadata_props.add(key=key, value=str(value))
+    return model
+
+
+def _produced(graph: Graph) -> set[str]:
+    return {o for n in graph.nodes for o in n.outputs if o}
+
+
+def save_onnx(graph: Graph, path: str | os.PathLike, *, annotations: bool = False) -> Path:
+    model = to_onnx(graph, annotations=annotations)
+    write_atomic(path, _serialize(model, f"model {graph.name!r}"))
+    return Path(path)
+
+
+def onnx_bytes(graph: Graph) -> bytes:
+    """The graph as serialized ONNX, for handing to ONNX Runtime without touching the disk."""
+    return _serialize(to_onnx(graph), f"model {graph.name!r}")
+
+
+# ============================================================================ annotated plan
+def _write_annotations(graph: Graph, model: onnx.ModelProto) -> None:
+    taken = {t.name for t in graph.tensors.values()}
+    quant_meta: dict[str, Any] = {}
+    for tensor in graph.quantized_tensors():
+        spec = tensor.quant
+        assert spec is not None
+        scale_name = _fresh(tensor.name + _SCALE_SUFFIX, taken)
+        zp_name = _fresh(tensor.name + _ZP_SUFFIX, taken)
+        model.graph.initializer.append(numpy_helper.from_array(np.array(spec.scale, dtype=np.float32), scale_name))
+        model.graph.initializer.append(numpy_helper.from_array(np.array(spec.zero_point), zp_name))
+        ann = model.graph.quantization_annotation.add()
+        ann.tensor_name = tensor.name
+        ann.quant_parameter_tensor_names.add(key="SCALE_TENSOR", value=scale_name)
+        ann.quant_parameter_tensor_names.add(key="ZERO_POINT_TENSOR", value=zp_name)
+        quant_meta[tensor.name] = {
+            "qtype": spec.qtype.value,
+            "axis": spec.axis,
+            "symmetric": spec.symmetric,
+            "narrow_range": spec.narrow_range,
+            "provenance": dict(spec.provenance),
+        }
+    precision_meta = {
+        n.name: {"precision": n.precision.value, "reason": n.precision_reason} for n in graph.nodes if n.precision
+    }
+    model.metadata_props.add(key=_META_FORMAT, value=PLAN_FORMAT_VERSION)
+    model.metadata_props.add(key=_META_QUANT, value=json.dumps(quant_meta, sort_keys=True))
+    model.metadata_props.add(key=_META_PRECISION, value=json.dumps(precision_meta, sort_keys=True))
+    extra = {k: v for k, v in graph.metadata.items() if k.startswith("mpcompile.")}
+    model.metadata_props.add(key=_META_GRAPH, value=json.dumps(extra, sort_keys=True))
+
+
+def _fresh(name: str, taken: set[str]) -> str:
+    candidate, i = name, 1
+    while candidate in taken:
+        candidate = f"{name}_{i}"
+        i += 1
+    taken.add(candidate)
+    return candidate
+
+
+def save_plan(graph: Graph, path: str | os.PathLike) -> Path:
+    """Save the annotated IR (the plan) as a standard ONNX file."""
+    return save_onnx(graph, path, annotations=True)
+
+
+def is_plan(model: onnx.ModelProto) -> bool:
+    return any(p.key == _META_FORMAT for p in model.metadata_props)
+
+
+def load_plan(path: str | os.PathLike) -> Graph:
+    """Load a plan written by ``save_plan``, exactly; a plain ONNX model is imported instead."""
+    model = _read_model_proto(path)
+    if not is_plan(model):
+        raise PlanError(f"{path}: not an mpcompile plan (no {_META_FORMAT} metadata); run `mpcompile calibrate` first")
+    return plan_from_proto(model, source=str(path))
+
+
+def load_model_or_plan(path: str | os.PathLike) -> Graph:
+    """A plan if the file is one, else the model imported (passes not yet applied)."""
+    model = _read_model_proto(path)
+    if is_plan(model):
+        return plan_from_proto(model, source=str(path))
+    return import_proto(model, source=str(path))
+
+
+def plan_from_proto(model: onnx.ModelProto, source: str) -> Graph:
+    meta = {p.key: p.value for p in model.metadata_props}
+    version = meta.get(_META_FORMAT)
+    if version != PLAN_FORMAT_VERSION:
+        raise PlanError(f"{source}: plan format version {version!r} is not supported (expected {PLAN_FORMAT_VERSION})")
+    try:
+        quant_meta = json.loads(meta.get(_META_QUANT, "{}"))
+        precision_meta = json.loads(meta.get(_META_PRECISION, "{}"))
+        graph_meta = json.loads(meta.get(_META_GRAPH, "{}"))
+    except json.JSONDecodeError as exc:
+        raise PlanError(f"{source}: plan metadata is not valid JSON ({exc}); the file was edited or damaged") from None
+    params = {init.name: init for init in model.graph.initializer}
+    annotations = {}
+    param_names: set[str] = set()
+    for ann in model.graph.quantization_annotation:
+        keys = {kv.key: kv.value for kv in ann.quant_parameter_tensor_names}
+        annotations[ann.tensor_name] = keys
+        param_names.update(keys.values())
+    # Drop the parameter initializers before building the graph: they are annotations, not data.
+    kept = [init for init in model.graph.initializer if init.name not in param_names]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(kept)
+    graph = proto_to_graph(model)
+    for key in (_META_FORMAT, _META_QUANT, _META_PRECISION, _META_GRAPH):
+        graph.metadata.pop(key, None)
+    graph.metadata.update(graph_meta)
+    for tensor_name, keys in annotations.items():
+        if tensor_name not in graph.tensors:
+            raise PlanError(f"{source}: quantization annotation for unknown tensor {tensor_name!r}")
+        info = quant_meta.get(tensor_name)
+        if info is None:
+            raise PlanError(f"{source}: tensor {tensor_name!r} has a quantization annotation but no mpcompile metadata")
+        try:
+            scale = numpy_helper.to_array(params[keys["SCALE_TENSOR"]])
+            zero_point = numpy_helper.to_array(params[keys["ZERO_POINT_TENSOR"]])
+        except KeyError as exc:
+            raise PlanError(f"{source}: annotation of tensor {tensor_name!r} references missing initializer {exc}") from None
+        graph.tensors[tensor_name].quant = QuantSpec(
+            QType(info["qtype"]),
+            scale,
+            zero_point,
+            info["axis"],
+            bool(info["symmetric"]),
+            bool(info["narrow_range"]),
+            info.get("provenance", {}),
+        )
+    by_name = {n.name: n for n in graph.nodes}
+    for node_name, info in precision_meta.items():
+        if node_name not in by_name:
+            raise PlanError(f"{source}: precision recorded for unknown node {node_name!r}")
+        by_name[node_name].precision = Precision(info["precision"])
+        by_name[node_name].precision_reason = info.get("reason", "")
+    return graph
+
+
+def model_hash(path: str | os.PathLike) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def plan_hash(graph: Graph) -> str:
+    """A content hash of the plan (graph + annotations), stable across saves."""
+    import hashlib
+
+    model = to_onnx(graph, annotations=True)
+    return hashlib.sha256(model.SerializeToString(deterministic=True)).hexdigest()
+
+
+def ensure_internal(condition: bool, message: str) -> None:
+    if not condition:
+        raise InternalError(message)
