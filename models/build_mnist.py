@@ -14,6 +14,9 @@ Writes, into ``--out-dir`` (default: the folder of this script):
 - ``mnist_eval.npz``   keys ``input`` (1000,1,28,28) float32 and ``labels`` (1000,)
                        int64: the held-out set, never seen in training.
 
+Training: AdamW (peak lr 2e-3, weight decay 0.01, one-cycle schedule), batch 32,
+20 epochs, random +-2 pixel translations; about 20 s on one core.
+
 Deterministic: fixed seeds, deterministic algorithms, one thread. The held-out
 FP32 accuracy is measured with onnxruntime on the exported file and must be >= 0.97.
 """
@@ -23,6 +26,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -51,29 +55,50 @@ def split(x: np.ndarray, y: np.ndarray):
 
 
 def make_model():
+    """Conv(1->16)-ReLU-Pool-Conv(16->32)-ReLU-Pool-Flatten-FC(1568->64)-ReLU-FC(64->10).
+    Named submodules give readable ONNX node and weight names (/conv1/Conv, conv1.weight)."""
+    from collections import OrderedDict
+
     import torch.nn as nn
 
-    return nn.Sequential(
-        nn.Conv2d(1, 16, 3, padding=1),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Conv2d(16, 32, 3, padding=1),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Flatten(),
-        nn.Linear(32 * 7 * 7, 64),
-        nn.ReLU(),
-        nn.Linear(64, 10),
-    )
+    return nn.Sequential(OrderedDict([
+        ("conv1", nn.Conv2d(1, 16, 3, padding=1)),
+        ("relu1", nn.ReLU()),
+        ("pool1", nn.MaxPool2d(2)),
+        ("conv2", nn.Conv2d(16, 32, 3, padding=1)),
+        ("relu2", nn.ReLU()),
+        ("pool2", nn.MaxPool2d(2)),
+        ("flatten", nn.Flatten()),
+        ("fc1", nn.Linear(32 * 7 * 7, 64)),
+        ("relu3", nn.ReLU()),
+        ("fc2", nn.Linear(64, 10)),
+    ]))
 
 
-def train(x_tr: np.ndarray, y_tr: np.ndarray, epochs: int, lr: float, batch: int):
+def _random_shift(xb, shift: int, gen):
+    """Translate each image by up to +-shift pixels (zero fill): cheap augmentation
+    that lifts held-out accuracy from ~96.5% to ~98% on 4000 training digits."""
+    import torch
+    import torch.nn.functional as F
+
+    if shift <= 0:
+        return xb
+    n = len(xb)
+    padded = F.pad(xb, (shift,) * 4)
+    dx = torch.randint(0, 2 * shift + 1, (n,), generator=gen).tolist()
+    dy = torch.randint(0, 2 * shift + 1, (n,), generator=gen).tolist()
+    return torch.stack([padded[k, :, dy[k]:dy[k] + 28, dx[k]:dx[k] + 28] for k in range(n)])
+
+
+def train(x_tr: np.ndarray, y_tr: np.ndarray, epochs: int, lr: float, batch: int,
+          shift: int = 2, weight_decay: float = 0.01):
     import torch
 
     torch.manual_seed(SEED)
     model = make_model()
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    steps_per_epoch = (len(x_tr) + batch - 1) // batch
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps_per_epoch)
     loss_fn = torch.nn.CrossEntropyLoss()
     xt, yt = torch.from_numpy(x_tr), torch.from_numpy(y_tr)
     gen = torch.Generator().manual_seed(SEED)
@@ -84,11 +109,11 @@ def train(x_tr: np.ndarray, y_tr: np.ndarray, epochs: int, lr: float, batch: int
         for i in range(0, len(xt), batch):
             idx = order[i:i + batch]
             opt.zero_grad()
-            loss = loss_fn(model(xt[idx]), yt[idx])
+            loss = loss_fn(model(_random_shift(xt[idx], shift, gen)), yt[idx])
             loss.backward()
             opt.step()
+            sched.step()
             total += float(loss) * len(idx)
-        sched.step()
         print(f"epoch {epoch + 1:2d}/{epochs}  train loss {total / len(xt):.4f}")
     model.eval()
     return model
@@ -115,6 +140,15 @@ def export_onnx(model, path: Path) -> None:
     import torch
 
     dummy = torch.zeros(1, 1, 28, 28, dtype=torch.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # legacy exporter, on purpose
+        _export(model, dummy, path)
+    _name_nodes(path)
+
+
+def _export(model, dummy, path: Path) -> None:
+    import torch
+
     torch.onnx.export(
         model,
         (dummy,),
@@ -126,7 +160,6 @@ def export_onnx(model, path: Path) -> None:
         dynamo=False,  # TorchScript exporter: no onnxscript needed, stable node names
         do_constant_folding=True,
     )
-    _name_nodes(path)
 
 
 def ort_accuracy(path: Path, x: np.ndarray, y: np.ndarray) -> float:
@@ -142,9 +175,11 @@ def ort_accuracy(path: Path, x: np.ndarray, y: np.ndarray) -> float:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out-dir", default=str(Path(__file__).resolve().parent))
-    ap.add_argument("--epochs", type=int, default=12)
-    ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--lr", type=float, default=2e-3, help="AdamW peak lr (one-cycle)")
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--shift", type=int, default=2, help="random-translation augmentation, pixels")
+    ap.add_argument("--weight-decay", type=float, default=0.01)
     args = ap.parse_args(argv)
 
     import torch
@@ -161,7 +196,7 @@ def main(argv=None) -> int:
     x_tr, y_tr, x_ev, y_ev = split(x, y)
 
     t0 = time.perf_counter()
-    model = train(x_tr, y_tr, args.epochs, args.lr, args.batch)
+    model = train(x_tr, y_tr, args.epochs, args.lr, args.batch, args.shift, args.weight_decay)
     train_s = time.perf_counter() - t0
     print(f"training time: {train_s:.1f} s")
 
