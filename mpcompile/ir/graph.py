@@ -302,7 +302,14 @@ class Graph:
         self.outputs = [new if o == old else o for o in self.outputs]
 
     def copy(self) -> "Graph":
-        return copy.deepcopy(self)
+        """A structural copy. Constant arrays and ``QuantSpec``s are shared: both are treated as immutable
+        (passes replace ``tensor.value``, never write into it), which keeps copies of large models cheap."""
+        tensors = {k: Tensor(t.name, t.dtype, t.shape, t.value, t.quant) for k, t in self.tensors.items()}
+        nodes = [
+            Node(n.name, n.op_type, n.inputs, n.outputs, copy.copy(n.attrs), n.domain, n.precision, n.precision_reason)
+            for n in self.nodes
+        ]
+        return Graph(self.name, nodes, tensors, self.inputs, self.outputs, self.opset_imports, self.metadata)
 
     # ------------------------------------------------------------------ quantization views
     def quantized_tensors(self) -> list[Tensor]:

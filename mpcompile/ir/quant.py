@@ -147,6 +147,15 @@ class QuantSpec:
     def __hash__(self) -> int:
         return hash((self.qtype, self.axis, self.scale.tobytes(), self.zero_point.tobytes()))
 
+    def __reduce__(self):  # noqa: ANN204 - picklable for multiprocessing/Ray despite the read-only provenance view
+        return (
+            QuantSpec,
+            (self.qtype, self.scale, self.zero_point, self.axis, self.symmetric, self.narrow_range, dict(self.provenance)),
+        )
+
+    def __deepcopy__(self, memo: dict) -> "QuantSpec":
+        return self  # immutable
+
     def replace(self, **changes: Any) -> "QuantSpec":
         return dataclasses.replace(self, **changes)
 

@@ -498,6 +498,11 @@ def plan_from_proto(model: onnx.ModelProto, source: str) -> Graph:
     return graph
 
 
+def read_graph(path: str | os.PathLike) -> Graph:
+    """An ONNX file as a graph, as it is: no checks, no folding, no annotations (for artifacts)."""
+    return proto_to_graph(_read_model_proto(path))
+
+
 def model_hash(path: str | os.PathLike) -> str:
     import hashlib
 

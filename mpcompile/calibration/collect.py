@@ -1,0 +1,268 @@
+"""Run the FP32 model over calibration data once and stream every activation into observers.
+
+ONNX Runtime runs a copy of the model whose graph outputs include the tensors to observe.
+Each batch's values go straight into per-tensor observers and are dropped: nothing per
+sample is kept, so memory does not grow with the number of samples. When exposing every
+tensor at once would need too much memory per batch, the tensors are split into groups
+and the data is streamed once per group.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+
+from mpcompile.calibration.data import Dataset
+from mpcompile.calibration.observers import Observer, make_observer
+from mpcompile.errors import DataError, MpcompileError
+from mpcompile.ir import serde
+from mpcompile.ir.graph import Graph
+from mpcompile.ir.types import QType
+from mpcompile.planning import ops
+
+CACHE_FORMAT = "mpcompile-calibration-cache/1"
+#: Bytes of exposed activations per batch above which observation is split into several passes.
+DEFAULT_MEMORY_BUDGET = 2 << 30
+
+
+class CalibrationResult:
+    """Observers per tensor: the ``TensorStatistics`` the planner consumes."""
+
+    def __init__(self, method: str, options: dict[str, Any], observers: dict[str, Observer], samples: int) -> None:
+        self.method = method
+        self.options = dict(options)
+        self.observers = observers
+        self.samples = samples
+        self.seconds = 0.0
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.observers
+
+    def range(self, tensor_name: str, qtype: QType, symmetric: bool) -> tuple[float, float]:
+        lo, hi = self.observers[tensor_name].compute_range(symmetric=symmetric, qtype=QType(qtype))
+        return float(lo), float(hi)
+
+    def summary(self, tensor_name: str) -> dict[str, float]:
+        obs = self.observers[tensor_name]
+        return {
+            "min": float(obs.min) if obs.min is not None else 0.0,
+            "max": float(obs.max) if obs.max is not None else 0.0,
+            "abs_max": float(obs.abs_max) if obs.abs_max is not None else 0.0,
+            "min_abs_nonzero": float(obs.min_abs_nonzero) if obs.min_abs_nonzero is not None else float("inf"),
+            "count": int(obs.count),
+        }
+
+    def provenance(self) -> dict[str, Any]:
+        return {"method": self.method, **self.options, "samples": self.samples}
+
+    # ------------------------------------------------------------------ cache
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": CACHE_FORMAT,
+            "method": self.method,
+            "options": self.options,
+            "samples": self.samples,
+            "tensors": {name: obs.to_dict() for name, obs in self.observers.items()},
+        }
+
+    def save(self, path: str | os.PathLike) -> None:
+        serde.write_atomic(path, json.dumps(self.to_json()).encode())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "CalibrationResult":
+        try:
+            data = json.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise DataError(f"calibration cache {path}: no such file") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise DataError(f"calibration cache {path}: not valid JSON ({exc})") from None
+        if not isinstance(data, dict) or data.get("format") != CACHE_FORMAT:
+            raise DataError(f"calibration cache {path}: not an mpcompile calibration cache ({CACHE_FORMAT})")
+        observers = {name: Observer.from_dict(d) for name, d in data["tensors"].items()}
+        return cls(data["method"], data.get("options", {}), observers, int(data.get("samples", 0)))
+
+    def with_method(self, method: str, **options: Any) -> "CalibrationResult":
+        """The same statistics read with another range method (no model run needed when histograms were kept)."""
+        if method == self.method and options == self.options:
+            return self
+        converted = {}
+        for name, obs in self.observers.items():
+            state = obs.to_dict()
+            if method != "minmax" and "histogram" not in state["state"]:
+                raise DataError(
+                    f"the calibration cache was recorded with method {self.method!r}, which keeps no histogram; "
+                    f"re-run calibration with a histogram method (percentile, entropy, mse) to derive {method!r} ranges"
+                )
+            if method == "minmax":
+                converted[name] = _minmax_from(obs)
+                continue
+            converted[name] = Observer.from_dict({"method": method, "options": options, "state": state["state"]})
+        return CalibrationResult(method, options, converted, self.samples)
+
+
+def _minmax_from(obs: Observer) -> Observer:
+    """An exact min/max observer rebuilt from any observer's running statistics."""
+    fresh = make_observer("minmax")
+    lo = obs.min if obs.min is not None else 0.0
+    hi = obs.max if obs.max is not None else 0.0
+    fresh.update(np.array([lo, hi], dtype=np.float32))
+    return fresh
+
+
+def observed_tensors(graph: Graph) -> list[str]:
+    """Float activations worth observing: graph inputs and outputs of non-shape nodes."""
+    names: list[str] = []
+    seen: set[str] = set()
+    for name in graph.inputs:
+        if graph.tensors[name].is_float and name not in seen:
+            names.append(name)
+            seen.add(name)
+    for node in graph.nodes:
+        if node.op_type in ops.SHAPE_OPS:
+            continue
+        for out in node.outputs:
+            t = graph.tensors.get(out)
+            if out and t is not None and not t.is_constant and t.is_float and out not in seen:
+                names.append(out)
+                seen.add(out)
+    return names
+
+
+def _bytes_per_sample(graph: Graph, names: list[str]) -> int:
+    total = 0
+    for name in names:
+        t = graph.tensors[name]
+        size = 1
+        for d in (t.shape or ())[1:]:
+            size *= d if isinstance(d, int) and d > 0 else 64  # unknown dims: assume a modest size
+        total += size * 4
+    return total
+
+
+def _split(graph: Graph, names: list[str], batch_size: int, budget: int) -> list[list[str]]:
+    groups: list[list[str]] = []
+    current: list[str] = []
+    used = 0
+    for name in names:
+        need = _bytes_per_sample(graph, [name]) * batch_size
+        if current and used + need > budget:
+            groups.append(current)
+            current, used = [], 0
+        current.append(name)
+        used += need
+    if current:
+        groups.append(current)
+    return groups
+
+
+def make_session(graph: Graph, outputs: list[str], *, optimize: bool = True, threads: int | None = None):  # noqa: ANN201
+    """An ONNX Runtime session on ``graph`` exposing ``outputs`` (any tensor names) as graph outputs."""
+    import onnxruntime as ort
+
+    exposed = graph.copy()
+    extra = [o for o in outputs if o not in exposed.outputs]
+    exposed.outputs = list(exposed.outputs) + extra
+    for name in extra:
+        t = exposed.tensors[name]
+        t.shape = None  # let ORT infer; a stale inferred shape must not make it reject the output
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.graph_optimization_level = (
+        ort.GraphOptimizationLevel.ORT_ENABLE_BASIC if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    )
+    if threads:
+        options.intra_op_num_threads = threads
+    try:
+        return ort.InferenceSession(serde.onnx_bytes(exposed), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise MpcompileError(
+            f"ONNX Runtime cannot run model {graph.name!r}: {str(exc).splitlines()[0]}"
+        ) from None
+
+
+def _check_finite(name: str, value: np.ndarray, first_sample: int, nan_policy: str) -> np.ndarray | None:
+    """Returns the array to observe (non-finite values dropped under ``ignore``), or raises."""
+    if value.size == 0:
+        return None
+    lo, hi = value.min(), value.max()
+    if np.isfinite(lo) and np.isfinite(hi):
+        return value
+    bad = ~np.isfinite(value)
+    if nan_policy == "ignore":
+        kept = value[~bad]
+        return kept if kept.size else None
+    per_sample = bad.reshape(bad.shape[0], -1).any(axis=1) if bad.ndim > 0 else np.array([True])
+    index = first_sample + int(np.argmax(per_sample))
+    kind = "NaN" if np.isnan(value).any() else "Inf"
+    raise DataError(
+        f"tensor {name!r} has {kind} values for calibration sample {index}; check that sample's input "
+        f"(normalization, dtype) or pass --nan-policy ignore to skip non-finite values"
+    )
+
+
+def calibrate_graph(
+    graph: Graph,
+    dataset: Dataset,
+    *,
+    method: str = "minmax",
+    method_options: dict[str, Any] | None = None,
+    batch_size: int = 32,
+    samples: int | None = None,
+    nan_policy: str = "error",
+    tensors: Iterable[str] | None = None,
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    progress: bool = True,
+    on_batch: Callable[[int], None] | None = None,
+) -> CalibrationResult:
+    """Observe every float activation of ``graph`` over ``dataset`` and return the statistics."""
+    if nan_policy not in ("error", "ignore"):
+        raise DataError(f"--nan-policy must be 'error' or 'ignore', not {nan_policy!r}")
+    if batch_size < 1:
+        raise DataError(f"batch size must be at least 1, got {batch_size}")
+    options = dict(method_options or {})
+    names = list(tensors) if tensors is not None else observed_tensors(graph)
+    observers = {name: make_observer(method, **options) for name in names}
+    groups = _split(graph, names, batch_size, memory_budget)
+    total = samples if samples is not None else len(dataset)
+    if samples is not None and len(dataset) is not None:
+        total = min(samples, len(dataset))
+    started = time.perf_counter()
+    seen = 0
+    from mpcompile.progress import progress_bar
+
+    with progress_bar(progress, total=(total or 0) * len(groups), description="calibrating") as bar:
+        for group_index, group in enumerate(groups):
+            session = make_session(graph, group)
+            out_names = [o.name for o in session.get_outputs()]
+            seen = 0
+            for feeds in dataset.batches(batch_size, limit=samples):
+                n = next(iter(feeds.values())).shape[0] if feeds else 0
+                try:
+                    results = session.run(out_names, feeds)
+                except Exception as exc:
+                    raise DataError(
+                        f"ONNX Runtime failed on calibration samples {seen}–{seen + n - 1} of {dataset.source}: "
+                        f"{str(exc).splitlines()[0]}"
+                    ) from None
+                for name, value in zip(out_names, results):
+                    observer = observers.get(name)
+                    if observer is None:
+                        continue
+                    value = _check_finite(name, np.asarray(value), seen, nan_policy)
+                    if value is not None:
+                        observer.update(value)
+                seen += n
+                bar.advance(n)
+                if on_batch is not None:
+                    on_batch(seen)
+            del session
+            if group_index == 0 and seen == 0:
+                raise DataError(f"calibration data {dataset.source} contains no samples")
+    result = CalibrationResult(method, options, observers, seen)
+    result.seconds = time.perf_counter() - started
+    return result

@@ -1,0 +1,435 @@
+"""Bounded-memory streaming histograms for activation calibration.
+
+The grid
+--------
+Bin edges are always the multiples of a power-of-two width ``2**exponent``; a histogram
+keeps a window of ``bins`` consecutive bins, the first one being the bin that contains
+the smallest value seen (``start = floor(min / width)``). The exponent is the smallest
+one whose window covers ``[min, max]``. When a batch falls outside the window, the
+exponent grows by whole powers of two, so every old bin lies inside exactly one new bin
+(global bin ``k`` at width ``w`` becomes ``k >> d`` at width ``w * 2**d``): counts merge
+exactly, nothing is interpolated.
+
+Why this choice: the final bin of every value is ``floor(x / 2**e_final)`` whatever the
+order and the batching of the data, because ``floor(floor(x / w) / 2**d) == floor(x /
+(w * 2**d))`` and ``x / 2**e`` is exact in floating point. The final exponent and window
+depend only on the global min and max. So one batch or a thousand batches, in any order,
+give bit-identical counts, and calibration results that do not depend on how the data
+loader batched the samples. The price is resolution: the data fill between ``bins/2``
+and ``bins`` bins of the window (a power-of-two width cannot fit the span exactly).
+
+Because the grid is anchored at 0, a signed histogram folds into a histogram of ``|x|``
+on the same grid (bin ``k < 0`` goes to ``-k-1``; only values exactly on a negative edge
+land one bin low), and that can be coarsened to start at 0, which is what a symmetric
+threshold search needs. So one signed histogram serves every method, and a calibration
+cache can be re-read with another method.
+
+To keep bin indices exact in 64-bit integers, the width never drops below
+``2**-40 * abs_max`` (a constant tensor has a zero span, any width would do).
+
+Non-finite values are the caller's business; ``update`` refuses them with ``ValueError``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import numpy as np
+
+from mpcompile.errors import InternalError
+
+_RESOLUTION_BITS = 40  # |x| / width < 2**41: bin indices stay exact in int64 and float64
+_MIN_EXPONENT = -1000  # keeps 2**-exponent finite in float64
+_MAX_MAGNITUDE = 2.0**1000  # keeps 2**exponent finite in float64
+_F32_TINY = float(np.finfo(np.float32).tiny)
+_F64_TINY = float(np.finfo(np.float64).tiny)
+
+
+# --------------------------------------------------------------------------- batches and running stats
+_CHUNK = 1 << 16  # elements per pass: temporaries stay in cache and are reused (2x faster than whole-array ops)
+
+
+def as_flat_floats(x: Any) -> np.ndarray:
+    """``x`` flattened to float32 (float16/32 input) or float64 (anything else real)."""
+    arr = np.asarray(x)
+    if arr.dtype.kind not in "biuf":
+        raise ValueError(f"calibration data must be real numbers, got dtype {arr.dtype}")
+    if arr.dtype == np.float16:
+        arr = arr.astype(np.float32)
+    elif arr.dtype not in (np.float32, np.float64):
+        arr = arr.astype(np.float64)
+    return arr.reshape(-1)
+
+
+def extremes(values: np.ndarray) -> tuple[float, float]:
+    """``(min, max)`` of a non-empty flat array; ``ValueError`` for NaN/inf or magnitudes beyond 2**1000."""
+    lo = float(values.min())
+    hi = float(values.max())
+    if not (math.isfinite(lo) and math.isfinite(hi)):  # NaN propagates through min/max
+        raise ValueError(
+            f"calibration data contains non-finite values (min={lo}, max={hi}); "
+            "filter NaN/inf before updating an observer"
+        )
+    if max(-lo, hi) >= _MAX_MAGNITUDE:
+        raise ValueError(f"calibration data magnitude {max(-lo, hi):g} is too large to histogram")
+    return lo, hi
+
+
+def _chunks(values: np.ndarray):
+    for first in range(0, values.size, _CHUNK):
+        yield values[first : first + _CHUNK]
+
+
+def min_abs_nonzero(abs_values: np.ndarray, scratch: np.ndarray | None = None) -> float | None:
+    """Smallest non-zero entry of a non-negative float array, ``None`` if all are zero."""
+    # Non-negative IEEE floats order like their bit patterns. Subtracting 1 from the bits
+    # wraps +0.0 to the largest unsigned integer, so a plain min() skips the zeros without
+    # a boolean mask (which would be several times slower).
+    uint = np.uint32 if abs_values.dtype == np.float32 else np.uint64
+    smallest = np.subtract(abs_values.view(uint), uint(1), out=scratch).min()
+    if smallest == np.iinfo(uint).max:
+        return None
+    return float(np.array(smallest + uint(1), dtype=uint).view(abs_values.dtype))
+
+
+class RunningStats:
+    """Exact count, min, max and smallest non-zero magnitude over all batches."""
+
+    __slots__ = ("count", "min", "max", "min_abs_nonzero")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.min: float | None = None
+        self.max: float | None = None
+        self.min_abs_nonzero: float | None = None
+
+    @property
+    def abs_max(self) -> float | None:
+        if self.min is None or self.max is None:
+            return None
+        return max(-self.min, self.max)
+
+    def update(self, x: Any) -> tuple[float, float] | None:
+        """Add a batch (any shape) and return its ``(min, max)``.
+
+        Empty batches are ignored (``None``); NaN/inf raise ``ValueError``.
+        """
+        values = as_flat_floats(x)
+        if values.size == 0:
+            return None
+        lo, hi = extremes(values)
+        self.add_extremes(values.size, lo, hi)
+        buf = np.empty(min(values.size, _CHUNK), values.dtype)
+        scratch = np.empty(buf.size, np.uint32 if values.dtype == np.float32 else np.uint64)
+        for chunk in _chunks(values):
+            mags = np.abs(chunk, out=buf[: chunk.size])
+            self.add_min_abs_nonzero(min_abs_nonzero(mags, scratch[: chunk.size]))
+        return lo, hi
+
+    def add_extremes(self, count: int, lo: float, hi: float) -> None:
+        self.count += int(count)
+        self.min = lo if self.min is None else min(self.min, lo)
+        self.max = hi if self.max is None else max(self.max, hi)
+
+    def add_min_abs_nonzero(self, value: float | None) -> None:
+        if value is not None:
+            self.min_abs_nonzero = value if self.min_abs_nonzero is None else min(self.min_abs_nonzero, value)
+
+    def merge(self, other: RunningStats) -> None:
+        if other.count:
+            self.add_extremes(other.count, other.min, other.max)
+            self.add_min_abs_nonzero(other.min_abs_nonzero)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"count": self.count, "min": self.min, "max": self.max, "min_abs_nonzero": self.min_abs_nonzero}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunningStats:
+        stats = cls()
+        stats.count = int(data["count"])
+        stats.min = None if data["min"] is None else float(data["min"])
+        stats.max = None if data["max"] is None else float(data["max"])
+        man = data.get("min_abs_nonzero")
+        stats.min_abs_nonzero = None if man is None else float(man)
+        return stats
+
+
+# --------------------------------------------------------------------------- an immutable view of a grid
+@dataclasses.dataclass(frozen=True)
+class BinnedCounts:
+    """Counts on the power-of-two grid: bin ``i`` covers ``[(start+i)*w, (start+i+1)*w)``, ``w = 2**exponent``."""
+
+    counts: np.ndarray  # int64
+    start: int
+    exponent: int
+
+    @property
+    def width(self) -> float:
+        return math.ldexp(1.0, self.exponent)
+
+    @property
+    def edges(self) -> np.ndarray:
+        ks = np.arange(self.start, self.start + self.counts.size + 1, dtype=np.float64)
+        return np.ldexp(ks, self.exponent)
+
+    @property
+    def total(self) -> int:
+        return int(self.counts.sum())
+
+    def fold_abs(self) -> BinnedCounts:
+        """The histogram of ``|x|`` (exact: the grid is anchored at 0)."""
+        ks = np.arange(self.start, self.start + self.counts.size, dtype=np.int64)
+        mags = np.where(ks >= 0, ks, -ks - 1)
+        nonzero = self.counts != 0
+        if not nonzero.any():
+            return BinnedCounts(np.zeros(1, np.int64), 0, self.exponent)
+        mags, counts = mags[nonzero], self.counts[nonzero]
+        first = int(mags.min())
+        folded = np.zeros(int(mags.max()) - first + 1, np.int64)
+        np.add.at(folded, mags - first, counts)
+        return BinnedCounts(folded, first, self.exponent)
+
+    def coarsened(self, max_bins: int) -> BinnedCounts:
+        """The non-empty span merged by the smallest power of two that fits it in ``max_bins`` bins."""
+        return self._coarsened(max_bins, from_zero=False)
+
+    def from_zero(self, max_bins: int) -> BinnedCounts:
+        """A non-negative histogram re-based at 0 (``start == 0``) and coarsened to at most ``max_bins`` bins.
+
+        The result ends with the last non-empty bin.
+        """
+        if self.start < 0:
+            raise InternalError("from_zero needs a non-negative histogram; fold_abs() it first")
+        return self._coarsened(max_bins, from_zero=True)
+
+    def _coarsened(self, max_bins: int, from_zero: bool) -> BinnedCounts:
+        nonzero = np.flatnonzero(self.counts)
+        if nonzero.size == 0:
+            return BinnedCounts(np.zeros(1, np.int64), 0, self.exponent)
+        first = 0 if from_zero else self.start + int(nonzero[0])
+        last = self.start + int(nonzero[-1])
+        shift = 0
+        while (last >> shift) - (first >> shift) + 1 > max_bins:
+            shift += 1
+        base = first >> shift
+        ks = ((self.start + nonzero).astype(np.int64) >> shift) - base
+        merged = np.zeros((last >> shift) - base + 1, np.int64)
+        np.add.at(merged, ks, self.counts[nonzero])
+        return BinnedCounts(merged, base, self.exponent + shift)
+
+    def quantile(self, q: float) -> float:
+        """The ``q``-quantile (0..1), interpolating linearly inside the bin where it falls."""
+        total = self.total
+        if total == 0:
+            raise InternalError("quantile of an empty histogram")
+        cumulative = np.cumsum(self.counts)
+        rank = min(max(q, 0.0), 1.0) * total
+        if rank <= 0.0:
+            i = int(np.flatnonzero(self.counts)[0])
+            fraction = 0.0
+        else:
+            i = int(np.searchsorted(cumulative, rank, side="left"))
+            i = min(i, self.counts.size - 1)
+            before = float(cumulative[i - 1]) if i > 0 else 0.0
+            fraction = (rank - before) / float(self.counts[i])
+        return math.ldexp(self.start + i + fraction, self.exponent)
+
+
+# --------------------------------------------------------------------------- the streaming histogram
+class StreamingHistogram:
+    """Histogram of a stream of batches in O(bins) memory, on a power-of-two grid (see module docs).
+
+    Also keeps the exact ``count``, ``min``, ``max``, ``abs_max`` and ``min_abs_nonzero``.
+    """
+
+    def __init__(self, bins: int = 2048) -> None:
+        if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or bins < 8:
+            raise ValueError(f"a histogram needs an integer number of bins >= 8, got {bins!r}")
+        self._bins = int(bins)
+        self._stats = RunningStats()
+        self._exponent: int | None = None  # None until the first value arrives
+        self._start = 0
+        self._counts = np.zeros(self._bins, np.int64)
+
+    # ----------------------------------------------------------------- properties
+    @property
+    def bins(self) -> int:
+        return self._bins
+
+    @property
+    def stats(self) -> RunningStats:
+        return self._stats
+
+    @property
+    def count(self) -> int:
+        return self._stats.count
+
+    @property
+    def min(self) -> float | None:
+        return self._stats.min
+
+    @property
+    def max(self) -> float | None:
+        return self._stats.max
+
+    @property
+    def abs_max(self) -> float | None:
+        return self._stats.abs_max
+
+    @property
+    def min_abs_nonzero(self) -> float | None:
+        return self._stats.min_abs_nonzero
+
+    @property
+    def exponent(self) -> int | None:
+        """Bin width is ``2**exponent``; ``None`` before the first value."""
+        return self._exponent
+
+    @property
+    def counts(self) -> np.ndarray:
+        """A copy of the ``bins`` counts (int64)."""
+        return self._counts.copy()
+
+    @property
+    def edges(self) -> np.ndarray:
+        """The ``bins + 1`` edges (float64); all zeros before the first value."""
+        if self._exponent is None:
+            return np.zeros(self._bins + 1)
+        return self.snapshot().edges
+
+    def snapshot(self) -> BinnedCounts:
+        return BinnedCounts(self._counts.copy(), self._start, 0 if self._exponent is None else self._exponent)
+
+    # ----------------------------------------------------------------- updates
+    def update(self, x: Any) -> None:
+        """Add a batch (any shape). Empty batches are ignored; NaN/inf raise ``ValueError``."""
+        values = as_flat_floats(x)
+        if values.size == 0:
+            return
+        lo, hi = extremes(values)  # validates before any state changes
+        self._stats.add_extremes(values.size, lo, hi)
+        self._regrid(self._exponent)
+        self._add_values(values)
+
+    def merge(self, other: StreamingHistogram) -> None:
+        """Add another histogram's data (e.g. from a parallel worker); exact, like streaming both."""
+        if other._bins != self._bins:
+            raise ValueError(f"cannot merge a {other._bins}-bin histogram into a {self._bins}-bin one")
+        if other._exponent is None:
+            return
+        self._stats.merge(other._stats)
+        floor = other._exponent if self._exponent is None else max(self._exponent, other._exponent)
+        self._regrid(floor)
+        self._counts += _regridded(other._counts, other._start, other._exponent, self._start, self._exponent, self._bins)
+
+    # ----------------------------------------------------------------- grid
+    def copy(self) -> StreamingHistogram:
+        other = StreamingHistogram(self._bins)
+        other._stats.merge(self._stats)
+        other._exponent, other._start, other._counts = self._exponent, self._start, self._counts.copy()
+        return other
+
+    def _target_exponent(self, lower: int | None) -> int:
+        vmin, vmax, amax = self._stats.min, self._stats.max, self._stats.abs_max
+        e = _MIN_EXPONENT if amax == 0 else max(_MIN_EXPONENT, math.frexp(amax)[1] - _RESOLUTION_BITS)
+        if lower is not None:
+            e = max(e, lower)
+        span = vmax - vmin
+        if span > 0:
+            e = max(e, math.frexp(span / self._bins)[1] - 1)  # floor(log2(span / bins)): never too large
+        while math.floor(math.ldexp(vmax, -e)) - math.floor(math.ldexp(vmin, -e)) > self._bins - 1:
+            e += 1
+        return e
+
+    def _regrid(self, lower: int | None) -> None:
+        exponent = self._target_exponent(lower)
+        start = math.floor(math.ldexp(self._stats.min, -exponent))
+        if self._exponent is not None and (exponent, start) != (self._exponent, self._start):
+            self._counts = _regridded(self._counts, self._start, self._exponent, start, exponent, self._bins)
+        self._exponent, self._start = exponent, start
+
+    def _add_values(self, values: np.ndarray) -> None:
+        """Bin ``values`` into the current window (which covers them) and record their min |x| != 0."""
+        e, start = self._exponent, self._start
+        inv_width = math.ldexp(1.0, -e)
+        fast32 = values.dtype == np.float32 and -126 <= e <= 126 and float(np.float32(start)) == start
+        inv32, start32 = np.float32(inv_width), np.float32(start)
+        n = min(values.size, _CHUNK)
+        mags_buf = np.empty(n, values.dtype)
+        scaled_buf = np.empty(n, values.dtype)
+        scratch = np.empty(n, np.uint32 if values.dtype == np.float32 else np.uint64)
+        index_buf = np.empty(n, np.intp)
+        counts = np.zeros(self._bins, np.int64)
+        for chunk in _chunks(values):
+            m = chunk.size
+            mags = np.abs(chunk, out=mags_buf[:m])
+            smallest = min_abs_nonzero(mags, scratch[:m])
+            self._stats.add_min_abs_nonzero(smallest)
+            # x * 2**-e is exact unless the product is subnormal (tiny x, wide bins).
+            tiny_product = e > 0 and smallest is not None and smallest * inv_width < _F32_TINY
+            if fast32 and not tiny_product:
+                scaled = np.multiply(chunk, inv32, out=scaled_buf[:m])
+                np.floor(scaled, out=scaled)
+                scaled -= start32  # exact: float32 integers whose difference is in [0, bins)
+            else:
+                wide = chunk.astype(np.float64)
+                if e > 0 and smallest is not None and smallest * inv_width < _F64_TINY:
+                    scaled = np.floor_divide(wide, math.ldexp(1.0, e))  # exact but slow; subnormal data only
+                else:
+                    scaled = np.floor(wide * inv_width)
+                scaled -= float(start)
+            index = index_buf[:m]
+            np.copyto(index, scaled, casting="unsafe")
+            chunk_counts = np.bincount(index, minlength=self._bins)
+            if chunk_counts.size != self._bins:
+                raise InternalError(f"histogram binning left its window ({chunk_counts.size} > {self._bins} bins)")
+            counts += chunk_counts
+        self._counts += counts
+
+    # ----------------------------------------------------------------- serde
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able state (plain ints, floats, lists, None) for a calibration cache."""
+        return {
+            "bins": self._bins,
+            "exponent": self._exponent,
+            "start": self._start,
+            "counts": [int(c) for c in self._counts],
+            "stats": self._stats.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StreamingHistogram:
+        hist = cls(int(data["bins"]))
+        counts = np.asarray(data["counts"], dtype=np.int64)
+        if counts.shape != (hist._bins,):
+            raise ValueError(f"histogram state has {counts.size} counts, expected {hist._bins}")
+        hist._counts = counts
+        hist._exponent = None if data["exponent"] is None else int(data["exponent"])
+        hist._start = int(data["start"])
+        hist._stats = RunningStats.from_dict(data["stats"])
+        return hist
+
+    def __repr__(self) -> str:
+        if self._exponent is None:
+            return f"StreamingHistogram(bins={self._bins}, empty)"
+        lo = math.ldexp(self._start, self._exponent)
+        hi = math.ldexp(self._start + self._bins, self._exponent)
+        return f"StreamingHistogram(x in [{lo:.6g}, {hi:.6g}), {self._bins} bins, count={self.count})"
+
+
+def _regridded(counts: np.ndarray, start: int, exponent: int, new_start: int, new_exponent: int, bins: int) -> np.ndarray:
+    """Move counts to a coarser (or shifted) window of the same power-of-two grid family."""
+    shift = new_exponent - exponent
+    if shift < 0:
+        raise InternalError("a histogram grid can only grow")
+    nonzero = np.flatnonzero(counts)
+    new = np.zeros(bins, np.int64)
+    if nonzero.size == 0:
+        return new
+    ks = ((start + nonzero).astype(np.int64) >> shift) - new_start  # >> floors negative indices too
+    if ks[0] < 0 or ks[-1] >= bins:
+        raise InternalError("histogram regrid left the window")
+    np.add.at(new, ks, counts[nonzero])
+    return new

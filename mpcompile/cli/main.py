@@ -1,0 +1,94 @@
+"""The ``mpcompile`` command. Each subcommand lives in its own module and is imported on use.
+
+User errors (``MpcompileError``) print one line and exit with code 2; anything else is a
+bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from mpcompile import __version__
+from mpcompile.errors import MpcompileError
+
+#: command name -> (module, attribute, one-line help shown even if the module fails to import)
+COMMANDS = {
+    "compile": ("mpcompile.cli.compile_cmd", "compile_command", "Import, calibrate, plan and lower a model for every backend."),
+    "calibrate": ("mpcompile.cli.calibrate_cmd", "calibrate_command", "Run calibration data through a model and write a plan."),
+    "lower": ("mpcompile.cli.lower_cmd", "lower_command", "Lower a saved plan to one or more backends."),
+    "conform": ("mpcompile.cli.conform_cmd", "conform_command", "Prove backends agree with the fake-quant reference."),
+    "sensitivity": ("mpcompile.cli.sensitivity_cmd", "sensitivity_command", "Rank layers by the error quantizing them causes."),
+    "inspect": ("mpcompile.cli.inspect_cmd", "inspect_command", "Show a model's or plan's structure and quantization."),
+    "backends": ("mpcompile.cli.backends_cmd", "backends_command", "List installed backends and what they support."),
+}
+
+
+class LazyGroup(click.Group):
+    """Imports a subcommand's module only when it runs; a module that fails to import becomes a stub."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        module_name, attr, short = COMMANDS[name]
+        try:
+            return getattr(importlib.import_module(module_name), attr)
+        except Exception as exc:  # keep the CLI alive: explain instead of crashing
+            message = f"`mpcompile {name}` is unavailable: {type(exc).__name__}: {exc}"
+
+            @click.command(name=name, help=f"{short}\n\n(unavailable: {exc})", context_settings={"ignore_unknown_options": True})
+            @click.argument("args", nargs=-1, type=click.UNPROCESSED)
+            def stub(args: tuple[str, ...]) -> None:
+                raise MpcompileError(message)
+
+            stub.short_help = short
+            return stub
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(__version__, prog_name="mpcompile")
+def cli() -> None:
+    """mpcompile: one calibrated mixed-precision plan, lowered to every backend, verified.
+
+    \b
+    Typical flow:
+      mpcompile compile model.onnx --data calib.npz -o out/     # all of it, one step
+      mpcompile calibrate model.onnx --data calib.npz -o plan.onnx
+      mpcompile inspect plan.onnx --explain
+      mpcompile lower plan.onnx --backend tflite -o out/
+      mpcompile conform plan.onnx --backend onnxruntime --backend tflite --data eval.npz
+
+    Calibration data is an .npz whose keys are the model's input names (first axis =
+    samples), a folder of .npy/.npz files, an image folder, or module:function.
+    """
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        cli.main(args=argv, prog_name="mpcompile", standalone_mode=False)
+    except MpcompileError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.exit(0)
+    sys.exit(0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

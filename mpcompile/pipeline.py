@@ -1,0 +1,364 @@
+"""The compiler's steps as a Python API: import → calibrate → plan → legalize → lower (→ conform).
+
+The CLI commands are thin layers over these functions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from mpcompile import __version__
+from mpcompile.backends.base import Artifact, Backend, Deviation
+from mpcompile.backends.registry import resolve_backends
+from mpcompile.calibration.collect import CalibrationResult, calibrate_graph
+from mpcompile.calibration.data import Dataset, InputSpec, open_dataset
+from mpcompile.errors import DataError, MpcompileError, UnsupportedOperatorError
+from mpcompile.importer import load
+from mpcompile.ir import serde
+from mpcompile.ir.graph import Graph
+from mpcompile.ir.types import QType
+from mpcompile.planning.config import Override, PlanConfig
+from mpcompile.planning.plan import make_plan
+
+Model = str | os.PathLike | Graph
+
+
+# ============================================================================ helpers
+def as_graph(model: Model) -> Graph:
+    return model if isinstance(model, Graph) else load(model)
+
+
+def model_inputs(graph: Graph) -> list[InputSpec]:
+    specs = []
+    for name in graph.inputs:
+        t = graph.tensor(name)
+        specs.append(InputSpec(name, tuple(t.shape) if t.shape is not None else (), t.dtype or "float32"))
+    return specs
+
+
+def open_data(graph: Graph, data: Any, preprocess: Any = None) -> Dataset:
+    if data is None:
+        raise DataError(f"model {graph.name!r} needs calibration data for an integer plan: pass --data (an .npz keyed by input names)")
+    if isinstance(data, Dataset):
+        return data
+    return open_dataset(data, model_inputs(graph), preprocess=preprocess)
+
+
+@contextlib.contextmanager
+def staging_dir(out_dir: str | os.PathLike) -> Iterator[Path]:
+    """Build outputs in a temporary sibling folder, then move them into ``out_dir`` only on success."""
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if not out.exists():
+        os.replace(tmp, out)
+        return
+    for item in tmp.iterdir():
+        target = out / item.name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        os.replace(item, target)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def check_supported(plan: Graph, backends: Sequence[Backend]) -> None:
+    """Refuse early when a chosen backend cannot run some operator at all, not even in FP32."""
+    for backend in backends:
+        table = backend.supported_ops()
+        if table is None:
+            continue
+        missing = sorted({(n.op_type, n.name) for n in plan.nodes if n.op_type not in table})
+        if missing:
+            listing = ", ".join(f"{op} (node {name})" for op, name in missing[:6])
+            raise UnsupportedOperatorError(
+                f"backend {backend.name!r} cannot run {len(missing)} node(s) of model {plan.name!r}: {listing}; "
+                f"choose another backend with --backend"
+            )
+
+
+# ============================================================================ calibrate
+@dataclasses.dataclass
+class CalibrateResult:
+    plan: Graph
+    stats: CalibrationResult | None
+    config: PlanConfig
+
+
+def plan_config(
+    precision: str = "int8",
+    activation_type: str | QType = "int8",
+    symmetric: bool = False,
+    per_channel: bool = True,
+    weight_method: str = "minmax",
+    keep: Sequence[str] = (),
+) -> PlanConfig:
+    return PlanConfig(
+        precision=precision,
+        activation_type=QType(activation_type) if precision != "int16" else QType.INT16,
+        symmetric_activations=symmetric,
+        per_channel=per_channel,
+        weight_method=weight_method,
+        overrides=tuple(Override.parse(k) for k in keep),
+    )
+
+
+def calibrate(
+    model: Model,
+    data: Any = None,
+    *,
+    method: str = "minmax",
+    method_options: dict[str, Any] | None = None,
+    precision: str = "int8",
+    activation_type: str = "int8",
+    symmetric: bool = False,
+    per_channel: bool = True,
+    weight_method: str = "minmax",
+    keep: Sequence[str] = (),
+    batch_size: int = 32,
+    samples: int | None = None,
+    nan_policy: str = "error",
+    stats: str | os.PathLike | CalibrationResult | None = None,
+    save_stats: str | os.PathLike | None = None,
+    preprocess: Any = None,
+    progress: bool = True,
+) -> CalibrateResult:
+    """Calibrate ``model`` on ``data`` and return the plan (see ``mpcompile calibrate --help``)."""
+    graph = as_graph(model)
+    config = plan_config(precision, activation_type, symmetric, per_channel, weight_method, keep)
+    if precision == "auto":
+        raise MpcompileError("--precision auto is not implemented yet; use int8, int16, fp16, bf16, fp32 or mixed with --keep")
+    needs_stats = precision in ("int8", "int16", "mixed") or any(o.precision.is_integer for o in config.overrides)
+    needs_stats = needs_stats or precision in ("fp16", "bf16")  # range checks for half precision
+    result: CalibrationResult | None = None
+    if isinstance(stats, CalibrationResult):
+        result = stats.with_method(method, **(method_options or {}))
+    elif stats is not None:
+        result = CalibrationResult.load(stats).with_method(method, **(method_options or {}))
+    elif needs_stats and (data is not None or precision in ("int8", "int16", "mixed")):
+        dataset = open_data(graph, data, preprocess)
+        result = calibrate_graph(
+            graph,
+            dataset,
+            method=method,
+            method_options=method_options,
+            batch_size=batch_size,
+            samples=samples,
+            nan_policy=nan_policy,
+            progress=progress,
+        )
+    if save_stats is not None and result is not None:
+        result.save(save_stats)
+    plan = make_plan(graph, result, config)
+    return CalibrateResult(plan, result, config)
+
+
+# ============================================================================ lower
+@dataclasses.dataclass
+class LowerResult:
+    backend: str
+    artifact: Artifact
+    plan: Graph  # the legalized plan the artifact implements
+    deviations: list[Deviation]
+    seconds: float
+
+
+def lower_one(backend: Backend, plan: Graph, out_dir: Path, stem: str = "model") -> LowerResult:
+    started = time.perf_counter()
+    legal, deviations = backend.legalize(plan)
+    backend_dir = out_dir / backend.name
+    backend_dir.mkdir(parents=True, exist_ok=True)
+    artifact = backend.lower(legal, backend_dir, stem=stem)
+    artifact.deviations = list(deviations) + [d for d in artifact.deviations if d not in deviations]
+    return LowerResult(backend.name, artifact, legal, artifact.deviations, time.perf_counter() - started)
+
+
+def lower(
+    plan: Model,
+    backends: Sequence[str] | None = None,
+    out_dir: str | os.PathLike = "mpcompile-out",
+    *,
+    stem: str | None = None,
+) -> dict[str, LowerResult]:
+    graph = as_graph(plan)
+    chosen = resolve_backends(list(backends) if backends else None)
+    check_supported(graph, chosen)
+    results: dict[str, LowerResult] = {}
+    with staging_dir(out_dir) as tmp:
+        for backend in chosen:
+            result = lower_one(backend, graph, tmp, stem or _stem(graph))
+            results[backend.name] = result
+        _write_manifest(tmp, graph, results, model_path=None, extra={})
+    return _relocate(results, tmp, Path(out_dir))
+
+
+def _stem(graph: Graph) -> str:
+    source = graph.metadata.get("source")
+    return Path(source).stem if source else (graph.name or "model")
+
+
+def _relocate(results: dict[str, LowerResult], tmp: Path, out: Path) -> dict[str, LowerResult]:
+    """Point artifacts at their final location after the staging folder moved."""
+    for r in results.values():
+        r.artifact.path = out / r.artifact.path.relative_to(tmp)
+        r.artifact.files = [out / f.relative_to(tmp) for f in r.artifact.files]
+    return results
+
+
+def _write_manifest(
+    out: Path, plan: Graph, results: dict[str, LowerResult], model_path: str | None, extra: dict[str, Any]
+) -> Path:
+    def rel(p: Path) -> str:
+        try:
+            return str(p.relative_to(out))
+        except ValueError:
+            return str(p)
+
+    manifest = {
+        "mpcompile": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "model": model_path,
+        "model_sha256": serde.model_hash(model_path) if model_path and Path(model_path).is_file() else None,
+        "plan_sha256": serde.plan_hash(plan),
+        "backends": {
+            name: {
+                "artifact": rel(r.artifact.path),
+                "files": [rel(f) for f in r.artifact.files],
+                "deviations": [d.to_dict() for d in r.deviations],
+                # tensor_map is runner plumbing (IR name -> artifact tensor), too bulky for a manifest
+                "metadata": {k: v for k, v in r.artifact.metadata.items() if k != "tensor_map"},
+                "lower_seconds": round(r.seconds, 4),
+            }
+            for name, r in results.items()
+        },
+        **extra,
+    }
+    path = out / "manifest.json"
+    serde.write_atomic(path, json.dumps(manifest, indent=2, default=str).encode())
+    return path
+
+
+# ============================================================================ compile
+@dataclasses.dataclass
+class CompileResult:
+    out_dir: Path
+    plan: Graph
+    plan_path: Path
+    artifacts: dict[str, Artifact]
+    deviations: dict[str, list[Deviation]]
+    manifest_path: Path
+    timings: dict[str, float]
+    conformance: Any = None  # ConformanceReport when requested
+    stats: CalibrationResult | None = None
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        return json.loads(self.manifest_path.read_text())
+
+
+def compile(  # noqa: A001 - the natural name for a compiler's entry point
+    model: str | os.PathLike,
+    data: Any = None,
+    backends: Sequence[str] | None = None,
+    out_dir: str | os.PathLike = "mpcompile-out",
+    *,
+    precision: str = "int8",
+    method: str = "minmax",
+    method_options: dict[str, Any] | None = None,
+    activation_type: str = "int8",
+    symmetric: bool = False,
+    per_channel: bool = True,
+    weight_method: str = "minmax",
+    keep: Sequence[str] = (),
+    batch_size: int = 32,
+    samples: int | None = None,
+    nan_policy: str = "error",
+    preprocess: Any = None,
+    conform: bool = False,
+    eval_data: Any = None,
+    progress: bool = True,
+) -> CompileResult:
+    """Import → calibrate → plan → legalize → lower for each backend; optionally run conformance.
+
+    Writes ``out_dir/plan.onnx``, one folder per backend with its artifact, and
+    ``out_dir/manifest.json``. Nothing is left behind if any step fails.
+    """
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    chosen = resolve_backends(list(backends) if backends else None)
+    graph = as_graph(model)
+    timings["import"] = time.perf_counter() - t0
+    check_supported(graph, chosen)
+    t1 = time.perf_counter()
+    calibrated = calibrate(
+        graph,
+        data,
+        method=method,
+        method_options=method_options,
+        precision=precision,
+        activation_type=activation_type,
+        symmetric=symmetric,
+        per_channel=per_channel,
+        weight_method=weight_method,
+        keep=keep,
+        batch_size=batch_size,
+        samples=samples,
+        nan_policy=nan_policy,
+        preprocess=preprocess,
+        progress=progress,
+    )
+    timings["calibrate"] = time.perf_counter() - t1
+    plan = calibrated.plan
+    plan.metadata.setdefault("source", str(model))
+    out = Path(out_dir)
+    report = None
+    with staging_dir(out) as tmp:
+        plan_path = serde.save_plan(plan, tmp / "plan.onnx")
+        results: dict[str, LowerResult] = {}
+        for backend in chosen:
+            results[backend.name] = lower_one(backend, plan, tmp, _stem(graph))
+            timings[f"lower:{backend.name}"] = results[backend.name].seconds
+        extra: dict[str, Any] = {
+            "plan": "plan.onnx",
+            "policy": dataclasses.asdict(calibrated.config) | {"overrides": [f"{o.pattern}={o.precision.value}" for o in calibrated.config.overrides], "activation_type": calibrated.config.activation_type.value},
+            "calibration": None
+            if calibrated.stats is None
+            else {"method": calibrated.stats.method, "options": calibrated.stats.options, "samples": calibrated.stats.samples, "seconds": round(calibrated.stats.seconds, 4)},
+        }
+        if conform:
+            from mpcompile.conformance.suite import conform_results
+
+            t2 = time.perf_counter()
+            check_data = eval_data if eval_data is not None else data
+            report = conform_results(plan, results, open_data(graph, check_data, preprocess), samples=samples, batch_size=batch_size)
+            timings["conform"] = time.perf_counter() - t2
+            report.save_json(tmp / "conformance.json")
+            report.save_html(tmp / "conformance.html")
+            extra["conformance"] = report.summary()
+        timings["total"] = time.perf_counter() - t0
+        extra["timings"] = {k: round(v, 4) for k, v in timings.items()}
+        manifest_path = _write_manifest(tmp, plan, results, str(model), extra)
+    _relocate(results, tmp, out)
+    return CompileResult(
+        out_dir=out,
+        plan=plan,
+        plan_path=out / plan_path.name,
+        artifacts={k: r.artifact for k, r in results.items()},
+        deviations={k: r.deviations for k, r in results.items()},
+        manifest_path=out / manifest_path.name,
+        timings=timings,
+        conformance=report,
+        stats=calibrated.stats,
+    )

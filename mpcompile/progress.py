@@ -1,0 +1,48 @@
+"""Progress bars (rich) that stay quiet when disabled or when stderr is not a terminal."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from typing import Iterator
+
+
+class _NullBar:
+    def advance(self, n: int = 1) -> None:
+        pass
+
+
+class _RichBar:
+    def __init__(self, progress, task) -> None:  # noqa: ANN001
+        self._progress, self._task = progress, task
+
+    def advance(self, n: int = 1) -> None:
+        self._progress.advance(self._task, n)
+
+
+@contextlib.contextmanager
+def progress_bar(enabled: bool, total: int, description: str, unit: str = "samples") -> Iterator[_NullBar | _RichBar]:
+    if not enabled or not sys.stderr.isatty():
+        yield _NullBar()
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    class _Rate(TextColumn):
+        def render(self, task):  # noqa: ANN001, ANN201
+            speed = task.finished_speed or task.speed
+            from rich.text import Text
+
+            return Text(f"{speed:,.0f} {unit}/s" if speed else "")
+
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        _Rate(""),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=False,
+    ) as progress:
+        task = progress.add_task(description, total=total or None)
+        yield _RichBar(progress, task)
