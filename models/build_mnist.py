@@ -10,8 +10,8 @@ Writes, into ``--out-dir`` (default: the folder of this script):
 
 - ``mnist_cnn.onnx``   FP32 CNN, opset 17, input ``input`` (batch,1,28,28) float32
                        in [0, 1], output ``logits`` (batch, 10); one self-contained file.
-- ``mnist_calib.npz``  key ``input``: 500 training images (500,1,28,28) float32.
-- ``mnist_eval.npz``   keys ``input`` (1000,1,28,28) float32 and ``labels`` (1000,)
+- ``mnist_cnn.calib.npz``  key ``input``: 500 training images (500,1,28,28) float32.
+- ``mnist_cnn.eval.npz``   keys ``input`` (1000,1,28,28) float32 and ``labels`` (1000,)
                        int64: the held-out set, never seen in training.
 
 Training: AdamW (peak lr 2e-3, weight decay 0.01, one-cycle schedule), batch 32,
@@ -202,15 +202,15 @@ def main(argv=None) -> int:
 
     onnx_path = out / "mnist_cnn.onnx"
     export_onnx(model, onnx_path)
-    np.savez_compressed(out / "mnist_calib.npz", input=x_tr[:N_CALIB])
-    np.savez_compressed(out / "mnist_eval.npz", input=x_ev, labels=y_ev)
+    np.savez_compressed(out / "mnist_cnn.calib.npz", input=x_tr[:N_CALIB])
+    np.savez_compressed(out / "mnist_cnn.eval.npz", input=x_ev, labels=y_ev)
 
     with torch.no_grad():
         torch_acc = float((model(torch.from_numpy(x_ev)).argmax(1).numpy() == y_ev).mean())
     acc = ort_accuracy(onnx_path, x_ev, y_ev)
     print(f"held-out FP32 accuracy (torch):       {torch_acc:.4f}")
     print(f"held-out FP32 accuracy (onnxruntime): {acc:.4f}")
-    for name in ("mnist_cnn.onnx", "mnist_calib.npz", "mnist_eval.npz"):
+    for name in ("mnist_cnn.onnx", "mnist_cnn.calib.npz", "mnist_cnn.eval.npz"):
         print(f"{name}: {os.path.getsize(out / name)} bytes")
     assert acc >= MIN_ACCURACY, f"held-out accuracy {acc:.4f} < {MIN_ACCURACY}"
     return 0

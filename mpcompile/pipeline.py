@@ -12,15 +12,16 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 from mpcompile import __version__
 from mpcompile.backends.base import Artifact, Backend, Deviation
 from mpcompile.backends.registry import resolve_backends
 from mpcompile.calibration.collect import CalibrationResult, calibrate_graph
 from mpcompile.calibration.data import Dataset, InputSpec, open_dataset
-from mpcompile.errors import DataError, MpcompileError, UnsupportedOperatorError
+from mpcompile.errors import DataError, MpcompileError, PlanError, UnsupportedOperatorError
 from mpcompile.importer import load
 from mpcompile.ir import serde
 from mpcompile.ir.graph import Graph
@@ -175,12 +176,12 @@ class LowerResult:
     seconds: float
 
 
-def lower_one(backend: Backend, plan: Graph, out_dir: Path, stem: str = "model") -> LowerResult:
+def lower_one(backend: Backend, plan: Graph, out_dir: Path, stem: str = "model", **options: Any) -> LowerResult:
     started = time.perf_counter()
     legal, deviations = backend.legalize(plan)
     backend_dir = out_dir / backend.name
     backend_dir.mkdir(parents=True, exist_ok=True)
-    artifact = backend.lower(legal, backend_dir, stem=stem)
+    artifact = backend.lower(legal, backend_dir, stem=stem, **options)
     artifact.deviations = list(deviations) + [d for d in artifact.deviations if d not in deviations]
     return LowerResult(backend.name, artifact, legal, artifact.deviations, time.perf_counter() - started)
 
@@ -191,14 +192,22 @@ def lower(
     out_dir: str | os.PathLike = "mpcompile-out",
     *,
     stem: str | None = None,
+    **options: Any,
 ) -> dict[str, LowerResult]:
+    """Legalize and lower a plan for each backend into ``out_dir`` (with ``manifest.json``).
+
+    ``options`` go to every backend's ``lower`` (e.g. ``onnx_only=True`` for TensorRT).
+    """
+    options = {k: v for k, v in options.items() if v}
     graph = as_graph(plan)
-    chosen = resolve_backends(list(backends) if backends else None)
+    if not graph.is_annotated:
+        raise PlanError(f"{plan}: not a plan; run `mpcompile calibrate` first (or use `mpcompile compile`)")
+    chosen = resolve_backends(list(backends) if backends else None, **options)
     check_supported(graph, chosen)
     results: dict[str, LowerResult] = {}
     with staging_dir(out_dir) as tmp:
         for backend in chosen:
-            result = lower_one(backend, graph, tmp, stem or _stem(graph))
+            result = lower_one(backend, graph, tmp, stem or _stem(graph), **options)
             results[backend.name] = result
         _write_manifest(tmp, graph, results, model_path=None, extra={})
     return _relocate(results, tmp, Path(out_dir))
@@ -289,6 +298,7 @@ def compile(  # noqa: A001 - the natural name for a compiler's entry point
     conform: bool = False,
     eval_data: Any = None,
     progress: bool = True,
+    **lower_options: Any,
 ) -> CompileResult:
     """Import → calibrate → plan → legalize → lower for each backend; optionally run conformance.
 
@@ -297,7 +307,8 @@ def compile(  # noqa: A001 - the natural name for a compiler's entry point
     """
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    chosen = resolve_backends(list(backends) if backends else None)
+    lower_options = {k: v for k, v in lower_options.items() if v}
+    chosen = resolve_backends(list(backends) if backends else None, **lower_options)
     graph = as_graph(model)
     timings["import"] = time.perf_counter() - t0
     check_supported(graph, chosen)
@@ -328,7 +339,7 @@ def compile(  # noqa: A001 - the natural name for a compiler's entry point
         plan_path = serde.save_plan(plan, tmp / "plan.onnx")
         results: dict[str, LowerResult] = {}
         for backend in chosen:
-            results[backend.name] = lower_one(backend, plan, tmp, _stem(graph))
+            results[backend.name] = lower_one(backend, plan, tmp, _stem(graph), **lower_options)
             timings[f"lower:{backend.name}"] = results[backend.name].seconds
         extra: dict[str, Any] = {
             "plan": "plan.onnx",
@@ -342,7 +353,10 @@ def compile(  # noqa: A001 - the natural name for a compiler's entry point
 
             t2 = time.perf_counter()
             check_data = eval_data if eval_data is not None else data
-            report = conform_results(plan, results, open_data(graph, check_data, preprocess), samples=samples, batch_size=batch_size)
+            report = conform_results(
+                plan, results, open_data(graph, check_data, preprocess), samples=samples, batch_size=batch_size,
+                backends={b.name: b for b in chosen},
+            )
             timings["conform"] = time.perf_counter() - t2
             report.save_json(tmp / "conformance.json")
             report.save_html(tmp / "conformance.html")
@@ -362,3 +376,10 @@ def compile(  # noqa: A001 - the natural name for a compiler's entry point
         conformance=report,
         stats=calibrated.stats,
     )
+
+
+def default_data(model: str | os.PathLike, kind: str) -> Path | None:
+    """``<model stem>.calib.npz`` / ``<model stem>.eval.npz`` next to the model, if present."""
+    path = Path(model)
+    candidate = path.with_name(f"{path.stem}.{kind}.npz")
+    return candidate if candidate.is_file() else None

@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -134,7 +135,7 @@ class Runner(abc.ABC):
     def close(self) -> None:
         """Release resources (sessions, device memory)."""
 
-    def __enter__(self) -> "Runner":
+    def __enter__(self) -> Runner:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -157,6 +158,11 @@ class Backend(abc.ABC):
 
     def check_available(self) -> None:
         """Raise ``BackendUnavailableError`` (with the install hint) if the backend cannot run here."""
+
+    def can_lower_without_runtime(self, **options: Any) -> bool:
+        """True if ``lower`` (and a CPU check of the result) works with these options even when
+        ``check_available`` fails, e.g. TensorRT's ``onnx_only`` export for building on the device."""
+        return False
 
     def version(self) -> str:
         """Version of the library that runs the artifacts (not of the plugin)."""

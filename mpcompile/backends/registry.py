@@ -64,9 +64,7 @@ def _load(ep: EntryPoint) -> BackendEntry:
         return BackendEntry(ep.name, None, False, reason, "reinstall or fix the plugin package", source)
     try:
         backend.check_available()
-    except BackendUnavailableError as exc:
-        if _strict():
-            raise
+    except BackendUnavailableError as exc:  # a missing optional library is not a broken plugin, even in strict mode
         return BackendEntry(ep.name, backend, False, str(exc), backend.install_hint, source)
     except Exception as exc:
         if _strict():
@@ -86,12 +84,15 @@ def discover() -> list[BackendEntry]:
     return [seen[k] for k in sorted(seen)]
 
 
-def get_backend(name: str) -> Backend:
+def get_backend(name: str, **lower_options: object) -> Backend:
+    """The named backend; an unavailable one only if it can lower with ``lower_options`` regardless."""
     entries = {e.name: e for e in discover()}
     if name not in entries:
         known = ", ".join(sorted(entries)) or "none"
         raise BackendError(f"unknown backend {name!r}; installed backends: {known} (see `mpcompile backends`)")
     entry = entries[name]
+    if not entry.available and entry.backend is not None and entry.backend.can_lower_without_runtime(**lower_options):
+        return entry.backend
     if not entry.available or entry.backend is None:
         hint = f"; {entry.install_hint}" if entry.install_hint else ""
         raise BackendUnavailableError(f"backend {name!r} is unavailable: {entry.reason}{hint}")
@@ -102,7 +103,7 @@ def available_backends() -> list[str]:
     return [e.name for e in discover() if e.available]
 
 
-def resolve_backends(names: list[str] | tuple[str, ...] | None) -> list[Backend]:
+def resolve_backends(names: list[str] | tuple[str, ...] | None, **lower_options: object) -> list[Backend]:
     """``None``/empty = every available backend; ``all`` likewise; otherwise each name must be available."""
     if not names or list(names) == ["all"]:
         backends = [e.backend for e in discover() if e.available and e.backend is not None]
@@ -111,5 +112,5 @@ def resolve_backends(names: list[str] | tuple[str, ...] | None) -> list[Backend]
         return backends
     result = []
     for name in dict.fromkeys(names):
-        result.append(get_backend(name))
+        result.append(get_backend(name, **lower_options))
     return result

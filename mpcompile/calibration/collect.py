@@ -12,8 +12,9 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -74,7 +75,7 @@ class CalibrationResult:
         serde.write_atomic(path, json.dumps(self.to_json()).encode())
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "CalibrationResult":
+    def load(cls, path: str | os.PathLike) -> CalibrationResult:
         try:
             data = json.loads(Path(path).read_text())
         except FileNotFoundError:
@@ -86,7 +87,7 @@ class CalibrationResult:
         observers = {name: Observer.from_dict(d) for name, d in data["tensors"].items()}
         return cls(data["method"], data.get("options", {}), observers, int(data.get("samples", 0)))
 
-    def with_method(self, method: str, **options: Any) -> "CalibrationResult":
+    def with_method(self, method: str, **options: Any) -> CalibrationResult:
         """The same statistics read with another range method (no model run needed when histograms were kept)."""
         if method == self.method and options == self.options:
             return self

@@ -179,7 +179,7 @@ class BinnedCounts:
         return int(self.counts.sum())
 
     def fold_abs(self) -> BinnedCounts:
-        """The histogram of ``|x|`` (exact: the grid is anchored at 0)."""
+        """The histogram of ``|x|`` on the same grid (bin ``k < 0`` → ``-k-1``; see the module docs)."""
         ks = np.arange(self.start, self.start + self.counts.size, dtype=np.int64)
         mags = np.where(ks >= 0, ks, -ks - 1)
         nonzero = self.counts != 0
@@ -322,7 +322,9 @@ class StreamingHistogram:
         self._stats.merge(other._stats)
         floor = other._exponent if self._exponent is None else max(self._exponent, other._exponent)
         self._regrid(floor)
-        self._counts += _regridded(other._counts, other._start, other._exponent, self._start, self._exponent, self._bins)
+        self._counts += _regridded(
+            other._counts, other._start, other._exponent, self._start, self._exponent, self._bins
+        )
 
     # ----------------------------------------------------------------- grid
     def copy(self) -> StreamingHistogram:
@@ -339,13 +341,13 @@ class StreamingHistogram:
         span = vmax - vmin
         if span > 0:
             e = max(e, math.frexp(span / self._bins)[1] - 1)  # floor(log2(span / bins)): never too large
-        while math.floor(math.ldexp(vmax, -e)) - math.floor(math.ldexp(vmin, -e)) > self._bins - 1:
+        while _bin_index(vmax, e) - _bin_index(vmin, e) > self._bins - 1:
             e += 1
         return e
 
     def _regrid(self, lower: int | None) -> None:
         exponent = self._target_exponent(lower)
-        start = math.floor(math.ldexp(self._stats.min, -exponent))
+        start = _bin_index(self._stats.min, exponent)
         if self._exponent is not None and (exponent, start) != (self._exponent, self._start):
             self._counts = _regridded(self._counts, self._start, self._exponent, start, exponent, self._bins)
         self._exponent, self._start = exponent, start
@@ -354,8 +356,10 @@ class StreamingHistogram:
         """Bin ``values`` into the current window (which covers them) and record their min |x| != 0."""
         e, start = self._exponent, self._start
         inv_width = math.ldexp(1.0, -e)
-        fast32 = values.dtype == np.float32 and -126 <= e <= 126 and float(np.float32(start)) == start
-        inv32, start32 = np.float32(inv_width), np.float32(start)
+        fast32 = values.dtype == np.float32 and -126 <= e <= 126 and abs(start) < 2**100
+        fast32 = fast32 and float(np.float32(start)) == start
+        inv32 = np.float32(inv_width) if fast32 else None
+        start32 = np.float32(start) if fast32 else None
         n = min(values.size, _CHUNK)
         mags_buf = np.empty(n, values.dtype)
         scaled_buf = np.empty(n, values.dtype)
@@ -419,7 +423,17 @@ class StreamingHistogram:
         return f"StreamingHistogram(x in [{lo:.6g}, {hi:.6g}), {self._bins} bins, count={self.count})"
 
 
-def _regridded(counts: np.ndarray, start: int, exponent: int, new_start: int, new_exponent: int, bins: int) -> np.ndarray:
+def _bin_index(value: float, exponent: int) -> int:
+    """``floor(value / 2**exponent)``, exact (a negative value whose quotient underflows is in bin -1)."""
+    scaled = math.ldexp(value, -exponent)
+    if scaled == 0.0 and value < 0.0:
+        return -1
+    return math.floor(scaled)
+
+
+def _regridded(
+    counts: np.ndarray, start: int, exponent: int, new_start: int, new_exponent: int, bins: int
+) -> np.ndarray:
     """Move counts to a coarser (or shifted) window of the same power-of-two grid family."""
     shift = new_exponent - exponent
     if shift < 0:

@@ -303,7 +303,9 @@ class _HistogramObserver(Observer):
     def _load_state(self, state: dict[str, Any]) -> None:
         hist = StreamingHistogram.from_dict(state["histogram"])
         if hist.bins != self.histogram.bins:
-            raise ValueError(f"histogram has {hist.bins} bins, {self.method} bins={self._bins} needs {self.histogram.bins}")
+            raise ValueError(
+                f"histogram has {hist.bins} bins, {self.method} bins={self._bins} needs {self.histogram.bins}"
+            )
         self.histogram = hist
 
 
@@ -505,15 +507,16 @@ class MseObserver(_HistogramObserver):
     def _range(self, symmetric: bool, levels: int) -> tuple[float, float]:
         grid = self.histogram.snapshot().coarsened(_MSE_MAX_BINS)
         steps = float(levels - 1)
+        # Errors are in units of the bin width (squared), so that huge data cannot overflow.
         if symmetric:
             mags = grid.fold_abs()
             t, err_above, n_above = _upper_clip_candidates(mags, self.abs_max)
             total = float(self.count)
-            mse = err_above + (total - n_above) * (2.0 * t / steps) ** 2 / 12.0
+            mse = err_above + (total - n_above) * (2.0 * (t / mags.width) / steps) ** 2 / 12.0
             return self._symmetric(t[int(np.argmin(mse))])
         hi, err_hi, n_hi = _upper_clip_candidates(grid, self.max)
         lo, err_lo, n_lo = _lower_clip_candidates(grid, self.min)
-        span = np.maximum(hi, 0.0)[None, :] - np.minimum(lo, 0.0)[:, None]
+        span = (np.maximum(hi, 0.0)[None, :] - np.minimum(lo, 0.0)[:, None]) / grid.width
         inside = float(self.count) - n_lo[:, None] - n_hi[None, :]
         mse = err_lo[:, None] + err_hi[None, :] + inside * (span / steps) ** 2 / 12.0
         a, b = np.unravel_index(int(np.argmin(mse)), mse.shape)
@@ -523,7 +526,7 @@ class MseObserver(_HistogramObserver):
 
 
 def _upper_clip_candidates(grid: BinnedCounts, data_max: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Clip values ``t`` (edges in (0, max), then max) with the squared error and count above each.
+    """Clip values ``t`` (edges in (0, max - w), then max), the squared error (in bin widths²) and count above each.
 
     If ``max <= 0`` the single candidate is ``max`` itself (nothing to clip on that side).
     """
@@ -539,10 +542,9 @@ def _upper_clip_candidates(grid: BinnedCounts, data_max: float) -> tuple[np.ndar
     c = j - 0.5
     err = np.maximum(s2 - 2.0 * c * s1 + c * c * s0, 0.0) + s0 / 12.0
     edges = grid.edges
-    keep = (edges > 0) & (edges < data_max)
-    w2 = grid.width**2
+    keep = (edges > 0) & (edges < data_max - grid.width)  # clipping by a bin or less is noise
     t = np.concatenate((edges[keep], [data_max]))
-    return t, np.concatenate((err[keep] * w2, [0.0])), np.concatenate((s0[keep], [0.0]))
+    return t, np.concatenate((err[keep], [0.0])), np.concatenate((s0[keep], [0.0]))
 
 
 def _lower_clip_candidates(grid: BinnedCounts, data_min: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -559,10 +561,9 @@ def _lower_clip_candidates(grid: BinnedCounts, data_min: float) -> tuple[np.ndar
     c = j - 0.5
     err = np.maximum(c * c * p0 - 2.0 * c * p1 + p2, 0.0) + p0 / 12.0
     edges = grid.edges
-    keep = (edges < 0) & (edges > data_min)
-    w2 = grid.width**2
+    keep = (edges < 0) & (edges > data_min + grid.width)
     t = np.concatenate(([data_min], edges[keep]))
-    return t, np.concatenate(([0.0], err[keep] * w2)), np.concatenate(([0.0], p0[keep]))
+    return t, np.concatenate(([0.0], err[keep])), np.concatenate(([0.0], p0[keep]))
 
 
 # =========================================================================== factory

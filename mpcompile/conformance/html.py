@@ -56,7 +56,7 @@ def _plot(name: str, values: list[tuple[str, float]], tolerance: float | None) -
     return "".join(parts)
 
 
-def render_html(report: "ConformanceReport") -> str:
+def render_html(report: ConformanceReport) -> str:
     out = [f"<!doctype html><html><head><meta charset='utf-8'><title>mpcompile conformance: {html.escape(report.model)}</title>"]
     out.append(f"<style>{_STYLE}</style></head><body>")
     verdict = '<span class="pass">PASS</span>' if report.passed else '<span class="fail">FAIL</span>'

@@ -12,7 +12,7 @@ hide in both.
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 
@@ -145,11 +145,11 @@ class ReferenceRunner:
 
             self._session = make_session(graph, wanted, optimize=False)
         elif self.engine == "onnx-reference":
-            from onnx.reference import ReferenceEvaluator
+            from mpcompile.conformance.onnx_reference import evaluator
 
             exposed = graph.copy()
             exposed.outputs = list(exposed.outputs) + [w for w in wanted if w not in exposed.outputs]
-            self._evaluator = ReferenceEvaluator(serde.to_onnx(exposed))
+            self._evaluator = evaluator(serde.to_onnx(exposed))
         else:
             raise MpcompileError(f"unknown reference engine {self.engine!r}; use onnxruntime or onnx-reference")
         self._exposed = intermediates

@@ -11,8 +11,9 @@ import dataclasses
 import json
 import os
 import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -38,7 +39,7 @@ class Tolerances:
     float_rtol: float = 1e-2
 
     @classmethod
-    def parse(cls, items: Sequence[str], base: "Tolerances | None" = None) -> "Tolerances":
+    def parse(cls, items: Sequence[str], base: Tolerances | None = None) -> Tolerances:
         tol = dataclasses.replace(base) if base else cls()
         tol.per_tensor = dict(tol.per_tensor)
         for item in items:
@@ -251,7 +252,6 @@ def conform_results(
         return references[key][1]
 
     base_ref = reference_for(plan, ())
-    producers = plan.producers()
     ref_vs_fp32 = {}
     for name in plan.outputs:
         acc = Accumulator()
@@ -342,6 +342,7 @@ def conform(
     out_dir: str | os.PathLike | None = None,
     reference_engine: str = "onnxruntime",
     runner_options: Mapping[str, Mapping[str, Any]] | None = None,
+    onnx_only: bool = False,
     **calibrate_options: Any,
 ) -> ConformanceReport:
     """Conformance of ``model`` (a plan, or a model calibrated on ``calibration_data or data``).
@@ -356,7 +357,8 @@ def conform(
     graph = as_graph(model)
     if not graph.is_annotated:
         graph = calibrate(graph, calibration_data if calibration_data is not None else data, progress=False, **calibrate_options).plan
-    chosen = resolve_backends(list(backends) if backends else None)
+    lower_options = {"onnx_only": True} if onnx_only else {}
+    chosen = resolve_backends(list(backends) if backends else None, **lower_options)
     check_supported(graph, chosen)
     dataset = open_data(graph, data)
     work = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="mpcompile-conform-"))
@@ -368,7 +370,7 @@ def conform(
             artifact = Artifact(backend.name, Path(artifacts[backend.name]), [Path(artifacts[backend.name])])
             lowered[backend.name] = LowerResult(backend.name, artifact, legal, deviations, 0.0)
         else:
-            lowered[backend.name] = lower_one(backend, graph, work, "model")
+            lowered[backend.name] = lower_one(backend, graph, work, "model", **lower_options)
     return conform_results(
         graph,
         lowered,

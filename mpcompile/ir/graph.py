@@ -11,7 +11,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 from collections import defaultdict
-from typing import Any, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -301,7 +302,7 @@ class Graph:
         self.inputs = [new if i == old else i for i in self.inputs]
         self.outputs = [new if o == old else o for o in self.outputs]
 
-    def copy(self) -> "Graph":
+    def copy(self) -> Graph:
         """A structural copy. Constant arrays and ``QuantSpec``s are shared: both are treated as immutable
         (passes replace ``tensor.value``, never write into it), which keeps copies of large models cheap."""
         tensors = {k: Tensor(t.name, t.dtype, t.shape, t.value, t.quant) for k, t in self.tensors.items()}

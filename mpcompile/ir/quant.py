@@ -8,8 +8,9 @@ conformance reference agree on it.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -47,17 +48,17 @@ class QuantSpec:
         qtype = QType(self.qtype)
         object.__setattr__(self, "qtype", qtype)
         scale = _frozen_array(self.scale, np.float32)
-        zero_point = _frozen_array(self.zero_point, qtype.numpy_dtype)
         zp_raw = np.asarray(self.zero_point)
+        if np.any(zp_raw < qtype.qmin) or np.any(zp_raw > qtype.qmax):
+            raise PlanError(f"zero-point {zp_raw} is outside the {qtype.value} range [{qtype.qmin}, {qtype.qmax}]")
+        zero_point = _frozen_array(self.zero_point, qtype.numpy_dtype)
         object.__setattr__(self, "scale", scale)
         object.__setattr__(self, "zero_point", zero_point)
         object.__setattr__(self, "provenance", MappingProxyType(dict(self.provenance)))
         if scale.size == 0:
             raise PlanError("QuantSpec has an empty scale array")
         if not np.all(np.isfinite(scale)) or not np.all(scale > 0):
-            raise PlanError(f"QuantSpec scales must be finite and positive, got {scale[:8]}")
-        if np.any(zp_raw < qtype.qmin) or np.any(zp_raw > qtype.qmax):
-            raise PlanError(f"zero-point {zp_raw} is outside the {qtype.value} range [{qtype.qmin}, {qtype.qmax}]")
+            raise PlanError(f"QuantSpec scales must be finite and positive, got {scale.reshape(-1)[:8]}")
         if self.axis is None:
             if scale.ndim != 0 or zero_point.ndim != 0:
                 raise PlanError("a per-tensor QuantSpec (axis=None) needs scalar scale and zero-point")
@@ -153,10 +154,10 @@ class QuantSpec:
             (self.qtype, self.scale, self.zero_point, self.axis, self.symmetric, self.narrow_range, dict(self.provenance)),
         )
 
-    def __deepcopy__(self, memo: dict) -> "QuantSpec":
+    def __deepcopy__(self, memo: dict) -> QuantSpec:
         return self  # immutable
 
-    def replace(self, **changes: Any) -> "QuantSpec":
+    def replace(self, **changes: Any) -> QuantSpec:
         return dataclasses.replace(self, **changes)
 
     def __repr__(self) -> str:

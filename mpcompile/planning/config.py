@@ -19,7 +19,7 @@ class Override:
     precision: Precision
 
     @classmethod
-    def parse(cls, text: str) -> "Override":
+    def parse(cls, text: str) -> Override:
         if "=" not in text:
             raise PlanError(f"override {text!r} must look like PATTERN=PRECISION, e.g. 'Softmax=fp32' or 'conv1*=fp16'")
         pattern, _, precision = text.rpartition("=")

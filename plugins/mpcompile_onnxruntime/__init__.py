@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-
 from mpcompile.backends.base import Artifact, Backend, Capabilities, Runner, op_table
 from mpcompile.ir import serde
 from mpcompile.ir.graph import Graph

@@ -1,0 +1,3 @@
+from mpcompile.cli.main import main
+
+main()

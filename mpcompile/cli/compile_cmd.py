@@ -1,0 +1,85 @@
+"""``mpcompile compile``: the whole job in one command."""
+
+from __future__ import annotations
+
+import click
+
+from mpcompile.cli.options import backend_option, calibration_options, data_options, method_options
+
+
+@click.command("compile")
+@click.argument("model", type=click.Path(dir_okay=False))
+@backend_option
+@data_options()
+@calibration_options
+@click.option("-o", "--output-dir", "out_dir", default=None, type=click.Path(file_okay=False),
+              help="Output folder (default: mpcompile-out/<model name>).")
+@click.option("--conform/--no-conform", default=True, show_default=True,
+              help="Run the conformance suite on the artifacts (needs evaluation data).")
+@click.option("--eval-data", default=None, help="Data for conformance/accuracy (default: <model>.eval.npz next to the model, else --data).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def compile_command(model: str, backends: tuple[str, ...], data: str | None, preprocess: str | None, samples: int | None,
+                    batch_size: int, method: str, percentile: float | None, precision: str, keep: tuple[str, ...],
+                    activation_type: str, symmetric: bool, per_channel: bool, weight_method: str, nan_policy: str,
+                    out_dir: str | None, conform: bool, eval_data: str | None, quiet: bool) -> None:
+    """Import MODEL, calibrate, plan, and lower the one plan for every backend.
+
+    Writes OUT/plan.onnx (the plan), OUT/<backend>/ (each artifact), OUT/manifest.json
+    (artifacts, deviations from the plan, library versions, hashes, timings) and, with
+    --conform, OUT/conformance.{json,html}. When --data is omitted, <model>.calib.npz
+    next to the model is used. Nothing is left behind on failure.
+
+    \b
+    Examples:
+      mpcompile compile models/mnist_cnn.onnx
+      mpcompile compile model.onnx --data calib.npz --backend onnxruntime --backend tflite -o out/
+      mpcompile compile model.onnx --data calib.npz --method entropy --keep Softmax=fp32
+    """
+    from pathlib import Path
+
+    from mpcompile.pipeline import compile as run_compile
+    from mpcompile.pipeline import default_data
+
+    if data is None and precision in ("int8", "int16", "mixed"):
+        found = default_data(model, "calib")
+        if found is not None:
+            click.echo(f"using calibration data {found} (found next to the model)", err=True)
+            data = str(found)
+    if conform and eval_data is None:
+        found = default_data(model, "eval")
+        eval_data = str(found) if found is not None else data
+    if conform and eval_data is None:
+        click.echo("no evaluation data: skipping conformance (pass --eval-data or --data)", err=True)
+        conform = False
+    out = out_dir or str(Path("mpcompile-out") / Path(model).stem)
+    result = run_compile(
+        model,
+        data,
+        list(backends) or None,
+        out,
+        precision=precision,
+        method=method,
+        method_options=method_options(method, percentile),
+        activation_type=activation_type,
+        symmetric=symmetric,
+        per_channel=per_channel,
+        weight_method=weight_method,
+        keep=keep,
+        batch_size=batch_size,
+        samples=samples,
+        nan_policy=nan_policy,
+        preprocess=preprocess,
+        conform=conform,
+        eval_data=eval_data,
+        progress=not quiet,
+    )
+    click.echo(f"plan: {result.plan_path}")
+    for name, artifact in result.artifacts.items():
+        devs = result.deviations[name]
+        click.echo(f"{name}: {artifact.path}" + (f"  ({len(devs)} deviation(s) from the plan, see manifest)" if devs else ""))
+    if result.conformance is not None:
+        click.echo(result.conformance.format_text())
+        click.echo(f"report: {result.out_dir / 'conformance.html'}")
+    click.echo(f"manifest: {result.manifest_path}  (total {result.timings['total']:.2f}s)")
+    if result.conformance is not None and not result.conformance.passed:
+        raise SystemExit(1)

@@ -1,0 +1,86 @@
+"""Option groups shared by several commands (one definition, so help texts never drift)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from mpcompile.planning.config import POLICIES
+
+F = Callable[..., Any]
+
+
+def _stack(*decorators: Callable[[F], F]) -> Callable[[F], F]:
+    def apply(func: F) -> F:
+        for d in reversed(decorators):
+            func = d(func)
+        return func
+
+    return apply
+
+
+def data_options(required: bool = False) -> Callable[[F], F]:
+    return _stack(
+        click.option(
+            "--data",
+            "data",
+            required=required,
+            help="Calibration data: an .npz keyed by input names (first axis = samples), a .npy, a folder of "
+            ".npy/.npz files, an image folder (with --preprocess), or module:function yielding feed dicts.",
+        ),
+        click.option(
+            "--preprocess",
+            default=None,
+            help="Image-folder preprocessing, e.g. 'resize=256,crop=224,mean=0.485:0.456:0.406,std=0.229:0.224:0.225,layout=NCHW'.",
+        ),
+        click.option("--samples", type=click.IntRange(min=1), default=None, help="Use at most N samples."),
+        click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Samples per inference batch."),
+    )
+
+
+calibration_options = _stack(
+    click.option(
+        "--method",
+        type=click.Choice(["minmax", "percentile", "entropy", "mse"]),
+        default="minmax",
+        show_default=True,
+        help="How activation ranges are chosen from the observed values.",
+    ),
+    click.option("--percentile", type=float, default=None, help="Percentile for --method percentile (default 99.999)."),
+    click.option(
+        "--precision",
+        type=click.Choice(list(POLICIES)),
+        default="int8",
+        show_default=True,
+        help="Precision policy: uniform int8/int16 (16-bit activations, 8-bit weights), fp16, bf16, fp32, or mixed (int8 plus --keep).",
+    ),
+    click.option(
+        "--keep",
+        multiple=True,
+        metavar="PATTERN=PRECISION",
+        help="Run matching nodes (name glob or op type) at a precision, e.g. --keep Softmax=fp32 --keep 'fc*=int16'. Repeatable.",
+    ),
+    click.option("--activation-type", type=click.Choice(["int8", "uint8", "int16"]), default="int8", show_default=True),
+    click.option("--symmetric/--asymmetric", default=False, show_default=True, help="Activation ranges symmetric around 0 (zero-point 0)."),
+    click.option("--per-channel/--per-tensor", default=True, show_default=True, help="Weight scales per output channel or one per tensor."),
+    click.option("--weight-method", type=click.Choice(["minmax", "mse"]), default="minmax", show_default=True),
+    click.option("--nan-policy", type=click.Choice(["error", "ignore"]), default="error", show_default=True, help="What to do with NaN/Inf activations."),
+)
+
+
+def method_options(method: str, percentile: float | None) -> dict[str, Any]:
+    if percentile is not None:
+        if method != "percentile":
+            raise click.BadParameter("--percentile only applies to --method percentile", param_hint="--percentile")
+        return {"percentile": percentile}
+    return {}
+
+
+backend_option = click.option(
+    "--backend",
+    "backends",
+    multiple=True,
+    help="Backend to target (repeatable), or 'all'. Default: every available backend (see `mpcompile backends`).",
+)

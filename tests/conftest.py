@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+TESTS = Path(__file__).parent
+ROOT = TESTS.parent
+sys.path.insert(0, str(TESTS))
+
+MNIST = ROOT / "models" / "mnist_cnn.onnx"
+MNIST_CALIB = ROOT / "models" / "mnist_cnn.calib.npz"
+MNIST_EVAL = ROOT / "models" / "mnist_cnn.eval.npz"
+
+
+@pytest.fixture
+def small_cnn_path(tmp_path: Path) -> Path:
+    from modelgen import small_cnn
+
+    path = tmp_path / "small_cnn.onnx"
+    onnx.save(small_cnn(), path)
+    return path
+
+
+@pytest.fixture
+def small_cnn_data(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(1)
+    path = tmp_path / "small_cnn.calib.npz"
+    np.savez(path, input=rng.normal(0, 1, (64, 3, 16, 16)).astype(np.float32))
+    return path
+
+
+@pytest.fixture
+def mlp_path(tmp_path: Path) -> Path:
+    from modelgen import residual_mlp
+
+    path = tmp_path / "mlp.onnx"
+    onnx.save(residual_mlp(), path)
+    return path
+
+
+@pytest.fixture
+def mlp_data(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(2)
+    path = tmp_path / "mlp.calib.npz"
+    np.savez(path, x=rng.normal(0, 1, (64, 16)).astype(np.float32))
+    return path
