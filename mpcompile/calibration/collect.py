@@ -20,7 +20,7 @@ import numpy as np
 
 from mpcompile.calibration.data import Dataset
 from mpcompile.calibration.observers import Observer, make_observer
-from mpcompile.errors import DataError, MpcompileError
+from mpcompile.errors import DataError, MpcompileError, PlanError
 from mpcompile.ir import serde
 from mpcompile.ir.graph import Graph
 from mpcompile.ir.types import QType
@@ -91,28 +91,14 @@ class CalibrationResult:
         """The same statistics read with another range method (no model run needed when histograms were kept)."""
         if method == self.method and options == self.options:
             return self
-        converted = {}
-        for name, obs in self.observers.items():
-            state = obs.to_dict()
-            if method != "minmax" and "histogram" not in state["state"]:
-                raise DataError(
-                    f"the calibration cache was recorded with method {self.method!r}, which keeps no histogram; "
-                    f"re-run calibration with a histogram method (percentile, entropy, mse) to derive {method!r} ranges"
-                )
-            if method == "minmax":
-                converted[name] = _minmax_from(obs)
-                continue
-            converted[name] = Observer.from_dict({"method": method, "options": options, "state": state["state"]})
+        try:
+            converted = {name: obs.convert(method, **options) for name, obs in self.observers.items()}
+        except PlanError as exc:
+            raise DataError(
+                f"the calibration cache was recorded with method {self.method!r} and cannot give {method!r} ranges "
+                f"({exc}); re-run calibration with a histogram method (percentile, entropy, mse)"
+            ) from None
         return CalibrationResult(method, options, converted, self.samples)
-
-
-def _minmax_from(obs: Observer) -> Observer:
-    """An exact min/max observer rebuilt from any observer's running statistics."""
-    fresh = make_observer("minmax")
-    lo = obs.min if obs.min is not None else 0.0
-    hi = obs.max if obs.max is not None else 0.0
-    fresh.update(np.array([lo, hi], dtype=np.float32))
-    return fresh
 
 
 def observed_tensors(graph: Graph) -> list[str]:
