@@ -28,7 +28,8 @@ def legalize_with_capabilities(plan: Graph, caps: Capabilities, backend_name: st
 
 def _fallback(caps: Capabilities, op_type: str, wanted: Precision) -> Precision:
     order = {
-        Precision.INT16: [Precision.INT8, Precision.FP16, Precision.FP32],
+        # Accuracy first: a user who asked for 16-bit gets float, not 8-bit, where 16-bit is missing.
+        Precision.INT16: [Precision.FP16, Precision.FP32],
         Precision.INT8: [Precision.FP32],
         Precision.BF16: [Precision.FP16, Precision.FP32],
         Precision.FP16: [Precision.FP32],

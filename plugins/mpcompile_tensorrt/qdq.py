@@ -1,0 +1,321 @@
+"""Lower a legalized plan to the graphs TensorRT builds engines from.
+
+``tensorrt_qdq_graph(plan)`` — the *TensorRT-ready QDQ ONNX* (explicit quantization: the
+only INT8 path on TensorRT 11, and the ``quantization="explicit"`` path on 10.x). It is an
+IR transformation of a copy of the plan, written by ``mpcompile.ir.serde.save_onnx``:
+
+* **Weights**: stored as int8 initializers (the plan's integers, symmetric narrow range)
+  feeding a DequantizeLinear with an int8 zero-point 0 and an explicit ``axis`` (the
+  output-channel axis: 0 for Conv and Gemm(transB=1), 1 for ConvTranspose, Gemm(transB=0)
+  and MatMul). TensorRT documents both this form and float weights + Q/DQ; both fuse into
+  the same INT8 kernels. The stored form is chosen because the engine then holds exactly
+  the plan's integers (TensorRT's own weight quantization cannot round a tie differently),
+  and the file is 4× smaller.
+* **Biases** stay float32 — TensorRT adds them in float inside the fused kernel, and its
+  DequantizeLinear takes no int32 input — holding the plan's int32 bias dequantized
+  (``q·s_in·s_w``), so the numbers are the plan's.
+* **Activations**: per-tensor QuantizeLinear → DequantizeLinear (int8 zero-point 0) right
+  after the producer of every annotated tensor (after the graph input for inputs). The
+  dequantized value keeps the tensor's name, so graph outputs keep theirs. A residual Add
+  therefore reads Q/DQ on both inputs, which TensorRT needs to fuse it into the preceding
+  convolution; ``notes`` lists any integer Add that does not.
+* **FP16/BF16 nodes** compute on FP16/BF16-typed tensors: Cast at the boundaries, constants
+  stored in FP16 (BF16 constants through a Cast that TensorRT folds); back-to-back casts
+  between two half-precision nodes are removed. A strongly typed network honours exactly
+  these types.
+
+``float_graph(plan)`` and ``cache_scales(plan)`` — the plain float model and the plan's
+scales for TensorRT 10's implicit INT8 (calibration cache). Both pure IR; nothing here
+imports TensorRT.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from mpcompile.errors import PlanError
+from mpcompile.ir.graph import Graph, Node, Tensor
+from mpcompile.ir.quant import QuantSpec
+from mpcompile.ir.types import Precision, QType
+from mpcompile.planning import ops
+
+MIN_OPSET = 13  # per-channel QuantizeLinear/DequantizeLinear (``axis``)
+_CAST_TO = {Precision.FP16: 10, Precision.BF16: 16}  # TensorProto.FLOAT16, BFLOAT16
+_FLOAT = 1  # TensorProto.FLOAT
+_SUFFIX = {Precision.FP16: "fp16", Precision.BF16: "bf16"}
+_ADDS = {"Add", "Sub"}
+
+
+@dataclasses.dataclass
+class TensorRTGraph:
+    """A graph ready to serialize, with the IR tensor → artifact tensor map and placement notes."""
+
+    graph: Graph
+    tensor_map: dict[str, str]
+    notes: list[str] = dataclasses.field(default_factory=list)
+
+
+# ============================================================================ checks
+def tensorrt_violations(plan: Graph) -> list[str]:
+    """What keeps ``plan`` from lowering to TensorRT as it is (empty when it is legal)."""
+    from mpcompile_tensorrt.legalize import weight_tensors
+
+    weights = weight_tensors(plan)
+    problems = []
+    for t in plan.tensors.values():
+        spec = t.quant
+        if spec is None or spec.qtype in (QType.INT32, QType.INT64):
+            continue
+        if spec.qtype != QType.INT8:
+            problems.append(f"tensor {t.name!r} is {spec.qtype.value}; TensorRT quantizes to int8 only")
+        if np.any(spec.zero_point != 0):
+            problems.append(f"tensor {t.name!r} has zero-point {spec.zero_point.tolist()}; TensorRT needs 0")
+        if spec.axis is not None and t.name not in weights:
+            problems.append(f"tensor {t.name!r} is quantized per channel but is not a weight")
+    for node in plan.nodes:
+        if node.precision == Precision.INT16:
+            problems.append(f"node {node.name!r} is planned int16; TensorRT has no int16 kernels")
+    return problems
+
+
+def check_tensorrt_ready(plan: Graph) -> None:
+    problems = tensorrt_violations(plan)
+    if problems:
+        listing = "; ".join(problems[:5]) + (f"; … ({len(problems)} in all)" if len(problems) > 5 else "")
+        raise PlanError(
+            f"plan {plan.name!r} is not legal for TensorRT: {listing}. Legalize it first "
+            f"(backend.legalize(plan), which `mpcompile lower` does)"
+        )
+
+
+# ============================================================================ the QDQ graph
+class _Builder:
+    def __init__(self, plan: Graph) -> None:
+        self.g = plan.copy()
+        self.g.opset_imports[""] = max(int(self.g.opset_imports.get("", MIN_OPSET)), MIN_OPSET)
+        self.tensor_map: dict[str, str] = {t.name: t.name for t in self.g.tensors.values() if not t.is_constant}
+        self.notes: list[str] = []
+
+    # --------------------------------------------------------------- helpers
+    def _node(self, op: str, inputs: list[str], output: str, dtype: np.dtype | None, shape, **attrs) -> None:  # noqa: ANN001
+        g = self.g
+        if output not in g.tensors:
+            g.add_tensor(Tensor(output, dtype, shape))
+        g.nodes.append(Node(g.unique_name(f"{output}_{op}"), op, inputs, [output], attrs))
+
+    def _params(self, base: str, spec: QuantSpec) -> tuple[str, str]:
+        g = self.g
+        scale = g.add_tensor(Tensor(g.unique_name(f"{base}_scale"), value=np.array(spec.scale, dtype=np.float32)))
+        zero = g.add_tensor(Tensor(g.unique_name(f"{base}_zero_point"), value=np.zeros(spec.scale.shape, dtype=np.int8)))
+        return scale.name, zero.name
+
+    @staticmethod
+    def _axis(spec: QuantSpec) -> dict[str, int]:
+        # The ONNX default axis is 1 and TensorRT's parser assumes 0: always write it.
+        return {} if spec.axis is None else {"axis": int(spec.axis)}
+
+    # --------------------------------------------------------------- constants
+    def store_constant(self, tensor: Tensor, spec: QuantSpec) -> None:
+        """int8 initializer → DequantizeLinear, the output keeping the constant's name."""
+        g = self.g
+        assert tensor.value is not None
+        q = g.add_tensor(Tensor(g.unique_name(f"{tensor.name}_int8"), value=spec.quantize(tensor.value)))
+        scale, zero = self._params(tensor.name, spec)
+        g.tensors[tensor.name] = Tensor(tensor.name, np.float32, tensor.shape)
+        self._node("DequantizeLinear", [q.name, scale, zero], tensor.name, np.dtype(np.float32), tensor.shape, **self._axis(spec))
+
+    def fold_bias(self, tensor: Tensor, spec: QuantSpec) -> None:
+        assert tensor.value is not None
+        tensor.value = spec.fake_quantize(tensor.value).astype(np.float32)
+        tensor.dtype = np.dtype(np.float32)
+
+    # --------------------------------------------------------------- activations
+    def quantize_activation(self, name: str, spec: QuantSpec) -> None:
+        g = self.g
+        tensor = g.tensors[name]
+        producer = g.producers().get(name)
+        if producer is None:  # a graph input keeps its name; its consumers read the dequantized copy
+            source, target = name, g.unique_name(f"{name}_dq")
+            g.replace_uses(name, target)
+            g.outputs = [name if o == target else o for o in g.outputs]
+            self.tensor_map[name] = target
+        else:  # the producer writes a float temporary; the dequantized value takes the original name
+            source, target = g.unique_name(f"{name}_float"), name
+            producer.outputs = [source if o == name else o for o in producer.outputs]
+            g.add_tensor(Tensor(source, tensor.dtype, tensor.shape))
+        scale, zero = self._params(name, spec)
+        q = g.unique_name(f"{name}_int8")
+        self._node("QuantizeLinear", [source, scale, zero], q, np.dtype(np.int8), tensor.shape)
+        self._node("DequantizeLinear", [q, scale, zero], target, np.dtype(np.float32), tensor.shape)
+
+    # --------------------------------------------------------------- half precision
+    def type_half_nodes(self) -> None:
+        g = self.g
+        cast_of: dict[tuple[str, Precision], str] = {}
+        for node in list(g.nodes):
+            precision = node.precision
+            if precision not in _CAST_TO:
+                continue
+            suffix, to = _SUFFIX[precision], _CAST_TO[precision]
+            half_dtype = np.dtype(np.float16) if precision == Precision.FP16 else None
+            for i, name in enumerate(node.inputs):
+                t = g.tensors.get(name) if name else None
+                if t is None or not t.is_float:
+                    continue
+                key = (name, precision)
+                if key not in cast_of:
+                    if t.is_constant and precision == Precision.FP16:
+                        assert t.value is not None
+                        cast_of[key] = g.add_tensor(Tensor(g.unique_name(f"{name}_{suffix}"), value=t.value.astype(np.float16))).name
+                    else:  # activations, and BF16 constants (numpy has no bfloat16; TensorRT folds the Cast)
+                        out = g.unique_name(f"{name}_{suffix}")
+                        self._node("Cast", [name], out, half_dtype, t.shape, to=to)
+                        cast_of[key] = out
+                node.inputs[i] = cast_of[key]
+            for j, name in enumerate(node.outputs):
+                t = g.tensors.get(name) if name else None
+                if t is None or not t.is_float:
+                    continue
+                half = g.add_tensor(Tensor(g.unique_name(f"{name}_{suffix}"), half_dtype, t.shape)).name
+                node.outputs[j] = half
+                self._node("Cast", [half], name, np.dtype(np.float32), t.shape, to=_FLOAT)
+
+    def drop_round_trip_casts(self) -> None:
+        """Cast(half→float) → Cast(float→half) of the same type is the identity: read the half tensor directly."""
+        g = self.g
+        producers = g.producers()
+        replaced = 0
+        for node in g.nodes:
+            if node.op_type != "Cast" or int(node.attr("to", 0)) not in _CAST_TO.values():
+                continue
+            wide = producers.get(node.inputs[0])
+            if wide is None or wide.op_type != "Cast" or int(wide.attr("to", 0)) != _FLOAT:
+                continue
+            half = wide.inputs[0]
+            half_producer = producers.get(half)
+            source_to = self._half_type_of(half, half_producer)
+            if source_to != int(node.attr("to")):
+                continue
+            for consumer in g.nodes:
+                consumer.inputs = [half if i == node.outputs[0] else i for i in consumer.inputs]
+            g.outputs = [half if o == node.outputs[0] else o for o in g.outputs]
+            replaced += 1
+        if replaced:
+            g.remove_unused()
+
+    def _half_type_of(self, name: str, producer: Node | None) -> int | None:
+        if producer is not None and producer.op_type == "Cast":
+            return int(producer.attr("to", 0))
+        t = self.g.tensors.get(name)
+        if t is not None and t.dtype == np.dtype(np.float16):
+            return _CAST_TO[Precision.FP16]
+        return None
+
+    # --------------------------------------------------------------- checks
+    def note_residual_adds(self) -> None:
+        for node in self.g.nodes:
+            if node.op_type not in _ADDS or node.precision is None or not node.precision.is_integer:
+                continue
+            activations = [self.g.tensors[i] for i in node.inputs if i and not self.g.tensors[i].is_constant]
+            missing = [t.name for t in activations if t.quant is None]
+            if len(activations) == 2 and missing:
+                self.notes.append(
+                    f"integer {node.op_type} {node.name!r}: input(s) {missing} carry no Q/DQ, so TensorRT cannot fuse "
+                    f"it into the producing convolution (it runs as a separate layer)"
+                )
+
+    # --------------------------------------------------------------- driver
+    def build(self) -> TensorRTGraph:
+        g = self.g
+        check_tensorrt_ready(g)
+        self.note_residual_adds()
+        self.type_half_nodes()  # before Q/DQ, like the reference: half rounding, then quantization
+        folded = 0
+        for tensor in list(g.tensors.values()):
+            spec = tensor.quant
+            if spec is None or not tensor.is_constant:
+                continue
+            if spec.qtype in (QType.INT32, QType.INT64):
+                self.fold_bias(tensor, spec)
+                folded += 1
+            else:
+                self.store_constant(tensor, spec)
+        for tensor in list(g.tensors.values()):
+            if tensor.quant is not None and not tensor.is_constant:
+                self.quantize_activation(tensor.name, tensor.quant)
+        for t in g.tensors.values():
+            t.quant = None
+        for n in g.nodes:
+            n.precision = None
+            n.precision_reason = ""
+        self.drop_round_trip_casts()
+        g.toposort()
+        if folded:
+            self.notes.append(f"{folded} bias(es) stored as float32 holding the plan's int32 values dequantized")
+        g.metadata = {k: v for k, v in g.metadata.items() if not k.startswith("mpcompile.")}
+        g.metadata["mpcompile.artifact"] = "TensorRT-ready QDQ ONNX"
+        return TensorRTGraph(g, self.tensor_map, self.notes)
+
+
+def tensorrt_qdq_graph(plan: Graph) -> TensorRTGraph:
+    """The TensorRT-ready QDQ graph of a legalized plan (see the module docstring)."""
+    return _Builder(plan).build()
+
+
+# ============================================================================ implicit INT8 (TensorRT 10)
+def float_graph(plan: Graph) -> Graph:
+    """The plan's float model for TensorRT 10's implicit INT8: precisions go to the builder, scales to the cache."""
+    g = plan.copy()
+    for t in g.tensors.values():
+        t.quant = None
+    for n in g.nodes:
+        n.precision = None
+        n.precision_reason = ""
+    g.metadata = {k: v for k, v in g.metadata.items() if not k.startswith("mpcompile.")}
+    return g
+
+
+def cache_scales(plan: Graph) -> dict[str, np.float32]:
+    """Tensor name → the plan's int8 scale, for a calibration cache, in topological order.
+
+    A producer output the plan leaves unquantized because a Relu/Clip fuses onto it gets the
+    activation's scale: TensorRT wants a range on every tensor of an INT8 layer, and clipping
+    there at the activation's range changes no quantized output.
+    """
+    check_tensorrt_ready(plan)
+    scales: dict[str, np.float32] = {}
+    consumers = plan.consumers()
+    producers = plan.producers()
+    order = list(plan.inputs) + [o for n in plan.nodes for o in n.outputs if o]
+    for name in order:
+        t = plan.tensors.get(name)
+        if t is None or name in scales:
+            continue
+        if t.quant is not None:
+            scales[name] = np.float32(t.quant.scale)
+            continue
+        users = consumers.get(name, [])
+        producer = producers.get(name)
+        if (
+            producer is not None
+            and producer.op_type in ops.FUSING_PRODUCERS
+            and producer.precision is not None
+            and producer.precision.is_integer
+            and len(users) == 1
+            and users[0].op_type in ops.FUSABLE_ACTIVATIONS
+        ):
+            fused = plan.tensors[users[0].outputs[0]].quant
+            if fused is not None:
+                scales[name] = np.float32(fused.scale)
+    return scales
+
+
+def node_precisions(plan: Graph) -> dict[str, Precision]:
+    """Node name → planned precision, for TensorRT 10 layer-precision constraints."""
+    return {n.name: n.precision for n in plan.nodes if n.precision is not None}
+
+
+def uses_precision(plan: Graph, precision: Precision) -> bool:
+    return any(n.precision == precision for n in plan.nodes)
