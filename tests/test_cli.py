@@ -7,9 +7,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper
-
 from conftest import MNIST, MNIST_CALIB
+from onnx import TensorProto, helper
 
 
 def run(*args, cwd=None):

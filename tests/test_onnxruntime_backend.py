@@ -5,9 +5,9 @@ import collections
 import numpy as np
 import onnx
 import onnxruntime as ort
+from conftest import MNIST, MNIST_CALIB, MNIST_EVAL
 from onnx import numpy_helper
 
-from conftest import MNIST, MNIST_CALIB, MNIST_EVAL
 from mpcompile.conformance.suite import conform
 from mpcompile.pipeline import calibrate, compile, lower
 

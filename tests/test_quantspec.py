@@ -30,7 +30,9 @@ def test_per_channel_size_checked_against_shape():
 
 def test_spec_is_frozen():
     spec = spec_from_range(-1, 1)
-    with pytest.raises(Exception):
+    import dataclasses
+
+    with pytest.raises(dataclasses.FrozenInstanceError):
         spec.scale = np.float32(2)  # type: ignore[misc]
     with pytest.raises(ValueError):
         spec.scale[...] = 2

@@ -11,6 +11,7 @@ from mpcompile.ir.graph import Graph
 from mpcompile.ir.types import Precision, QType
 from mpcompile.planning import ops
 
+
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
     description = "QDQ ONNX model for ONNX Runtime (CPU provider fuses it into integer kernels)"
