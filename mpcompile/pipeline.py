@@ -96,6 +96,7 @@ class CalibrateResult:
     plan: Graph
     stats: CalibrationResult | None
     config: PlanConfig
+    auto: Any = None  # planning.auto.AutoPlanResult for --precision auto
 
 
 def plan_config(
@@ -135,20 +136,26 @@ def calibrate(
     save_stats: str | os.PathLike | None = None,
     preprocess: Any = None,
     progress: bool = True,
+    eval_data: Any = None,
+    metric: str = "top1",
+    max_accuracy_drop: float = 0.01,
+    metric_fn: str | None = None,
 ) -> CalibrateResult:
-    """Calibrate ``model`` on ``data`` and return the plan (see ``mpcompile calibrate --help``)."""
+    """Calibrate ``model`` on ``data`` and return the plan (see ``mpcompile calibrate --help``).
+
+    ``precision="auto"`` searches the plan with the most INT8 layers whose ``metric`` on
+    ``eval_data`` (default: the calibration data) drops at most ``max_accuracy_drop``.
+    """
     graph = as_graph(model)
     config = plan_config(precision, activation_type, symmetric, per_channel, weight_method, keep)
-    if precision == "auto":
-        raise MpcompileError("--precision auto is not implemented yet; use int8, int16, fp16, bf16, fp32 or mixed with --keep")
-    needs_stats = precision in ("int8", "int16", "mixed") or any(o.precision.is_integer for o in config.overrides)
+    needs_stats = precision in ("int8", "int16", "mixed", "auto") or any(o.precision.is_integer for o in config.overrides)
     needs_stats = needs_stats or precision in ("fp16", "bf16")  # range checks for half precision
     result: CalibrationResult | None = None
     if isinstance(stats, CalibrationResult):
         result = stats.with_method(method, **(method_options or {}))
     elif stats is not None:
         result = CalibrationResult.load(stats).with_method(method, **(method_options or {}))
-    elif needs_stats and (data is not None or precision in ("int8", "int16", "mixed")):
+    elif needs_stats and (data is not None or precision in ("int8", "int16", "mixed", "auto")):
         dataset = open_data(graph, data, preprocess)
         result = calibrate_graph(
             graph,
@@ -162,6 +169,15 @@ def calibrate(
         )
     if save_stats is not None and result is not None:
         result.save(save_stats)
+    if precision == "auto":
+        from mpcompile.planning.auto import auto_plan
+
+        if result is None:
+            raise DataError(f"--precision auto on model {graph.name!r} needs calibration data (--data) or --stats")
+        evaluation = open_data(graph, eval_data if eval_data is not None else data, preprocess)
+        auto = auto_plan(graph, result, config, evaluation, metric=metric, max_drop=max_accuracy_drop,
+                         metric_fn=metric_fn, samples=samples or 256, batch_size=batch_size, progress=progress)
+        return CalibrateResult(auto.plan, result, config, auto)
     plan = make_plan(graph, result, config)
     return CalibrateResult(plan, result, config)
 
@@ -271,6 +287,7 @@ class CompileResult:
     timings: dict[str, float]
     conformance: Any = None  # ConformanceReport when requested
     stats: CalibrationResult | None = None
+    auto: Any = None  # AutoPlanResult for precision="auto"
 
     @property
     def manifest(self) -> dict[str, Any]:
@@ -298,6 +315,9 @@ def compile(  # noqa: A001 - the natural name for a compiler's entry point
     conform: bool = False,
     eval_data: Any = None,
     progress: bool = True,
+    metric: str = "top1",
+    max_accuracy_drop: float = 0.01,
+    metric_fn: str | None = None,
     **lower_options: Any,
 ) -> CompileResult:
     """Import → calibrate → plan → legalize → lower for each backend; optionally run conformance.
@@ -329,6 +349,10 @@ def compile(  # noqa: A001 - the natural name for a compiler's entry point
         nan_policy=nan_policy,
         preprocess=preprocess,
         progress=progress,
+        eval_data=eval_data,
+        metric=metric,
+        max_accuracy_drop=max_accuracy_drop,
+        metric_fn=metric_fn,
     )
     timings["calibrate"] = time.perf_counter() - t1
     plan = calibrated.plan
@@ -348,6 +372,13 @@ def compile(  # noqa: A001 - the natural name for a compiler's entry point
             if calibrated.stats is None
             else {"method": calibrated.stats.method, "options": calibrated.stats.options, "samples": calibrated.stats.samples, "seconds": round(calibrated.stats.seconds, 4)},
         }
+        if calibrated.auto is not None:
+            extra["auto"] = {
+                "metric": calibrated.auto.metric,
+                "max_accuracy_drop": calibrated.auto.budget,
+                "chosen": calibrated.auto.chosen.to_dict(),
+                "pareto": [row.to_dict() for row in calibrated.auto.rows],
+            }
         if conform:
             from mpcompile.conformance.suite import conform_results
 
@@ -375,6 +406,7 @@ def compile(  # noqa: A001 - the natural name for a compiler's entry point
         timings=timings,
         conformance=report,
         stats=calibrated.stats,
+        auto=calibrated.auto,
     )
 
 

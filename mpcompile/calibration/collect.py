@@ -24,7 +24,6 @@ from mpcompile.errors import DataError, MpcompileError, PlanError
 from mpcompile.ir import serde
 from mpcompile.ir.graph import Graph
 from mpcompile.ir.types import QType
-from mpcompile.planning import ops
 
 CACHE_FORMAT = "mpcompile-calibration-cache/1"
 #: Bytes of exposed activations per batch above which observation is split into several passes.
@@ -102,7 +101,7 @@ class CalibrationResult:
 
 
 def observed_tensors(graph: Graph) -> list[str]:
-    """Float activations worth observing: graph inputs and outputs of non-shape nodes."""
+    """Every float activation: graph inputs and node outputs (any of them may border an integer node)."""
     names: list[str] = []
     seen: set[str] = set()
     for name in graph.inputs:
@@ -110,8 +109,6 @@ def observed_tensors(graph: Graph) -> list[str]:
             names.append(name)
             seen.add(name)
     for node in graph.nodes:
-        if node.op_type in ops.SHAPE_OPS:
-            continue
         for out in node.outputs:
             t = graph.tensors.get(out)
             if out and t is not None and not t.is_constant and t.is_float and out not in seen:

@@ -22,6 +22,7 @@ def backends_command(as_json: bool) -> None:
         click.echo(json.dumps([e.to_dict() for e in entries], indent=2))
         return
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title="mpcompile backends", show_lines=False)
@@ -30,8 +31,8 @@ def backends_command(as_json: bool) -> None:
     for e in entries:
         info = e.to_dict()
         if e.available:
-            table.add_row(e.name, "[green]available[/]", str(info["version"]), info["capabilities"] or "")
+            table.add_row(e.name, "[green]available[/]", escape(str(info["version"])), escape(info["capabilities"] or ""))
         else:
-            detail = e.reason + (f"\n→ {e.install_hint}" if e.install_hint else "")
-            table.add_row(e.name, "[red]unavailable[/]", "-", detail)
+            hint = f"\n→ {e.install_hint}" if e.install_hint and e.install_hint not in e.reason else ""
+            table.add_row(e.name, "[red]unavailable[/]", "-", escape(e.reason + hint))
     Console(width=max(100, Console().width)).print(table)

@@ -28,6 +28,9 @@ class Accumulator:
     top1_total: int = 0
     top1_agree: int = 0
     ref_abs_max: float = 0.0
+    #: For float outputs: also pass when the backend's deviation from the plan is this far (dB) below signal,
+    #: i.e. much smaller than the plan's own quantization noise (set from the plan-vs-FP32 SQNR).
+    min_sqnr_db: float | None = None
 
     def update(self, candidate: np.ndarray, reference: np.ndarray) -> None:
         c = np.asarray(candidate, dtype=np.float64)
@@ -80,7 +83,12 @@ class Accumulator:
     def passed(self, float_rtol: float = 1e-2) -> bool:
         if self.scale and self.tolerance_lsb is not None:
             return self.max_abs_diff <= (self.tolerance_lsb + 0.5) * self.scale
-        return self.max_abs_diff <= float_rtol * max(self.ref_abs_max, 1e-6) + 1e-6
+        if self.max_abs_diff <= float_rtol * max(self.ref_abs_max, 1e-6) + 1e-6:
+            return True
+        # A float output downstream of quantized tensors: one-LSB rounding flips upstream (float
+        # accumulation order differs between kernels) are amplified by the float layers after them.
+        # Such a backend still conforms when its noise is far below the plan's own.
+        return self.min_sqnr_db is not None and self.sqnr_db >= self.min_sqnr_db
 
     def to_dict(self) -> dict:
         def clean(x: float | None) -> float | None | str:
@@ -100,5 +108,6 @@ class Accumulator:
             "sqnr_db": clean(self.sqnr_db),
             "top1_agreement": clean(self.top1),
             "elements": self.elements,
+            "min_sqnr_db": clean(self.min_sqnr_db),
             "passed": self.passed(),
         }

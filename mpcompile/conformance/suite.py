@@ -37,6 +37,8 @@ class Tolerances:
     lut_lsb: float = 9.0
     per_tensor: dict[str, float] = dataclasses.field(default_factory=dict)
     float_rtol: float = 1e-2
+    #: Float outputs also pass when backend-vs-plan SQNR exceeds plan-vs-FP32 SQNR by this margin.
+    float_sqnr_margin_db: float = 10.0
 
     @classmethod
     def parse(cls, items: Sequence[str], base: Tolerances | None = None) -> Tolerances:
@@ -91,7 +93,8 @@ class BackendReport:
                 if acc.max_lsb is not None:
                     msgs.append(f"output {name!r}: max |diff| {acc.max_lsb:.1f} LSB > tolerance {acc.tolerance_lsb:g} LSB")
                 else:
-                    msgs.append(f"output {name!r}: max |diff| {acc.max_abs_diff:.3g} beyond float tolerance")
+                    need = f", SQNR {acc.sqnr_db:.1f} dB < {acc.min_sqnr_db:.1f} dB needed" if acc.min_sqnr_db is not None else ""
+                    msgs.append(f"output {name!r}: max |diff| {acc.max_abs_diff:.3g} beyond float tolerance{need}")
         first = self.first_divergence
         if first is not None:
             acc = self.per_layer[first]
@@ -278,9 +281,11 @@ def conform_results(
         ref = reference_for(legal, inter)
         for out_name in legal.outputs:
             spec = legal.tensors[out_name].quant
+            plan_sqnr = ref_vs_fp32[out_name].sqnr_db if out_name in ref_vs_fp32 else float("inf")
             report.outputs[out_name] = Accumulator(
                 scale=float(spec.scale) if spec is not None and spec.axis is None else None,
                 tolerance_lsb=tol.for_tensor(legal, out_name, legal_producers),
+                min_sqnr_db=plan_sqnr + tol.float_sqnr_margin_db if np.isfinite(plan_sqnr) else None,
             )
             report.vs_fp32[out_name] = Accumulator()
         for name_ in inter:

@@ -189,7 +189,8 @@ def spec_from_range(
     qmax = qtype.qmax
     if symmetric:
         amax = max(abs(lo), abs(hi))
-        half = (qmax - qmin) / 2.0 if qtype.is_signed else float(qmax - qmin)
+        # amax / qmax (127 for int8), the TensorRT and PyTorch convention: ±amax both representable.
+        half = float(qmax) if qtype.is_signed else float(qmax - qmin)
         scale = amax / half if amax > 0 else 1.0
         scale = max(float(np.float32(scale)), np.finfo(np.float32).tiny)
         zp = 0 if qtype.is_signed else (qmin + qmax + 1) // 2

@@ -30,7 +30,7 @@ class Override:
             raise PlanError(f"override {text!r}: unknown precision {precision!r}; valid: {valid}") from None
 
     def matches(self, node_name: str, op_type: str) -> bool:
-        return self.pattern == op_type or fnmatch.fnmatchcase(node_name, self.pattern)
+        return self.pattern in (op_type, node_name) or fnmatch.fnmatchcase(node_name, self.pattern)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -24,6 +24,9 @@ BF16_MAX = 3.38e38
 FP16_HEADROOM = 0.5
 #: Values whose magnitude is below this are flushed by FP16 (smallest subnormal ≈ 6e-8).
 FP16_TINY = 6.0e-8
+#: An activation reaching this magnitude is a sentinel (attention masks use -3.4e38), not a
+#: range to quantize: one such value would flatten every other value of the tensor to zero.
+INTEGER_RANGE_LIMIT = 1.0e5
 
 
 def make_plan(graph: Graph, stats: TensorStatistics | None, config: PlanConfig) -> Graph:
@@ -67,6 +70,8 @@ def assign_precisions(plan: Graph, stats: TensorStatistics | None, config: PlanC
         for override in config.overrides:
             if override.matches(node.name, node.op_type):
                 precision, reason = override.precision, f"override {override.pattern}={override.precision.value}"
+        if precision.is_integer and stats is not None:
+            precision, reason = _integer_safety(plan, node, precision, reason, stats)
         if precision in (Precision.FP16, Precision.BF16):
             precision, reason = _float_safety(plan, node, precision, reason, stats)
         node.precision, node.precision_reason = precision, reason
@@ -81,6 +86,23 @@ def _check_overrides_matched(plan: Graph, config: PlanConfig) -> None:
                 f"override {override.pattern}={override.precision.value} matches no node or op type in "
                 f"graph {plan.name!r} (nodes include: {names}…)"
             )
+
+
+def _integer_safety(
+    plan: Graph, node: Node, precision: Precision, reason: str, stats: TensorStatistics
+) -> tuple[Precision, str]:
+    """Keep a node FP32 when one of its activations holds sentinel-sized values (e.g. -3.4e38 masks)."""
+    for name in [n for n in node.inputs + node.outputs if n]:
+        tensor = plan.tensors.get(name)
+        if tensor is None or tensor.is_constant or not tensor.is_float or name not in stats:
+            continue
+        amax = stats.summary(name)["abs_max"]
+        if amax >= INTEGER_RANGE_LIMIT:
+            return Precision.FP32, (
+                f"kept FP32: tensor {name!r} reaches |x| = {amax:.3g} (a sentinel such as an attention mask); "
+                f"an integer scale covering it would flush every other value to zero"
+            )
+    return precision, reason
 
 
 def _float_safety(

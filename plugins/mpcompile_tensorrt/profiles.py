@@ -137,19 +137,23 @@ def trtexec_commands(
     workspace = f"--memPoolSize=workspace:{max(1, options.workspace >> 20)}"
     explicit = ["trtexec", f"--onnx={files['qdq_onnx']}", "--stronglyTyped", *_shape_args(profiles), workspace, f"--saveEngine={engine}"]
     precisions = {n.precision for n in plan.nodes if n.precision is not None}
-    implicit = ["trtexec", f"--onnx={files['float_onnx']}", "--int8"]
+    integer = any(p.is_integer for p in precisions)
+    implicit = ["trtexec", f"--onnx={files['float_onnx']}"]
+    if integer:
+        implicit.append("--int8")
     if Precision.FP16 in precisions:
         implicit.append("--fp16")
     if Precision.BF16 in precisions:
         implicit.append("--bf16")
-    implicit.append(f"--calib={files['calibration_cache']}")
-    constraints = layer_precisions(plan) if precisions & {Precision.INT8} else {}
+    if integer:
+        implicit.append(f"--calib={files['calibration_cache']}")
+    constraints = layer_precisions(plan) if integer or len(precisions) > 1 else {}
     if constraints:
         implicit += [
             "--precisionConstraints=prefer",
             "--layerPrecisions=" + ",".join(f"{_quoted_name(k)}:{v}" for k, v in constraints.items()),
         ]
-    implicit += [*_shape_args(profiles, calibration=True), workspace, f"--saveEngine={engine}"]
+    implicit += [*_shape_args(profiles, calibration=integer), workspace, f"--saveEngine={engine}"]
     return {
         "10.x explicit": shlex.join(explicit),
         "10.x implicit": shlex.join(implicit),

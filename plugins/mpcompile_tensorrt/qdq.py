@@ -19,9 +19,9 @@ IR transformation of a copy of the plan, written by ``mpcompile.ir.serde.save_on
   dequantized value keeps the tensor's name, so graph outputs keep theirs. A residual Add
   therefore reads Q/DQ on both inputs, which TensorRT needs to fuse it into the preceding
   convolution; ``notes`` lists any integer Add that does not.
-* **FP16/BF16 nodes** compute on FP16/BF16-typed tensors: Cast at the boundaries, constants
-  stored in FP16 (BF16 constants through a Cast that TensorRT folds); back-to-back casts
-  between two half-precision nodes are removed. A strongly typed network honours exactly
+* **FP16/BF16 nodes** compute on FP16/BF16-typed tensors: Cast at the boundaries, their
+  float constants stored in FP16/BF16; back-to-back casts between two half-precision nodes
+  are removed. A strongly typed network honours exactly
   these types.
 
 ``float_graph(plan)`` and ``cache_scales(plan)`` — the plain float model and the plan's
@@ -42,10 +42,39 @@ from mpcompile.ir.types import Precision, QType
 from mpcompile.planning import ops
 
 MIN_OPSET = 13  # per-channel QuantizeLinear/DequantizeLinear (``axis``)
+#: Conv, ConvTranspose and the pooling ops accept bfloat16 from opset 22 on.
+BF16_OPSET = 22
+#: Opset 18 moved ``axes`` of these reductions from an attribute to an input.
+_AXES_TO_INPUT = {
+    "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
+    "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare",
+}
+#: Ops whose meaning changed between opsets 13 and 22: a graph with them keeps its opset.
+_CHANGED_BEFORE_22 = {"GridSample", "GroupNormalization", "DFT"}
 _CAST_TO = {Precision.FP16: 10, Precision.BF16: 16}  # TensorProto.FLOAT16, BFLOAT16
 _FLOAT = 1  # TensorProto.FLOAT
 _SUFFIX = {Precision.FP16: "fp16", Precision.BF16: "bf16"}
 _ADDS = {"Add", "Sub"}
+
+
+def half_numpy_dtype(precision: Precision) -> np.dtype | None:
+    """numpy dtype of FP16/BF16 tensors (bfloat16 through ml_dtypes, which onnx depends on; None without it)."""
+    if precision == Precision.FP16:
+        return np.dtype(np.float16)
+    try:
+        import ml_dtypes
+    except ImportError:
+        return None
+    return np.dtype(ml_dtypes.bfloat16)
+
+
+def half_cast_code(dtype: np.dtype | None) -> int | None:
+    """The Cast ``to`` code of a half-precision dtype, None for any other."""
+    if dtype is None:
+        return None
+    if dtype == np.dtype(np.float16):
+        return _CAST_TO[Precision.FP16]
+    return _CAST_TO[Precision.BF16] if dtype.name == "bfloat16" else None
 
 
 @dataclasses.dataclass
@@ -136,6 +165,8 @@ class _Builder:
         g = self.g
         tensor = g.tensors[name]
         producer = g.producers().get(name)
+        if producer is None and name not in g.inputs:
+            return  # nothing computes it: nothing to quantize
         if producer is None:  # a graph input keeps its name; its consumers read the dequantized copy
             source, target = name, g.unique_name(f"{name}_dq")
             g.replace_uses(name, target)
@@ -158,18 +189,18 @@ class _Builder:
             precision = node.precision
             if precision not in _CAST_TO:
                 continue
-            suffix, to = _SUFFIX[precision], _CAST_TO[precision]
-            half_dtype = np.dtype(np.float16) if precision == Precision.FP16 else None
+            suffix, to, half_dtype = _SUFFIX[precision], _CAST_TO[precision], half_numpy_dtype(precision)
             for i, name in enumerate(node.inputs):
                 t = g.tensors.get(name) if name else None
                 if t is None or not t.is_float:
                     continue
                 key = (name, precision)
                 if key not in cast_of:
-                    if t.is_constant and precision == Precision.FP16:
+                    if t.is_constant and half_dtype is not None:
                         assert t.value is not None
-                        cast_of[key] = g.add_tensor(Tensor(g.unique_name(f"{name}_{suffix}"), value=t.value.astype(np.float16))).name
-                    else:  # activations, and BF16 constants (numpy has no bfloat16; TensorRT folds the Cast)
+                        half = Tensor(g.unique_name(f"{name}_{suffix}"), value=t.value.astype(np.float32).astype(half_dtype))
+                        cast_of[key] = g.add_tensor(half).name
+                    else:  # activations (and BF16 constants without ml_dtypes: TensorRT folds the Cast)
                         out = g.unique_name(f"{name}_{suffix}")
                         self._node("Cast", [name], out, half_dtype, t.shape, to=to)
                         cast_of[key] = out
@@ -203,15 +234,36 @@ class _Builder:
             g.outputs = [half if o == node.outputs[0] else o for o in g.outputs]
             replaced += 1
         if replaced:
+            g.toposort()  # remove_unused walks the nodes backwards from the outputs
             g.remove_unused()
 
     def _half_type_of(self, name: str, producer: Node | None) -> int | None:
         if producer is not None and producer.op_type == "Cast":
             return int(producer.attr("to", 0))
         t = self.g.tensors.get(name)
-        if t is not None and t.dtype == np.dtype(np.float16):
-            return _CAST_TO[Precision.FP16]
-        return None
+        return None if t is None else half_cast_code(t.dtype)
+
+    def raise_opset_for_bf16(self) -> None:
+        """BF16 Conv/pooling is valid ONNX only from opset 22: move the graph there when that keeps its meaning."""
+        g = self.g
+        opset = int(g.opset_imports.get("", MIN_OPSET))
+        if opset >= BF16_OPSET or not any(n.precision == Precision.BF16 for n in g.nodes):
+            return
+        blockers = sorted({n.op_type for n in g.nodes if n.op_type in _CHANGED_BEFORE_22})
+        if blockers:
+            self.notes.append(
+                f"BF16 nodes kept at opset {opset} because of {blockers}: TensorRT parses the file, but ONNX "
+                f"declares bfloat16 Conv/pooling only from opset {BF16_OPSET}"
+            )
+            return
+        for node in g.nodes:
+            if node.op_type in _AXES_TO_INPUT and "axes" in node.attrs:
+                axes = g.add_tensor(Tensor(g.unique_name(f"{node.name}_axes"), value=np.array(node.attrs.pop("axes"), dtype=np.int64)))
+                node.inputs = [node.inputs[0], axes.name]
+            elif node.op_type == "Split" and (len(node.inputs) < 2 or not node.inputs[1]) and "num_outputs" not in node.attrs:
+                node.attrs["num_outputs"] = len(node.outputs)
+        g.opset_imports[""] = BF16_OPSET
+        self.notes.append(f"opset {opset} → {BF16_OPSET}: ONNX declares bfloat16 Conv/pooling from opset {BF16_OPSET}")
 
     # --------------------------------------------------------------- checks
     def note_residual_adds(self) -> None:
@@ -231,6 +283,7 @@ class _Builder:
         g = self.g
         check_tensorrt_ready(g)
         self.note_residual_adds()
+        self.raise_opset_for_bf16()
         self.type_half_nodes()  # before Q/DQ, like the reference: half rounding, then quantization
         folded = 0
         for tensor in list(g.tensors.values()):

@@ -69,11 +69,11 @@ class TensorLayout:
     def is_identity(self) -> bool:
         return self.unflatten is None and self.perm == identity(len(self.perm))
 
-    def to_onnx(self, stored: np.ndarray, onnx_shape: tuple[int, ...]) -> np.ndarray:
-        """The ONNX-layout value of a stored tensor (``onnx_shape`` with the run's batch size)."""
+    def to_onnx(self, stored: np.ndarray) -> np.ndarray:
+        """The ONNX-layout value of a stored tensor."""
         if self.unflatten is not None:
             value = stored.reshape((stored.shape[0], *self.unflatten)).transpose(inverse(self.perm))
-            return value.reshape(onnx_shape)
+            return value.reshape(stored.shape[0], -1)
         return stored.transpose(inverse(self.perm))
 
     def to_stored(self, value: np.ndarray) -> np.ndarray:
@@ -108,7 +108,7 @@ class LayoutResult:
 #: Operators computed on NHWC data in TFLite (rank-4 data input and output).
 SPATIAL = {
     "Conv", "ConvTranspose", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool",
-    "Resize", "DepthToSpace", "SpaceToDepth",
+    "Resize", "DepthToSpace", "SpaceToDepth", "BatchNormalization",
 }
 #: Elementwise operators: any layout, as long as every full-rank input has the same one.
 ELEMENTWISE = {
@@ -200,6 +200,7 @@ class _Planner:
         self.g.nodes.append(Node(self.g.unique_name(f"{out}_transpose"), "Transpose", [name], [out], {"perm": list(q)},
                                  precision=_carrier_precision(src.quant)))
         self.copies[key] = out
+        self.layouts[out] = TensorLayout(perm)
         return out
 
     def memory_order_matches(self, name: str) -> bool:
@@ -480,13 +481,65 @@ def _reshape(pl: _Planner, node: Node) -> None:
     x, out = node.inputs[0], node.outputs[0]
     out_rank = pl.rank(out)
     layout = pl.layouts[x]
-    if layout.unflatten is None and not layout.is_identity and _feeds_only_fully_connected(pl, node):
+    if pl.memory_order_matches(x):
+        pl.emit(node, [x], [TensorLayout(identity(out_rank))])
+        return
+    if layout.unflatten is None and _feeds_only_fully_connected(pl, node):
         # Flatten of an NHWC tensor into [N, C·H·W]: permute the FC weight columns, keep the data.
         stored = pl.g.tensors[x].shape
         pl.emit(node, [x], [TensorLayout(layout.perm, tuple(int(d) for d in stored[1:]))])
         return
-    src = x if pl.memory_order_matches(x) else pl.ensure(x, identity(pl.rank(x)))
-    pl.emit(node, [src], [TensorLayout(identity(out_rank))])
+    carried = carried_layout(pl.onnx_shape(x), pl.onnx_shape(out), layout.perm) if layout.unflatten is None else None
+    if carried is not None:
+        # e.g. NHWC [N,H,W,C] → ONNX [N,C,H·W] is stored [N,H·W,C]: the reshape needs no transpose
+        pl.emit(node, [x], [TensorLayout(carried)])
+        return
+    pl.emit(node, [pl.ensure(x, identity(pl.rank(x)))], [TensorLayout(identity(out_rank))])
+
+
+def carried_layout(in_shape: tuple[Dim, ...], out_shape: tuple[Dim, ...], perm: Perm) -> Perm | None:
+    """The output layout under which reshaping the *stored* input gives the ONNX reshape, or None.
+
+    Works when the reshape only merges or splits runs of consecutive axes (ignoring a shared
+    leading batch axis) and the stored layout keeps every merged run together and in order.
+    """
+    lead = 0
+    symbolic = bool(in_shape and out_shape) and not isinstance(in_shape[0], int) and not isinstance(out_shape[0], int)
+    if in_shape and out_shape and perm and perm[0] == 0 and (in_shape[0] == out_shape[0] or symbolic):
+        lead = 1  # a shared (possibly symbolic) batch axis stays in front
+    din, dout = list(in_shape[lead:]), list(out_shape[lead:])
+    if not all(isinstance(d, int) and d > 0 for d in din + dout) or int(np.prod(din)) != int(np.prod(dout)):
+        return None
+    groups: list[tuple[list[int], list[int]]] = []
+    i = j = 0
+    while i < len(din) and j < len(dout):
+        gi, gj, pi, pj = [i], [j], din[i], dout[j]
+        i, j = i + 1, j + 1
+        while pi != pj:
+            if pi < pj:
+                gi.append(i)
+                pi *= din[i]
+                i += 1
+            else:
+                gj.append(j)
+                pj *= dout[j]
+                j += 1
+        groups.append((gi, gj))
+    if not groups:
+        return None
+    groups[-1][0].extend(range(i, len(din)))  # trailing size-1 axes join the last run
+    groups[-1][1].extend(range(j, len(dout)))
+    stored = [p - lead for p in perm[lead:]]
+    order = []
+    for gi, gj in groups:
+        start = stored.index(gi[0])
+        if stored[start:start + len(gi)] != gi:
+            return None
+        order.append((start, gj))
+    result = list(range(lead))
+    for _, gj in sorted(order):
+        result.extend(a + lead for a in gj)
+    return tuple(result)
 
 
 def _feeds_only_fully_connected(pl: _Planner, node: Node) -> bool:

@@ -1,0 +1,163 @@
+"""Per-layer sensitivity: how much error quantizing each node causes.
+
+Two measurements, both on real data:
+
+* ``local`` (default): the FP32 model runs once and every activation is cached; then
+  each integer node runs alone on its cached FP32 inputs, once in float and once with
+  the plan's fake quantization (inputs, weights, output). The SQNR between the two is
+  that node's own contribution. Cost: one model run plus one tiny single-node run per
+  layer, so it scales to hundreds of layers.
+* ``global``: for each node, the whole model runs with only that node kept in FP32
+  (everything else as planned); the gain in the output metric is the node's
+  contribution at the output. Cost: one full reference run per layer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Callable
+
+import numpy as np
+
+from mpcompile.calibration.collect import make_session, observed_tensors
+from mpcompile.calibration.data import Dataset
+from mpcompile.ir.graph import Graph, Node, Tensor
+from mpcompile.ir.types import Precision
+
+
+@dataclasses.dataclass
+class LayerSensitivity:
+    node: str
+    op_type: str
+    sqnr_db: float  # local: node output SQNR; global: output metric gain when kept FP32
+    macs: int
+    weight_bytes: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "sqnr_db": None if math.isinf(self.sqnr_db) else round(self.sqnr_db, 3)}
+
+
+def _sqnr(reference: np.ndarray, candidate: np.ndarray) -> float:
+    ref = reference.astype(np.float64)
+    noise = float(np.sum((candidate.astype(np.float64) - ref) ** 2))
+    signal = float(np.sum(ref * ref))
+    if noise == 0:
+        return math.inf
+    if signal == 0:
+        return -math.inf
+    return 10 * math.log10(signal / noise)
+
+
+def node_cost(graph: Graph, node: Node) -> tuple[int, int]:
+    """(multiply-accumulates per sample, weight bytes in int8) for Conv/Gemm/MatMul; (0, 0) otherwise."""
+    from mpcompile.planning import ops
+
+    if node.op_type not in ops.WEIGHTED or len(node.inputs) < 2:
+        return 0, 0
+    w = graph.tensors.get(node.inputs[1])
+    out = graph.tensors.get(node.outputs[0])
+    if w is None or out is None:
+        return 0, 0
+    w_shape = w.value.shape if w.is_constant else w.shape
+    if w_shape is None or not all(isinstance(d, int) for d in w_shape):
+        return 0, 0
+    out_shape = [d if isinstance(d, int) else 1 for d in (out.shape or ())][1:]
+    weight_elems = int(np.prod(w_shape))
+    if node.op_type in ("Conv", "ConvTranspose"):
+        spatial = int(np.prod(out_shape[1:])) if len(out_shape) > 1 else 1
+        macs = weight_elems * spatial
+    else:  # Gemm / MatMul: every output row reuses all weights
+        rows = int(np.prod(out_shape[:-1])) if len(out_shape) > 1 else 1
+        macs = weight_elems * rows
+    return macs, weight_elems if w.is_constant else 0
+
+
+def _single_node_graph(plan: Graph, node: Node, quantized: bool) -> tuple[Graph, list[str]]:
+    g = Graph(f"{plan.name}:{node.name}", opset_imports=plan.opset_imports)
+    inputs = []
+    for name in node.inputs:
+        if not name or name in g.tensors:
+            continue
+        t = plan.tensors[name]
+        if t.is_constant:
+            value = t.quant.fake_quantize(t.value).astype(t.value.dtype) if quantized and t.quant is not None else t.value
+            g.tensors[name] = Tensor(name, value=value)
+        else:
+            g.tensors[name] = Tensor(name, t.dtype, None)
+            inputs.append(name)
+    for name in node.outputs:
+        if name:
+            g.tensors[name] = Tensor(name, plan.tensors[name].dtype, None)
+    g.nodes = [Node(node.name, node.op_type, node.inputs, node.outputs, node.attrs, node.domain)]
+    g.inputs = inputs
+    g.outputs = [o for o in node.outputs if o][:1]
+    return g, inputs
+
+
+def local_sensitivity(plan: Graph, dataset: Dataset, *, samples: int = 32, batch_size: int = 8,
+                      progress: bool = False) -> list[LayerSensitivity]:
+    """SQNR of each integer node's output when it alone is fake-quantized, from cached FP32 activations."""
+    from mpcompile.progress import progress_bar
+
+    names = observed_tensors(plan)
+    session = make_session(plan, names)
+    out_names = [o.name for o in session.get_outputs()]
+    cache: dict[str, list[np.ndarray]] = {n: [] for n in out_names}
+    for feeds in dataset.batches(batch_size, limit=samples):
+        for name, value in zip(out_names, session.run(out_names, feeds)):
+            cache[name].append(value)
+        for name, value in feeds.items():
+            cache.setdefault(name, []).append(value) if name not in out_names else None
+    del session
+    layers = [n for n in plan.nodes if n.precision is not None and n.precision.is_integer]
+    results = []
+    with progress_bar(progress, total=len(layers), description="sensitivity", unit="layers") as bar:
+        for node in layers:
+            results.append(_one_node(plan, node, cache))
+            bar.advance(1)
+    return results
+
+
+def _one_node(plan: Graph, node: Node, cache: dict[str, list[np.ndarray]]) -> LayerSensitivity:
+    macs, wbytes = node_cost(plan, node)
+    out = next((o for o in node.outputs if o), None)
+    if out is None or out not in cache or any(i not in cache for i in node.inputs if i and not plan.tensors[i].is_constant):
+        return LayerSensitivity(node.name, node.op_type, math.inf, macs, wbytes)
+    graph_q, inputs = _single_node_graph(plan, node, quantized=True)
+    session = make_session(graph_q, [], optimize=False)
+    spec_out = plan.tensors[out].quant
+    signal = noise = 0.0
+    for index in range(len(cache[out])):
+        feeds = {}
+        for name in inputs:
+            value = cache[name][index]
+            spec = plan.tensors[name].quant
+            feeds[name] = spec.fake_quantize(value) if spec is not None else value
+        got = session.run([graph_q.outputs[0]], feeds)[0]
+        if spec_out is not None:
+            got = spec_out.fake_quantize(got)
+        ref = cache[out][index].astype(np.float64)
+        signal += float(np.sum(ref * ref))
+        noise += float(np.sum((got.astype(np.float64) - ref) ** 2))
+    sqnr = math.inf if noise == 0 else (-math.inf if signal == 0 else 10 * math.log10(signal / noise))
+    return LayerSensitivity(node.name, node.op_type, sqnr, macs, wbytes)
+
+
+def set_node_precision(plan: Graph, names: set[str], precision: Precision, reason: str) -> Graph:
+    """A copy of ``plan`` with ``names`` at ``precision``; specs no integer node needs any more are dropped."""
+    g = plan.copy()
+    for node in g.nodes:
+        if node.name in names:
+            node.precision, node.precision_reason = precision, reason
+    touching: set[str] = set()
+    for node in g.nodes:
+        if node.precision is not None and node.precision.is_integer:
+            touching.update(n for n in node.inputs + node.outputs if n)
+    for t in g.tensors.values():
+        if t.quant is not None and t.name not in touching:
+            t.quant = None
+    return g
+
+
+MetricFn = Callable[[list[np.ndarray], list[np.ndarray]], float]

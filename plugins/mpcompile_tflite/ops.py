@@ -1,0 +1,921 @@
+"""One small emitter per ONNX op type, registered with the precisions TFLite runs it in.
+
+An emitter receives a node of the NHWC graph (``layout.py``: stored axes, TFLite weight
+layouts) and a ``NodeContext`` (``writer.py``) that hands out its inputs realized for the
+node's precision; it adds TFLite operators and their outputs. Operator names and option
+fields are schema names; ``flatbuffer.py`` resolves them. Operator versions follow
+``tensorflow/lite/tools/versioning/op_version.cc`` for the features used (int8 kernels
+version 2/3/4, int16 kernels higher), within the ranges ``register.cc`` accepts.
+
+Each registration also says why a node *cannot* be written (``check``), so that
+legalization can fall back to float or list the node, before anything is lowered.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import numpy as np
+
+from mpcompile.errors import UnsupportedOperatorError
+from mpcompile.ir.graph import Graph, Node
+from mpcompile.ir.types import Precision
+from mpcompile_tflite.writer import NodeContext, clip_bounds, fused_activation_name, quant_params, same_numbers
+
+I8, I16, F16, F32 = Precision.INT8, Precision.INT16, Precision.FP16, Precision.FP32
+INTEGER = (I8, I16)
+FLOAT = (F16, F32)
+ALL = (I8, I16, F16, F32)
+
+#: check(graph, node, integer) -> why the node cannot be written that way, or None
+Check = Callable[[Graph, Node, bool], "str | None"]
+
+
+@dataclasses.dataclass(frozen=True)
+class OpSupport:
+    op_type: str
+    emit: Callable[[NodeContext, Node], None]
+    precisions: frozenset[Precision]
+    check: Check | None = None
+    #: fuses(graph, node) -> True when the TFLite operator takes a fused activation
+    fuses: Callable[[Graph, Node], bool] | None = None
+
+
+EMITTERS: dict[str, OpSupport] = {}
+
+
+def emitter(*op_types: str, precisions: tuple[Precision, ...] = ALL, check: Check | None = None,
+            fuses: Callable[[Graph, Node], bool] | None = None) -> Callable:
+    def register(fn: Callable[[NodeContext, Node], None]) -> Callable[[NodeContext, Node], None]:
+        for op in op_types:
+            EMITTERS[op] = OpSupport(op, fn, frozenset(precisions), check, fuses)
+        return fn
+
+    return register
+
+
+def why_not(graph: Graph, node: Node, integer: bool) -> str | None:
+    """Why ``node`` cannot be written in integer (``integer``) or float arithmetic; None if it can."""
+    support = EMITTERS.get(node.op_type)
+    if support is None:
+        return f"the TFLite writer has no emitter for {node.op_type}"
+    if integer:
+        wanted = node.precision if node.precision in INTEGER else I8
+        if wanted not in support.precisions:
+            return f"TFLite has no {wanted.value} kernel for {node.op_type}"
+    elif not (set(FLOAT) & support.precisions):
+        return f"the TFLite writer emits {node.op_type} in integer precision only"
+    return support.check(graph, node, integer) if support.check else None
+
+
+def _always(graph: Graph, node: Node) -> bool:
+    return True
+
+
+# ============================================================================ helpers
+def _ints(values: object, n: int, default: int) -> list[int]:
+    if values is None:
+        return [default] * n
+    return [int(v) for v in values]  # type: ignore[union-attr]
+
+
+def _onnx_pads(node: Node, in_hw: tuple[int, int], kernel: tuple[int, int], strides: list[int],
+               dilations: list[int]) -> list[int]:
+    """[top, left, bottom, right] as ONNX means them, ``auto_pad`` resolved."""
+    auto = node.attr("auto_pad", "NOTSET")
+    auto = auto.decode() if isinstance(auto, bytes) else auto
+    if auto in ("SAME_UPPER", "SAME_LOWER"):
+        pads = [0, 0, 0, 0]
+        for i in range(2):
+            k_eff = (kernel[i] - 1) * dilations[i] + 1
+            out = -(-in_hw[i] // strides[i])
+            total = max((out - 1) * strides[i] + k_eff - in_hw[i], 0)
+            small = total // 2
+            pads[i], pads[i + 2] = (small, total - small) if auto == "SAME_UPPER" else (total - small, small)
+        return pads
+    if auto == "VALID":
+        return [0, 0, 0, 0]
+    return _ints(node.attr("pads"), 4, 0)
+
+
+def _padding(ctx: NodeContext, x: int, kernel: tuple[int, int], pad_value: str = "zero") -> tuple[str, int]:
+    """TFLite padding for an NHWC spatial node: "SAME" or "VALID", or an explicit PAD in front and "VALID".
+
+    ``pad_value``: "zero" (conv, average pool counting pads) or "lowest" (max pool).
+    """
+    node = ctx.node
+    in_shape = ctx.shape(node.inputs[0])
+    out_shape = ctx.shape(node.outputs[0])
+    if not all(isinstance(d, int) for d in in_shape[1:3]) or not all(isinstance(d, int) for d in out_shape[1:3]):
+        raise UnsupportedOperatorError(f"node {node.name!r}: TFLite needs static spatial sizes, got {in_shape}")
+    strides = _ints(node.attr("strides"), 2, 1)
+    dilations = _ints(node.attr("dilations"), 2, 1)
+    in_hw = (int(in_shape[1]), int(in_shape[2]))
+    out_hw = (int(out_shape[1]), int(out_shape[2]))
+    pads = _onnx_pads(node, in_hw, kernel, strides, dilations)
+    begin, end, same = [0, 0], [0, 0], True
+    for i in range(2):
+        k_eff = (kernel[i] - 1) * dilations[i] + 1
+        needed = (out_hw[i] - 1) * strides[i] + k_eff
+        begin[i] = pads[i]
+        end[i] = max(needed - in_hw[i] - pads[i], 0)
+        total = max((-(-in_hw[i] // strides[i]) - 1) * strides[i] + k_eff - in_hw[i], 0)
+        same = same and out_hw[i] == -(-in_hw[i] // strides[i]) and begin[i] == total // 2 and end[i] == total - total // 2
+    if begin == [0, 0] and end == [0, 0]:
+        return "VALID", x
+    if same and pad_value != "zero-count":
+        return "SAME", x
+    paddings = [[0, 0], [begin[0], end[0]], [begin[1], end[1]], [0, 0]]
+    padded = (in_shape[0], in_hw[0] + begin[0] + end[0], in_hw[1] + begin[1] + end[1], in_shape[3])
+    out = ctx.temp(x, padded, "pad")
+    if pad_value == "lowest":
+        src = ctx.w.model.tensors[x]
+        info = np.iinfo(src.dtype) if src.dtype.startswith("int") else None
+        low = np.array([info.min if info else np.finfo(np.float32).min], dtype=src.dtype)
+        value = ctx.w.new_tensor(f"{node.name}/pad_value", src.dtype, (1,), src.quant, low)
+        ctx.op("PADV2", [x, ctx.param(paddings, suffix="paddings"), value], [out], "PadV2Options",
+               ctx.version(int8=2, int16=3))
+    else:
+        ctx.op("PAD", [x, ctx.param(paddings, suffix="paddings")], [out], "PadOptions", ctx.version(int8=2, int16=3))
+    return "VALID", out
+
+
+def _spatial_check(graph: Graph, node: Node, integer: bool) -> str | None:
+    x = graph.tensors.get(node.inputs[0])
+    if x is None or x.rank != 4:
+        return f"{node.op_type} {node.name!r}: only 2-D spatial operators (rank-4 data) map to TFLite"
+    if x.shape is None or not all(isinstance(d, int) for d in x.shape[2:]):
+        return f"{node.op_type} {node.name!r}: TFLite needs static spatial sizes"
+    return None
+
+
+def _bias(ctx: NodeContext, node: Node, index: int, channels: int | None = None) -> int:
+    """The bias input; with ``channels``, zeros when the node has none (CONV_2D and DEPTHWISE_CONV_2D need one)."""
+    if len(node.inputs) > index and node.inputs[index]:
+        return ctx.input(node.inputs[index])
+    if channels is None:
+        return -1
+    if not ctx.integer:
+        return ctx.param(np.zeros(channels, np.float32), "float32", "zero_bias")
+    from mpcompile_tflite.model import QuantParams
+
+    x_spec, w_spec = ctx.spec(node.inputs[0]), ctx.tensor(node.inputs[1]).quant
+    scale = (np.float32(x_spec.scale) * w_spec.scale.astype(np.float32)).astype(np.float32).reshape(-1)
+    dtype = "int64" if ctx.kind == "int16" else "int32"
+    return ctx.w.new_tensor(f"{node.name}/zero_bias", dtype, (channels,),
+                            QuantParams.from_arrays(np.broadcast_to(scale, (channels,)) if scale.size == 1 else scale,
+                                                    np.zeros(channels, np.int64)),
+                            np.zeros(channels, dtype))
+
+
+# ============================================================================ convolution
+def _conv_check(graph: Graph, node: Node, integer: bool) -> str | None:
+    reason = _spatial_check(graph, node, integer)
+    if reason:
+        return reason
+    w = graph.tensors.get(node.inputs[1])
+    if w is None or not w.is_constant:
+        return f"Conv {node.name!r}: TFLite needs constant weights"
+    group = int(node.attr("group", 1))
+    c_in = graph.tensors[node.inputs[0]].shape[1]
+    depthwise = group > 1 and group == c_in and w.value.shape[1] == 1
+    if group > 1 and not depthwise:
+        return f"Conv {node.name!r}: grouped convolution (group={group}, not depthwise) is not written for TFLite"
+    if integer and len(node.inputs) > 2 and node.inputs[2] and graph.tensors[node.inputs[2]].quant is None:
+        return f"Conv {node.name!r}: the plan has no bias spec"
+    return None
+
+
+@emitter("Conv", check=_conv_check, fuses=_always)
+def conv(ctx: NodeContext, node: Node) -> None:
+    x = ctx.input(node.inputs[0])
+    weight = node.inputs[1]
+    w_shape = ctx.tensor(weight).value.shape
+    kernel = (int(w_shape[1]), int(w_shape[2]))
+    w = ctx.input(weight)
+    channels = int(w_shape[3] if node.attr("weight_layout") == "1HWO" else w_shape[0])
+    b = _bias(ctx, node, 2, channels)
+    padding, x = _padding(ctx, x, kernel)
+    strides = _ints(node.attr("strides"), 2, 1)
+    dilations = _ints(node.attr("dilations"), 2, 1)
+    out = ctx.output(node.outputs[0])
+    common = dict(padding=padding, strideH=strides[0], strideW=strides[1], dilationHFactor=dilations[0],
+                  dilationWFactor=dilations[1], fusedActivationFunction=ctx.fused_activation)
+    if node.attr("weight_layout") == "1HWO":
+        ctx.op("DEPTHWISE_CONV_2D", [x, w, b], [out], "DepthwiseConv2DOptions",
+               ctx.version(int8=3, int16=5, float=2 if dilations != [1, 1] else 1),
+               depthMultiplier=int(node.attr("depth_multiplier", 1)), **common)
+    else:
+        # 16x8 CONV_2D is version 4 in TFLite's versioning table (runtime_version.cc: "2.3.0").
+        ctx.op("CONV_2D", [x, w, b], [out], "Conv2DOptions", ctx.version(int8=3, int16=4), **common)
+
+
+def _conv_transpose_check(graph: Graph, node: Node, integer: bool) -> str | None:
+    reason = _spatial_check(graph, node, integer)
+    if reason:
+        return reason
+    if int(node.attr("group", 1)) != 1:
+        return f"ConvTranspose {node.name!r}: grouped transposed convolution is not written for TFLite"
+    if _ints(node.attr("dilations"), 2, 1) != [1, 1]:
+        return f"ConvTranspose {node.name!r}: TFLite TRANSPOSE_CONV has no dilation"
+    w = graph.tensors.get(node.inputs[1])
+    if w is None or not w.is_constant:
+        return f"ConvTranspose {node.name!r}: TFLite needs constant weights"
+    out = graph.tensors[node.outputs[0]]
+    if out.shape is None or not all(isinstance(d, int) for d in out.shape[2:]):
+        return f"ConvTranspose {node.name!r}: TFLite needs a static output size"
+    pads = _ints(node.attr("pads"), 4, 0)
+    x = graph.tensors[node.inputs[0]]
+    strides = _ints(node.attr("strides"), 2, 1)
+    for i in range(2):
+        full = (x.shape[2 + i] - 1) * strides[i] + w.value.shape[2 + i]
+        if pads[i] + out.shape[2 + i] > full:
+            return f"ConvTranspose {node.name!r}: output_padding beyond the full output is not written for TFLite"
+    return None
+
+
+@emitter("ConvTranspose", check=_conv_transpose_check, fuses=_always)
+def conv_transpose(ctx: NodeContext, node: Node) -> None:
+    x = ctx.input(node.inputs[0])
+    w_shape = ctx.tensor(node.inputs[1]).value.shape  # OHWI
+    w = ctx.input(node.inputs[1])
+    b = _bias(ctx, node, 2)
+    in_shape, out_shape = ctx.shape(node.inputs[0]), ctx.shape(node.outputs[0])
+    strides = _ints(node.attr("strides"), 2, 1)
+    full = [(int(in_shape[1 + i]) - 1) * strides[i] + int(w_shape[1 + i]) for i in range(2)]
+    pads = _ints(node.attr("pads"), 4, 0)
+    if node.attr("auto_pad", "NOTSET") not in ("NOTSET", b"NOTSET", "VALID", b"VALID"):
+        total = [full[i] - int(out_shape[1 + i]) for i in range(2)]
+        pads = [total[0] - total[0] // 2, total[1] - total[1] // 2, total[0] // 2, total[1] // 2]
+        if node.attr("auto_pad") in ("SAME_UPPER", b"SAME_UPPER"):
+            pads = [total[0] // 2, total[1] // 2, total[0] - total[0] // 2, total[1] - total[1] // 2]
+    crop = full != [int(out_shape[1]), int(out_shape[2])]
+    out = ctx.output(node.outputs[0])
+    target = out
+    if crop:
+        target = ctx.temp(out, (in_shape[0], full[0], full[1], out_shape[3]), "full")
+    batch = 1 if not isinstance(in_shape[0], int) else int(in_shape[0])
+    shape = ctx.param([batch, full[0], full[1], int(out_shape[3])], suffix="output_shape")
+    version = ctx.version(int8=2, int16=2)
+    if b >= 0:
+        version = max(version, 3)
+    if ctx.fused_activation != "NONE":
+        version = 4
+    ctx.op("TRANSPOSE_CONV", [shape, w, x] + ([b] if b >= 0 else []), [target], "TransposeConvOptions", version,
+           padding="VALID", strideH=strides[0], strideW=strides[1], fusedActivationFunction=ctx.fused_activation)
+    if crop:
+        begin = [0, pads[0], pads[1], 0]
+        end = [0, pads[0] + int(out_shape[1]), pads[1] + int(out_shape[2]), 0]
+        ctx.op("STRIDED_SLICE", [target, ctx.param(begin, suffix="begin"), ctx.param(end, suffix="end"),
+                                 ctx.param([1, 1, 1, 1], suffix="strides")], [out], "StridedSliceOptions",
+               ctx.version(int8=2, int16=2), beginMask=0b1001, endMask=0b1001)
+
+
+# ============================================================================ fully connected / matmul
+def _fc_weight_ok(graph: Graph, node: Node) -> bool:
+    w = graph.tensors.get(node.inputs[1]) if len(node.inputs) > 1 else None
+    return w is not None and w.is_constant and w.value.ndim == 2
+
+
+def _gemm_check(graph: Graph, node: Node, integer: bool) -> str | None:
+    if not integer:
+        return None
+    if float(node.attr("alpha", 1.0)) != 1.0 or float(node.attr("beta", 1.0)) != 1.0:
+        return f"Gemm {node.name!r}: alpha/beta ≠ 1 has no integer FULLY_CONNECTED form"
+    if len(node.inputs) > 2 and node.inputs[2]:
+        c = graph.tensors[node.inputs[2]]
+        if not c.is_constant or c.value.ndim != 1 or c.quant is None:
+            return f"Gemm {node.name!r}: only a 1-D constant bias fits integer FULLY_CONNECTED"
+    if not _fc_weight_ok(graph, node) and len(node.inputs) > 2 and node.inputs[2]:
+        return f"Gemm {node.name!r}: a bias on activation × activation has no integer form"
+    return None
+
+
+def _matmul_check(graph: Graph, node: Node, integer: bool) -> str | None:
+    b = graph.tensors.get(node.inputs[1])
+    if integer and b is not None and b.is_constant and b.value.ndim != 2:
+        return f"MatMul {node.name!r}: a batched constant operand runs as BATCH_MATMUL, float only"
+    return None
+
+
+def _fc_fuses(graph: Graph, node: Node) -> bool:
+    # FULLY_CONNECTED has a fused activation; BATCH_MATMUL has none. A broadcast bias adds an ADD after.
+    if node.attr("weight_layout") != "OI":
+        return False
+    if len(node.inputs) > 2 and node.inputs[2]:
+        c = graph.tensors[node.inputs[2]]
+        return c.is_constant and c.value.ndim == 1
+    return True
+
+
+@emitter("Gemm", check=_gemm_check, fuses=_fc_fuses)
+@emitter("MatMul", check=_matmul_check, fuses=_fc_fuses)
+def fully_connected(ctx: NodeContext, node: Node) -> None:
+    if node.attr("weight_layout") != "OI":
+        _batch_matmul(ctx, node)
+        return
+    x = ctx.input(node.inputs[0])
+    w = ctx.input(node.inputs[1])
+    bias_name = node.inputs[2] if len(node.inputs) > 2 else ""
+    extra_bias = bias_name and not (ctx.is_constant(bias_name) and ctx.tensor(bias_name).value.ndim == 1)
+    b = -1 if (not bias_name or extra_bias) else ctx.input(bias_name)
+    keep = len(ctx.shape(node.inputs[0])) > 2
+    out = ctx.output(node.outputs[0])
+    target = ctx.temp(out, ctx.shape(node.outputs[0]), "matmul") if extra_bias else out
+    version = 5 if keep else ctx.version(int8=4, int16=1)
+    ctx.op("FULLY_CONNECTED", [x, w, b], [target], "FullyConnectedOptions", version,
+           fusedActivationFunction="NONE" if extra_bias else ctx.fused_activation, keepNumDims=keep)
+    if extra_bias:
+        ctx.op("ADD", [target, ctx.input(bias_name)], [out], "AddOptions", 1, fusedActivationFunction="NONE")
+
+
+def _batch_matmul(ctx: NodeContext, node: Node) -> None:
+    a, b = ctx.input(node.inputs[0]), ctx.input(node.inputs[1])
+    out = ctx.output(node.outputs[0])
+    adj_x = bool(node.attr("transA", 0)) if node.op_type == "Gemm" else False
+    adj_y = bool(node.attr("transB", 0)) if node.op_type == "Gemm" else False
+    bias = node.inputs[2] if node.op_type == "Gemm" and len(node.inputs) > 2 else ""
+    target = ctx.temp(out, ctx.shape(node.outputs[0]), "matmul") if bias else out
+    ctx.op("BATCH_MATMUL", [a, b], [target], "BatchMatMulOptions", ctx.version(int8=2, int16=3), adjX=adj_x, adjY=adj_y)
+    if bias:
+        ctx.op("ADD", [target, ctx.input(bias)], [out], "AddOptions", 1, fusedActivationFunction="NONE")
+
+
+# ============================================================================ elementwise
+def _binary(op: str, options: str | None, versions: dict[str, int], pot_scale: bool = False) -> Callable:
+    def emit(ctx: NodeContext, node: Node) -> None:
+        a, b = ctx.input(node.inputs[0]), ctx.input(node.inputs[1])
+        out = ctx.output(node.outputs[0])
+        fields: dict[str, object] = {}
+        if options in ("AddOptions", "SubOptions", "MulOptions", "DivOptions"):
+            fields["fusedActivationFunction"] = ctx.fused_activation
+        if pot_scale:
+            fields["potScaleInt16"] = False  # general int16 scales, not power-of-two only
+        ctx.op(op, [a, b], [out], options, ctx.version(**versions), **fields)
+
+    return emit
+
+
+def _binary_check(graph: Graph, node: Node, integer: bool) -> str | None:
+    if len([i for i in node.inputs if i]) != 2:
+        return f"{node.op_type} {node.name!r}: TFLite's {node.op_type} takes exactly two operands"
+    return None
+
+
+def _mul_versions(ctx: NodeContext, node: Node) -> dict[str, int]:
+    int8 = 2
+    specs = [ctx.spec(node.inputs[0]), ctx.spec(node.inputs[1]), ctx.spec(node.outputs[0])]
+    if all(s is not None for s in specs):
+        if float(specs[0].scale) * float(specs[1].scale) / float(specs[2].scale) >= 1.0:  # type: ignore[union-attr]
+            int8 = 3
+    return {"int8": int8, "int16": 4}
+
+
+emitter("Add", check=_binary_check, fuses=_always)(_binary("ADD", "AddOptions", {"int8": 2, "int16": 3}, pot_scale=True))
+emitter("Sub", check=_binary_check, fuses=_always)(_binary("SUB", "SubOptions", {"int8": 2, "int16": 5}, pot_scale=True))
+emitter("Div", precisions=FLOAT, check=_binary_check)(_binary("DIV", "DivOptions", {}))
+emitter("Pow", precisions=FLOAT, check=_binary_check)(_binary("POW", "PowOptions", {}))
+emitter("Max", precisions=FLOAT, check=_binary_check)(_binary("MAXIMUM", "MaximumMinimumOptions", {}))
+emitter("Min", precisions=FLOAT, check=_binary_check)(_binary("MINIMUM", "MaximumMinimumOptions", {}))
+
+
+@emitter("Mul", check=_binary_check, fuses=_always)
+def mul(ctx: NodeContext, node: Node) -> None:
+    a, b = ctx.input(node.inputs[0]), ctx.input(node.inputs[1])
+    out = ctx.output(node.outputs[0])
+    ctx.op("MUL", [a, b], [out], "MulOptions", ctx.version(**_mul_versions(ctx, node)),
+           fusedActivationFunction=ctx.fused_activation)
+
+
+def _unary(op: str, options: str | None = None, int8: int = 1, int16: int = 1, **fixed: object) -> Callable:
+    def emit(ctx: NodeContext, node: Node) -> None:
+        x = ctx.input(node.inputs[0])
+        out = ctx.output(node.outputs[0])
+        ctx.op(op, [x], [out], options, ctx.version(int8=int8, int16=int16), **fixed)
+
+    return emit
+
+
+emitter("Sigmoid")(_unary("LOGISTIC", None, int8=2, int16=3))
+emitter("Tanh")(_unary("TANH", None, int8=2, int16=3))
+emitter("HardSwish", precisions=(I8, F16, F32))(_unary("HARD_SWISH", None))
+emitter("Sqrt", precisions=FLOAT)(_unary("SQRT"))
+emitter("Exp", precisions=FLOAT)(_unary("EXP"))
+emitter("Log", precisions=FLOAT)(_unary("LOG"))
+emitter("Abs", precisions=FLOAT)(_unary("ABS"))
+emitter("Neg", precisions=FLOAT)(_unary("NEG"))
+emitter("Floor", precisions=FLOAT)(_unary("FLOOR"))
+emitter("Ceil", precisions=FLOAT)(_unary("CEIL"))
+
+
+@emitter("LeakyRelu")
+def leaky_relu(ctx: NodeContext, node: Node) -> None:
+    x = ctx.input(node.inputs[0])
+    out = ctx.output(node.outputs[0])
+    ctx.op("LEAKY_RELU", [x], [out], "LeakyReluOptions", ctx.version(int16=2), alpha=float(node.attr("alpha", 0.01)))
+
+
+@emitter("PRelu", precisions=(I8, F16, F32))
+def prelu(ctx: NodeContext, node: Node) -> None:
+    x, slope = ctx.input(node.inputs[0]), ctx.input(node.inputs[1])
+    out = ctx.output(node.outputs[0])
+    ctx.op("PRELU", [x, slope], [out])
+
+
+def _gelu_check(graph: Graph, node: Node, integer: bool) -> str | None:
+    approx = node.attr("approximate", "none")
+    approx = approx.decode() if isinstance(approx, bytes) else approx
+    return None if approx in ("none", "tanh") else f"Gelu {node.name!r}: approximate={approx!r} is unknown"
+
+
+@emitter("Gelu", precisions=(I8, F16, F32), check=_gelu_check)
+def gelu(ctx: NodeContext, node: Node) -> None:
+    approx = node.attr("approximate", "none")
+    approx = approx.decode() if isinstance(approx, bytes) else approx
+    x = ctx.input(node.inputs[0])
+    out = ctx.output(node.outputs[0])
+    ctx.op("GELU", [x], [out], "GeluOptions", ctx.version(int8=2), approximate=approx == "tanh")
+
+
+@emitter("HardSigmoid", precisions=FLOAT)
+def hard_sigmoid(ctx: NodeContext, node: Node) -> None:
+    # max(0, min(1, alpha·x + beta)): float MUL, ADD, then RELU_0_TO_1
+    x = ctx.input(node.inputs[0])
+    out = ctx.output(node.outputs[0])
+    shape = ctx.shape(node.outputs[0])
+    scaled = ctx.temp(out, shape, "scaled")
+    shifted = ctx.temp(out, shape, "shifted")
+    ctx.op("MUL", [x, ctx.param([float(node.attr("alpha", 0.2))], "float32", "alpha")], [scaled], "MulOptions")
+    ctx.op("ADD", [scaled, ctx.param([float(node.attr("beta", 0.5))], "float32", "beta")], [shifted], "AddOptions")
+    ctx.op("RELU_0_TO_1", [shifted], [out])
+
+
+# ============================================================================ relu / clip
+def _clip_check(graph: Graph, node: Node, integer: bool) -> str | None:
+    for index in (1, 2):
+        if len(node.inputs) > index and node.inputs[index]:
+            t = graph.tensors.get(node.inputs[index])
+            if t is None or not t.is_constant:
+                return f"Clip {node.name!r}: TFLite needs constant bounds"
+    return None
+
+
+@emitter("Relu", "Clip", check=_clip_check)
+def relu(ctx: NodeContext, node: Node) -> None:
+    x = ctx.input(node.inputs[0])
+    out = ctx.output(node.outputs[0])
+    act = fused_activation_name(ctx.graph, node)
+    if act is not None:
+        ctx.op(act, [x], [out], None, ctx.version(int8=2, int16=3) if act != "RELU_N1_TO_1" else 1)
+        return
+    lo, hi = clip_bounds(ctx.graph, node)
+    src = node.inputs[0]
+    if ctx.integer and not same_numbers(ctx.spec(src), ctx.spec(node.outputs[0])):
+        # MAXIMUM/MINIMUM keep the quantization: requantize first (exact: clamping commutes with quantizing)
+        requant = ctx.temp(out, ctx.shape(node.outputs[0]), "requantized")
+        ctx.op("QUANTIZE", [x], [requant], None, ctx.version(int16=2))
+        x = requant
+    steps = [(op, bound) for op, bound in (("MAXIMUM", lo), ("MINIMUM", hi)) if bound is not None]
+    if not steps:
+        ctx.op("RESHAPE", [x, ctx.param(list(_dims(ctx, node.outputs[0])), suffix="shape")], [out], "ReshapeOptions")
+        return
+    for k, (op, bound) in enumerate(steps):
+        target = out if k == len(steps) - 1 else ctx.temp(out, ctx.shape(node.outputs[0]), op.lower())
+        ctx.op(op, [x, ctx.scalar_like(node.outputs[0], bound, op.lower())], [target], "MaximumMinimumOptions",
+               ctx.version(int8=2, int16=4))
+        x = target
+
+
+# ============================================================================ lookup-table ops
+@emitter("Softmax", check=lambda g, n, i: _softmax_check(g, n))
+def softmax(ctx: NodeContext, node: Node) -> None:
+    x = ctx.input(node.inputs[0])
+    out = ctx.output(node.outputs[0])
+    ctx.op("SOFTMAX", [x], [out], "SoftmaxOptions", ctx.version(int8=2, int16=3), beta=1.0)
+
+
+@emitter("LogSoftmax", precisions=(I8, F16, F32), check=lambda g, n, i: _softmax_check(g, n))
+def log_softmax(ctx: NodeContext, node: Node) -> None:
+    x = ctx.input(node.inputs[0])
+    out = ctx.output(node.outputs[0])
+    ctx.op("LOG_SOFTMAX", [x], [out], "LogSoftmaxOptions", ctx.version(int8=2))
+
+
+def _softmax_check(graph: Graph, node: Node) -> str | None:
+    rank = graph.tensors[node.inputs[0]].rank or 0
+    if graph.opset_imports.get("", 17) < 13:
+        axis = int(node.attr("axis", 1))
+        if (axis + rank if axis < 0 else axis) != rank - 1:
+            return f"{node.op_type} {node.name!r}: opset < 13 coerces to 2-D from axis {axis}; only the last axis maps"
+    return None
+
+
+# ============================================================================ pooling and reductions
+def _pool_check(graph: Graph, node: Node, integer: bool) -> str | None:
+    reason = _spatial_check(graph, node, integer)
+    if reason:
+        return reason
+    if _ints(node.attr("dilations"), 2, 1) != [1, 1]:
+        return f"{node.op_type} {node.name!r}: TFLite pooling has no dilation"
+    if len([o for o in node.outputs if o]) > 1:
+        return f"{node.op_type} {node.name!r}: TFLite MAX_POOL_2D has no indices output"
+    if node.op_type == "AveragePool" and not node.attr("count_include_pad", 0) and any(_ints(node.attr("pads"), 4, 0)):
+        x = graph.tensors[node.inputs[0]]
+        out = graph.tensors[node.outputs[0]]
+        kernel = _ints(node.attr("kernel_shape"), 2, 1)
+        strides = _ints(node.attr("strides"), 2, 1)
+        pads = _ints(node.attr("pads"), 4, 0)
+        for i in range(2):
+            size = x.shape[2 + i]
+            total = max((-(-size // strides[i]) - 1) * strides[i] + kernel[i] - size, 0)
+            if out.shape[2 + i] != -(-size // strides[i]) or pads[i] != total // 2:
+                return f"AveragePool {node.name!r}: padding excluded from the count only matches TFLite's SAME padding"
+    return None
+
+
+def _pool(op: str) -> Callable:
+    def emit(ctx: NodeContext, node: Node) -> None:
+        x = ctx.input(node.inputs[0])
+        kernel = tuple(_ints(node.attr("kernel_shape"), 2, 1))
+        fill = "lowest" if op == "MAX_POOL_2D" else ("zero-count" if node.attr("count_include_pad", 0) else "zero")
+        padding, x = _padding(ctx, x, kernel, fill)  # type: ignore[arg-type]
+        strides = _ints(node.attr("strides"), 2, 1)
+        out = ctx.output(node.outputs[0])
+        ctx.op(op, [x], [out], "Pool2DOptions", ctx.version(int8=2, int16=3), padding=padding, strideH=strides[0],
+               strideW=strides[1], filterHeight=kernel[0], filterWidth=kernel[1], fusedActivationFunction="NONE")
+
+    return emit
+
+
+emitter("MaxPool", check=_pool_check)(_pool("MAX_POOL_2D"))
+emitter("AveragePool", check=_pool_check)(_pool("AVERAGE_POOL_2D"))
+
+
+def _reduce(op: str, axes_of: Callable[[NodeContext, Node], list[int]], keep_of: Callable[[Node], bool]) -> Callable:
+    def emit(ctx: NodeContext, node: Node) -> None:
+        x = ctx.input(node.inputs[0])
+        out = ctx.output(node.outputs[0])
+        ctx.op(op, [x, ctx.param(axes_of(ctx, node), suffix="axes")], [out], "ReducerOptions",
+               ctx.version(int8=2, int16=3), keepDims=keep_of(node))
+
+    return emit
+
+
+emitter("GlobalAveragePool", check=_spatial_check)(_reduce("MEAN", lambda c, n: [1, 2], lambda n: True))
+emitter("GlobalMaxPool", check=_spatial_check)(_reduce("REDUCE_MAX", lambda c, n: [1, 2], lambda n: True))
+
+
+def _axes(ctx: NodeContext, node: Node) -> list[int]:
+    return [int(a) for a in node.attr("axes")]
+
+
+def _keep(node: Node) -> bool:
+    return bool(node.attr("keepdims", 1))
+
+
+emitter("ReduceMean", precisions=(I8, I16, F16, F32))(_reduce("MEAN", _axes, _keep))
+emitter("ReduceMax", precisions=(I8, I16, F16, F32))(_reduce("REDUCE_MAX", _axes, _keep))
+emitter("ReduceMin", precisions=(I8, I16, F16, F32))(_reduce("REDUCE_MIN", _axes, _keep))
+emitter("ReduceSum", precisions=FLOAT)(_reduce("SUM", _axes, _keep))
+
+
+# ============================================================================ data movement
+def _dims(ctx: NodeContext, name: str) -> list[int]:
+    shape = ctx.shape(name)
+    dims = [d if isinstance(d, int) and d >= 0 else -1 for d in shape]
+    if dims.count(-1) > 1:
+        raise UnsupportedOperatorError(f"node {ctx.node.name!r}: TFLite RESHAPE allows one dynamic dimension, {name!r} has {shape}")
+    return dims
+
+
+@emitter("Reshape", "Flatten", "Squeeze", "Unsqueeze")
+def reshape(ctx: NodeContext, node: Node) -> None:
+    x = ctx.input(node.inputs[0])
+    dims = _dims(ctx, node.outputs[0])
+    out = ctx.output(node.outputs[0])
+    ctx.op("RESHAPE", [x, ctx.param(dims, suffix="shape")], [out], "ReshapeOptions", 1, newShape=dims)
+
+
+def _same_spec(ctx: NodeContext, node: Node) -> bool:
+    return not ctx.integer or same_numbers(ctx.spec(node.inputs[0]), ctx.spec(node.outputs[0]))
+
+
+@emitter("Identity", "Dropout")
+def identity(ctx: NodeContext, node: Node) -> None:
+    if _same_spec(ctx, node):
+        ctx.alias(node.outputs[0], node.inputs[0])
+        return
+    x = ctx.input(node.inputs[0])
+    ctx.op("QUANTIZE", [x], [ctx.output(node.outputs[0])], None, ctx.version(int16=2))
+
+
+@emitter("Transpose")
+def transpose(ctx: NodeContext, node: Node) -> None:
+    perm = [int(p) for p in node.attr("perm")]
+    if perm == sorted(perm) and _same_spec(ctx, node):
+        ctx.alias(node.outputs[0], node.inputs[0])
+        return
+    x = ctx.input(node.inputs[0])
+    out = ctx.output(node.outputs[0])
+    rank = len(perm)
+    version = 6 if rank > 5 else ctx.version(int8=4 if rank > 4 else 2, int16=5, float=4 if rank > 4 else 1)
+    ctx.op("TRANSPOSE", [x, ctx.param(perm, suffix="perm")], [out], "TransposeOptions", version)
+
+
+@emitter("Concat")
+def concat(ctx: NodeContext, node: Node) -> None:
+    out_name = node.outputs[0]
+    inputs = []
+    for name in (i for i in node.inputs if i):
+        x = ctx.input(name)
+        if ctx.integer and not same_numbers(ctx.spec(name), ctx.spec(out_name)):
+            # Integer CONCATENATION requires every input quantized like the output (concatenation.cc):
+            # requantize, which is what the plan means (concatenate, then quantize with the output's spec).
+            requant = ctx.temp(x, ctx.shape(name), f"requantize_{len(inputs)}", quant=_quant_of(ctx, out_name))
+            ctx.op("QUANTIZE", [x], [requant], None, ctx.version(int16=2))
+            x = requant
+        inputs.append(x)
+    out = ctx.output(out_name)
+    ctx.op("CONCATENATION", inputs, [out], "ConcatenationOptions", ctx.version(int8=2, int16=3),
+           axis=int(node.attr("axis")), fusedActivationFunction="NONE")
+
+
+def _quant_of(ctx: NodeContext, name: str):  # noqa: ANN202
+    spec = ctx.spec(name)
+    return None if spec is None else quant_params(spec)
+
+
+def _pad_check(graph: Graph, node: Node, integer: bool) -> str | None:
+    mode = node.attr("mode", "constant")
+    mode = mode.decode() if isinstance(mode, bytes) else mode
+    if mode not in ("constant", "reflect"):
+        return f"Pad {node.name!r}: mode {mode!r} has no TFLite operator"
+    for index in (1, 2, 3):
+        if len(node.inputs) > index and node.inputs[index] and not graph.tensors[node.inputs[index]].is_constant:
+            return f"Pad {node.name!r}: TFLite needs constant pads"
+    return None
+
+
+@emitter("Pad", check=_pad_check)
+def pad(ctx: NodeContext, node: Node) -> None:
+    x = ctx.input(node.inputs[0])
+    pads = [int(p) for p in node.attr("pads")]
+    rank = len(pads) // 2
+    paddings = ctx.param([[pads[i], pads[i + rank]] for i in range(rank)], suffix="paddings")
+    out = ctx.output(node.outputs[0])
+    mode = node.attr("mode", "constant")
+    mode = mode.decode() if isinstance(mode, bytes) else mode
+    version = 4 if rank > 4 else ctx.version(int8=2, int16=3)
+    if mode == "reflect":
+        ctx.op("MIRROR_PAD", [x, paddings], [out], "MirrorPadOptions", ctx.version(int8=2, int16=3), mode="REFLECT")
+    elif float(node.attr("value", 0.0)) == 0.0:
+        ctx.op("PAD", [x, paddings], [out], "PadOptions", version)
+    else:
+        value = ctx.scalar_like(node.outputs[0], float(node.attr("value")), "pad_value")
+        ctx.op("PADV2", [x, paddings, value], [out], "PadV2Options", version)
+
+
+@emitter("Split")
+def split(ctx: NodeContext, node: Node) -> None:
+    x = ctx.input(node.inputs[0])
+    sizes = [int(s) for s in node.attr("split")]
+    outs = [ctx.output(o) for o in node.outputs]
+    axis = ctx.param(int(node.attr("axis")), suffix="axis")
+    if len(set(sizes)) == 1:
+        ctx.op("SPLIT", [axis, x], outs, "SplitOptions", ctx.version(int8=2, int16=4), numSplits=len(sizes))
+    else:
+        ctx.op("SPLIT_V", [x, ctx.param(sizes, suffix="sizes"), axis], outs, "SplitVOptions", ctx.version(int8=2, int16=2),
+               numSplits=len(sizes))
+
+
+def _slice_check(graph: Graph, node: Node, integer: bool) -> str | None:
+    for index in (1, 2, 3, 4):
+        if len(node.inputs) > index and node.inputs[index] and not graph.tensors[node.inputs[index]].is_constant:
+            return f"Slice {node.name!r}: TFLite needs constant starts/ends/axes/steps"
+    return None
+
+
+@emitter("Slice", check=_slice_check)
+def slice_(ctx: NodeContext, node: Node) -> None:
+    x = ctx.input(node.inputs[0])
+    rank = len(ctx.shape(node.inputs[0]))
+    begin, end, strides = [0] * rank, [0] * rank, [1] * rank
+    begin_mask = end_mask = (1 << rank) - 1
+    limit = 2**31 - 1
+    for s, e, a, st in zip(node.attr("starts"), node.attr("ends"), node.attr("axes"), node.attr("steps")):
+        a = int(a)
+        strides[a] = int(st)
+        if -limit <= int(s) <= limit:
+            begin[a] = int(s)
+            begin_mask &= ~(1 << a)
+        if -limit <= int(e) <= limit:
+            end[a] = int(e)
+            end_mask &= ~(1 << a)
+    out = ctx.output(node.outputs[0])
+    ctx.op("STRIDED_SLICE", [x, ctx.param(begin, suffix="begin"), ctx.param(end, suffix="end"),
+                             ctx.param(strides, suffix="strides")], [out], "StridedSliceOptions",
+           4 if rank > 4 else ctx.version(int8=2, int16=2), beginMask=begin_mask, endMask=end_mask)
+
+
+@emitter("Gather")
+def gather(ctx: NodeContext, node: Node) -> None:
+    data = ctx.input(node.inputs[0])
+    idx_name = node.inputs[1]
+    if ctx.is_constant(idx_name):
+        values = ctx.value(idx_name).astype(np.int64)
+        indices = ctx.w.new_tensor(f"{node.name}/indices", "int32", values.shape, data=values.astype(np.int32))
+    else:
+        indices = ctx.w.realize(idx_name, "raw")
+    out = ctx.output(node.outputs[0])
+    ctx.op("GATHER", [data, indices], [out], "GatherOptions", ctx.version(int8=2, int16=4), axis=int(node.attr("axis", 0)))
+
+
+def _resize_check(graph: Graph, node: Node, integer: bool) -> str | None:
+    reason = _spatial_check(graph, node, integer)
+    if reason:
+        return reason
+    mode, coord, nearest = _resize_modes(node)
+    if mode == "nearest" and (coord, nearest) not in _NEAREST:
+        if not (coord == "half_pixel" and nearest == "round_prefer_floor" and _integer_upscale(graph, node)):
+            return f"Resize {node.name!r}: nearest with {coord}/{nearest} has no TFLite equivalent"
+    if mode == "linear" and coord not in _BILINEAR:
+        return f"Resize {node.name!r}: linear with {coord} has no TFLite equivalent"
+    if mode not in ("nearest", "linear"):
+        return f"Resize {node.name!r}: mode {mode!r} has no TFLite equivalent"
+    x, out = graph.tensors[node.inputs[0]], graph.tensors[node.outputs[0]]
+    if out.shape is None or x.shape[:2] != out.shape[:2] or not all(isinstance(d, int) for d in out.shape[2:]):
+        return f"Resize {node.name!r}: TFLite resizes the two spatial axes only, to a static size"
+    return None
+
+
+_NEAREST = {("asymmetric", "floor"): (False, False), ("align_corners", "round_prefer_ceil"): (True, False),
+            ("tf_half_pixel_for_nn", "floor"): (False, True)}
+_BILINEAR = {"asymmetric": (False, False), "align_corners": (True, False), "half_pixel": (False, True),
+             "pytorch_half_pixel": (False, True)}
+
+
+def _resize_modes(node: Node) -> tuple[str, str, str]:
+    def text(key: str, default: str) -> str:
+        value = node.attr(key, default)
+        return value.decode() if isinstance(value, bytes) else value
+
+    return text("mode", "nearest"), text("coordinate_transformation_mode", "half_pixel"), text("nearest_mode", "round_prefer_floor")
+
+
+def _integer_upscale(graph: Graph, node: Node) -> bool:
+    x, out = graph.tensors[node.inputs[0]].shape, graph.tensors[node.outputs[0]].shape
+    return all(isinstance(o, int) and o % i == 0 for i, o in zip(x[2:], out[2:]))
+
+
+@emitter("Resize", check=_resize_check)
+def resize(ctx: NodeContext, node: Node) -> None:
+    x = ctx.input(node.inputs[0])
+    out_shape = ctx.shape(node.outputs[0])
+    size = ctx.param([int(out_shape[1]), int(out_shape[2])], suffix="size")
+    out = ctx.output(node.outputs[0])
+    mode, coord, nearest = _resize_modes(node)
+    if mode == "nearest":
+        align, half = _NEAREST.get((coord, nearest), (False, True))
+        ctx.op("RESIZE_NEAREST_NEIGHBOR", [x, size], [out], "ResizeNearestNeighborOptions",
+               ctx.version(int8=3 if (align or half) else 2, int16=4, float=3 if (align or half) else 1),
+               alignCorners=align, halfPixelCenters=half)
+    else:
+        align, half = _BILINEAR[coord]
+        ctx.op("RESIZE_BILINEAR", [x, size], [out], "ResizeBilinearOptions",
+               ctx.version(int8=3 if half else 2, int16=4, float=3 if half else 1), alignCorners=align, halfPixelCenters=half)
+
+
+def _depth_check(graph: Graph, node: Node, integer: bool) -> str | None:
+    mode = node.attr("mode", "DCR")
+    mode = mode.decode() if isinstance(mode, bytes) else mode
+    if node.op_type == "DepthToSpace" and mode != "DCR":
+        return f"DepthToSpace {node.name!r}: TFLite implements the DCR order only, not {mode}"
+    return _spatial_check(graph, node, integer)
+
+
+@emitter("DepthToSpace", "SpaceToDepth", precisions=(I8, F16, F32), check=_depth_check)
+def depth_space(ctx: NodeContext, node: Node) -> None:
+    x = ctx.input(node.inputs[0])
+    out = ctx.output(node.outputs[0])
+    op = "DEPTH_TO_SPACE" if node.op_type == "DepthToSpace" else "SPACE_TO_DEPTH"
+    options = "DepthToSpaceOptions" if node.op_type == "DepthToSpace" else "SpaceToDepthOptions"
+    # DEPTH_TO_SPACE/SPACE_TO_DEPTH int8 run at version 1 in LiteRT 2.x (version 2 is not registered)
+    ctx.op(op, [x], [out], options, 1, blockSize=int(node.attr("blocksize")))
+
+
+# ============================================================================ normalization (float)
+@emitter("LayerNormalization", precisions=FLOAT)
+def layer_norm(ctx: NodeContext, node: Node) -> None:
+    """(x - mean) · rsqrt(var + eps) · gamma + beta over the axes from ``axis``: TFLite float ops."""
+    x = ctx.input(node.inputs[0])
+    shape = ctx.shape(node.inputs[0])
+    rank = len(shape)
+    axis = int(node.attr("axis", -1))
+    axes = list(range(axis + rank if axis < 0 else axis, rank))
+    eps = float(node.attr("epsilon", 1e-5))
+    reduced = tuple(1 if i in axes else d for i, d in enumerate(shape))
+    out = ctx.output(node.outputs[0])
+
+    def tmp(suffix: str, shp: tuple = shape) -> int:
+        return ctx.temp(out, shp, suffix)
+
+    axes_t = ctx.param(axes, suffix="axes")
+    mean, centered, var, std_inv, normed = tmp("mean", reduced), tmp("centered"), tmp("var", reduced), tmp("rstd", reduced), tmp("normed")
+    ctx.op("MEAN", [x, axes_t], [mean], "ReducerOptions", keepDims=True)
+    ctx.op("SUB", [x, mean], [centered], "SubOptions")
+    squared = tmp("squared")
+    ctx.op("MUL", [centered, centered], [squared], "MulOptions")
+    ctx.op("MEAN", [squared, axes_t], [var], "ReducerOptions", keepDims=True)
+    var_eps = tmp("var_eps", reduced)
+    ctx.op("ADD", [var, ctx.param([eps], "float32", "epsilon")], [var_eps], "AddOptions")
+    ctx.op("RSQRT", [var_eps], [std_inv])
+    has_scale = len(node.inputs) > 1 and node.inputs[1]
+    has_bias = len(node.inputs) > 2 and node.inputs[2]
+    target = normed if (has_scale or has_bias) else out
+    ctx.op("MUL", [centered, std_inv], [target], "MulOptions")
+    if has_scale:
+        scaled = tmp("scaled") if has_bias else out
+        ctx.op("MUL", [target, ctx.input(node.inputs[1])], [scaled], "MulOptions")
+        target = scaled
+    if has_bias:
+        ctx.op("ADD", [target, ctx.input(node.inputs[2])], [out], "AddOptions")
+
+
+def _batchnorm_check(graph: Graph, node: Node, integer: bool) -> str | None:
+    for name in node.inputs[1:5]:
+        if not graph.tensors[name].is_constant:
+            return f"BatchNormalization {node.name!r}: TFLite needs constant statistics"
+    if len([o for o in node.outputs if o]) > 1:
+        return f"BatchNormalization {node.name!r}: training outputs have no TFLite equivalent"
+    return None
+
+
+@emitter("BatchNormalization", precisions=FLOAT, check=_batchnorm_check)
+def batch_norm(ctx: NodeContext, node: Node) -> None:
+    """A BatchNormalization the importer could not fold into a conv: x · s + b per channel, in float."""
+    gamma, beta, mean, var = (ctx.value(n).astype(np.float64) for n in node.inputs[1:5])
+    scale = gamma / np.sqrt(var + float(node.attr("epsilon", 1e-5)))
+    shift = beta - mean * scale
+    rank = len(ctx.shape(node.inputs[0]))
+    shape = (-1,) if node.attr("data_layout") == "NHWC" or rank <= 2 else (-1,) + (1,) * (rank - 2)
+    x = ctx.input(node.inputs[0])
+    out = ctx.output(node.outputs[0])
+    scaled = ctx.temp(out, ctx.shape(node.outputs[0]), "scaled")
+    ctx.op("MUL", [x, ctx.param(scale.astype(np.float32).reshape(shape), "float32", "scale")], [scaled], "MulOptions")
+    ctx.op("ADD", [scaled, ctx.param(shift.astype(np.float32).reshape(shape), "float32", "shift")], [out], "AddOptions")
+
+
+@emitter("Erf", precisions=FLOAT)
+def erf(ctx: NodeContext, node: Node) -> None:
+    """erf(x) = sign(x)·(1 − t·poly(t)·exp(−x²)), t = 1/(1 + p|x|) (Abramowitz & Stegun 7.1.26, |error| < 1.5e-7)."""
+    x = ctx.input(node.inputs[0])
+    shape = ctx.shape(node.inputs[0])
+    out = ctx.output(node.outputs[0])
+    a = [0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429]
+
+    def tmp(suffix: str) -> int:
+        return ctx.temp(out, shape, suffix)
+
+    def const(value: float, suffix: str) -> int:
+        return ctx.param([value], "float32", suffix)
+
+    ax, sign = tmp("abs"), tmp("sign")
+    ctx.op("ABS", [x], [ax])
+    ctx.op("SIGN", [x], [sign])
+    px, denom, t = tmp("px"), tmp("denom"), tmp("t")
+    ctx.op("MUL", [ax, const(0.3275911, "p")], [px], "MulOptions")
+    ctx.op("ADD", [px, const(1.0, "one")], [denom], "AddOptions")
+    ctx.op("DIV", [const(1.0, "one_num"), denom], [t], "DivOptions")
+    poly = const(a[4], "a4")
+    for k in (3, 2, 1, 0):
+        m, s = tmp(f"poly_mul{k}"), tmp(f"poly_add{k}")
+        ctx.op("MUL", [poly, t], [m], "MulOptions")
+        ctx.op("ADD", [m, const(a[k], f"a{k}")], [s], "AddOptions")
+        poly = s
+    tpoly, sq, neg_sq, e, tail, body = tmp("tpoly"), tmp("sq"), tmp("neg_sq"), tmp("exp"), tmp("tail"), tmp("body")
+    ctx.op("MUL", [poly, t], [tpoly], "MulOptions")
+    ctx.op("MUL", [x, x], [sq], "MulOptions")
+    ctx.op("NEG", [sq], [neg_sq])
+    ctx.op("EXP", [neg_sq], [e])
+    ctx.op("MUL", [tpoly, e], [tail], "MulOptions")
+    ctx.op("SUB", [const(1.0, "one_sub"), tail], [body], "SubOptions")
+    ctx.op("MUL", [sign, body], [out], "MulOptions")
+
+
+@emitter("Cast", precisions=FLOAT)
+def cast(ctx: NodeContext, node: Node) -> None:
+    src, dst = ctx.tensor(node.inputs[0]), ctx.tensor(node.outputs[0])
+    if src.is_float and dst.is_float:
+        ctx.alias(node.outputs[0], node.inputs[0])  # activations are float32 throughout
+        return
+    x = ctx.input(node.inputs[0])
+    out = ctx.output(node.outputs[0])
+    ctx.op("CAST", [x], [out], None, 1)
+
+
+def supported_precisions() -> dict[str, frozenset[Precision]]:
+    return {op: support.precisions for op, support in EMITTERS.items()}
+
+
+__all__ = ["EMITTERS", "OpSupport", "why_not", "supported_precisions"]

@@ -1,0 +1,152 @@
+"""Run a ``.tflite`` artifact with the LiteRT interpreter, in the plan's (ONNX) terms.
+
+Feeds arrive as the ONNX model takes them (float32, NCHW); results leave dequantized to
+float32 in the ONNX layout, so the conformance suite compares them with the reference
+directly. Quantization parameters come from the flatbuffer itself (``flatbuffer.read_tensors``),
+not from the interpreter's tensor details.
+
+XNNPACK runs by default. Intermediates need ``experimental_preserve_all_tensors``, and a
+delegate computes its partition's tensors internally, so runs that read intermediates use
+the built-in kernels without the default delegate (or the reference kernels on request).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+
+from mpcompile.backends.base import Artifact, Runner
+from mpcompile.errors import BackendError, DataError
+from mpcompile_tflite.flatbuffer import TensorRecord, read_tensors
+from mpcompile_tflite.layout import TensorLayout
+from mpcompile_tflite.model import QuantParams
+
+
+def quantize(x: np.ndarray, q: QuantParams, dtype: str) -> np.ndarray:
+    """The numerics contract's quantizer (ONNX QuantizeLinear, float32 division, half to even)."""
+    info = np.iinfo(np.dtype(dtype))
+    values = np.rint(np.asarray(x, np.float32) / q.scale[0]).astype(np.float64) + float(q.zero_point[0])
+    return np.clip(values, info.min, info.max).astype(dtype)
+
+
+def dequantize(values: np.ndarray, q: QuantParams) -> np.ndarray:
+    if q.scale.size == 1:
+        return ((values.astype(np.int64) - int(q.zero_point[0])).astype(np.float32) * q.scale[0]).astype(np.float32)
+    shape = [1] * values.ndim
+    shape[q.dim] = -1
+    zp, scale = q.zero_point.reshape(shape), q.scale.reshape(shape)
+    return ((values.astype(np.int64) - zp).astype(np.float32) * scale).astype(np.float32)
+
+
+class LiteRTRunner(Runner):
+    supports_intermediates = True
+
+    def __init__(self, artifact: Artifact, *, reference_kernels: bool = False, xnnpack: bool = True,
+                 num_threads: int | None = None) -> None:
+        self.artifact = artifact
+        self.reference_kernels = reference_kernels
+        self.xnnpack = xnnpack
+        self.num_threads = num_threads
+        self.data = artifact.path.read_bytes()
+        self.records: dict[str, TensorRecord] = {}
+        for record in read_tensors(self.data):
+            self.records.setdefault(record.name, record)
+        meta = artifact.metadata
+        self.inputs: list[dict[str, Any]] = list(meta.get("inputs", []))
+        self.outputs: list[dict[str, Any]] = list(meta.get("outputs", []))
+        self.tensor_map: dict[str, str] = dict(meta.get("tensor_map", {}))
+        self.layouts = {k: TensorLayout.from_dict(v) for k, v in meta.get("layouts", {}).items()}
+        self._interpreters: dict[bool, Any] = {}
+        self._shapes: dict[bool, dict[str, tuple[int, ...]]] = {}
+
+    # ------------------------------------------------------------------ interpreter
+    def _interpreter(self, preserve: bool) -> Any:
+        if preserve in self._interpreters:
+            return self._interpreters[preserve]
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+        if self.reference_kernels:
+            resolver = OpResolverType.BUILTIN_REF
+        elif self.xnnpack and not preserve:
+            resolver = OpResolverType.AUTO
+        else:
+            resolver = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        try:
+            interpreter = Interpreter(
+                model_content=self.data,
+                num_threads=self.num_threads,
+                experimental_op_resolver_type=resolver,
+                experimental_preserve_all_tensors=preserve,
+            )
+            interpreter.allocate_tensors()
+        except (RuntimeError, ValueError) as exc:
+            raise BackendError(f"LiteRT could not load {self.artifact.path}: {str(exc).strip().splitlines()[0]}") from None
+        self._interpreters[preserve] = interpreter
+        self._shapes[preserve] = {}
+        return interpreter
+
+    def _index(self, name: str) -> int:
+        record = self.records.get(name)
+        if record is None:
+            raise BackendError(f"{self.artifact.path} has no tensor {name!r}")
+        return record.index
+
+    # ------------------------------------------------------------------ run
+    def run(self, feeds: Mapping[str, np.ndarray], intermediates: Iterable[str] = ()) -> dict[str, np.ndarray]:
+        inter = tuple(intermediates)
+        preserve = bool(inter)
+        interpreter = self._interpreter(preserve)
+        shapes = self._shapes[preserve]
+        prepared: list[tuple[int, np.ndarray]] = []
+        resize = False
+        for spec in self.inputs:
+            name = spec["name"]
+            if name not in feeds:
+                raise DataError(f"no feed for input {name!r} of {self.artifact.path}")
+            record = self.records[spec["tensor"]]
+            value = np.asarray(feeds[name])
+            layout = TensorLayout.from_dict(spec["layout"])
+            stored = layout.to_stored(value)
+            if record.quant is not None and record.dtype in ("int8", "int16"):
+                stored = quantize(stored, record.quant, record.dtype)
+            else:
+                stored = stored.astype(record.dtype)
+            if shapes.get(spec["tensor"]) != stored.shape:
+                interpreter.resize_tensor_input(record.index, list(stored.shape), strict=False)
+                shapes[spec["tensor"]] = stored.shape
+                resize = True
+            prepared.append((record.index, stored))
+        if resize:
+            interpreter.allocate_tensors()
+        for index, value in prepared:
+            interpreter.set_tensor(index, value)
+        try:
+            interpreter.invoke()
+        except RuntimeError as exc:
+            raise BackendError(f"LiteRT failed running {self.artifact.path}: {str(exc).strip().splitlines()[0]}") from None
+        result: dict[str, np.ndarray] = {}
+        for spec in self.outputs:
+            result[spec["name"]] = self._read(interpreter, spec["tensor"], TensorLayout.from_dict(spec["layout"]))
+        for name in inter:
+            tensor = self.tensor_map.get(name)
+            if tensor is None or tensor not in self.records:
+                continue
+            layout = self.layouts.get(name)
+            result[name] = self._read(interpreter, tensor, layout)
+        return result
+
+    def _read(self, interpreter: Any, tensor: str, layout: TensorLayout | None) -> np.ndarray:
+        record = self.records[tensor]
+        value = interpreter.get_tensor(record.index)
+        if record.quant is not None and record.dtype in ("int8", "int16"):
+            value = dequantize(value, record.quant)
+        else:
+            value = np.asarray(value)
+            if value.dtype.kind == "f":
+                value = value.astype(np.float32)
+        return value if layout is None else layout.to_onnx(value)
+
+    def close(self) -> None:
+        self._interpreters.clear()
+        self._shapes.clear()

@@ -1,0 +1,242 @@
+"""Small ONNX models for the TFLite backend tests: each covers a family of operators and layouts."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+
+def _init(name: str, array: np.ndarray) -> onnx.TensorProto:
+    return numpy_helper.from_array(np.asarray(array), name)
+
+
+def _model(nodes, name, inputs, outputs, inits, opset: int = 17) -> onnx.ModelProto:
+    graph = helper.make_graph(nodes, name, inputs, outputs, initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def mobile_block(seed: int = 0) -> onnx.ModelProto:
+    """Stride-2 conv (explicit pads) → Clip(0,6) → depthwise ×2 → HardSwish → 1×1 conv → residual Add →
+    Concat with a SAME max-pool branch → AveragePool → GlobalAveragePool → Flatten → Gemm → Softmax."""
+    rng = np.random.default_rng(seed)
+    inits = [
+        _init("w1", rng.normal(0, 0.3, (8, 3, 3, 3)).astype(np.float32)),
+        _init("b1", rng.normal(0, 0.1, (8,)).astype(np.float32)),
+        _init("dw", rng.normal(0, 0.4, (16, 1, 3, 3)).astype(np.float32)),
+        _init("dwb", rng.normal(0, 0.1, (16,)).astype(np.float32)),
+        _init("pw", rng.normal(0, 0.3, (8, 16, 1, 1)).astype(np.float32)),
+        _init("pwb", rng.normal(0, 0.1, (8,)).astype(np.float32)),
+        _init("wfc", rng.normal(0, 0.3, (16, 10)).astype(np.float32)),
+        _init("bfc", rng.normal(0, 0.1, (10,)).astype(np.float32)),
+        _init("zero", np.array(0.0, np.float32)),
+        _init("six", np.array(6.0, np.float32)),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["input", "w1", "b1"], ["c1"], name="conv_s2", pads=[1, 1, 1, 1], strides=[2, 2]),
+        helper.make_node("Clip", ["c1", "zero", "six"], ["r1"], name="relu6"),
+        helper.make_node("Conv", ["r1", "dw", "dwb"], ["c2"], name="depthwise", group=8, pads=[1, 1, 1, 1]),
+        helper.make_node("HardSwish", ["c2"], ["h2"], name="hswish"),
+        helper.make_node("Conv", ["h2", "pw", "pwb"], ["c3"], name="project"),
+        helper.make_node("Add", ["c3", "r1"], ["s"], name="residual"),
+        helper.make_node("MaxPool", ["r1"], ["m"], name="maxpool", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        helper.make_node("Concat", ["s", "m"], ["cat"], name="concat", axis=1),
+        helper.make_node("AveragePool", ["cat"], ["ap"], name="avgpool", kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("GlobalAveragePool", ["ap"], ["g"], name="gap"),
+        helper.make_node("Flatten", ["g"], ["f"], name="flatten"),
+        helper.make_node("Gemm", ["f", "wfc", "bfc"], ["logits"], name="fc"),
+        helper.make_node("Softmax", ["logits"], ["probs"], name="softmax", axis=1),
+    ]
+    return _model(nodes, "mobile_block", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 16, 16])],
+                  [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", 10])], inits)
+
+
+def decoder_block(seed: int = 0) -> onnx.ModelProto:
+    """Conv → LeakyRelu → nearest Resize ×2 → reflect Pad → Conv (valid) → ConvTranspose stride 2 → Tanh,
+    and a second output that leaves in NHWC through an explicit Transpose after a Sigmoid."""
+    rng = np.random.default_rng(seed)
+    inits = [
+        _init("w1", rng.normal(0, 0.3, (6, 4, 3, 3)).astype(np.float32)),
+        _init("b1", rng.normal(0, 0.1, (6,)).astype(np.float32)),
+        _init("sizes", np.array([1, 6, 16, 16], np.int64)),
+        _init("pads", np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64)),
+        _init("w2", rng.normal(0, 0.3, (6, 6, 3, 3)).astype(np.float32)),
+        _init("b2", rng.normal(0, 0.1, (6,)).astype(np.float32)),
+        _init("wt", rng.normal(0, 0.3, (6, 3, 2, 2)).astype(np.float32)),
+        _init("bt", rng.normal(0, 0.1, (3,)).astype(np.float32)),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+        helper.make_node("LeakyRelu", ["c1"], ["l1"], name="leaky", alpha=0.1),
+        helper.make_node("Resize", ["l1", "", "", "sizes"], ["up"], name="upsample", mode="nearest",
+                         coordinate_transformation_mode="asymmetric", nearest_mode="floor"),
+        helper.make_node("Pad", ["up", "pads"], ["padded"], name="reflect_pad", mode="reflect"),
+        helper.make_node("Conv", ["padded", "w2", "b2"], ["c2"], name="conv2"),
+        helper.make_node("ConvTranspose", ["c2", "wt", "bt"], ["ct"], name="deconv", strides=[2, 2]),
+        helper.make_node("Tanh", ["ct"], ["y"], name="tanh"),
+        helper.make_node("Sigmoid", ["c2"], ["sg"], name="sigmoid"),
+        helper.make_node("Transpose", ["sg"], ["z"], name="to_nhwc", perm=[0, 2, 3, 1]),
+    ]
+    # batch 1 fixed here: Resize sizes carry it (batch-dynamic models are covered elsewhere)
+    return _model(nodes, "decoder_block", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 8])],
+                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 32, 32]),
+                   helper.make_tensor_value_info("z", TensorProto.FLOAT, [1, 16, 16, 6])], inits)
+
+
+def attention_block(seed: int = 0, tokens: int = 6, dim: int = 8) -> onnx.ModelProto:
+    """x[N,T,D] → LayerNorm → QKV MatMul → Split → q·kᵀ (Transpose) → Mul → Softmax → ·v → MatMul + residual →
+    GELU as x·0.5·(1+erf(x/√2)) (the Erf stays float) → ReduceMean over tokens → Gemm."""
+    rng = np.random.default_rng(seed)
+    inits = [
+        _init("ln_g", rng.uniform(0.5, 1.5, dim).astype(np.float32)),
+        _init("ln_b", rng.normal(0, 0.1, dim).astype(np.float32)),
+        _init("wqkv", rng.normal(0, 0.3, (dim, 3 * dim)).astype(np.float32)),
+        _init("split", np.array([dim, dim, dim], np.int64)),
+        _init("scale", np.array(1.0 / np.sqrt(dim), np.float32)),
+        _init("wo", rng.normal(0, 0.3, (dim, dim)).astype(np.float32)),
+        _init("sqrt2", np.array(np.sqrt(2.0), np.float32)),
+        _init("one", np.array(1.0, np.float32)),
+        _init("half", np.array(0.5, np.float32)),
+        _init("axes", np.array([1], np.int64)),
+        _init("whead", rng.normal(0, 0.3, (4, dim)).astype(np.float32)),
+        _init("bhead", rng.normal(0, 0.1, (4,)).astype(np.float32)),
+    ]
+    nodes = [
+        helper.make_node("LayerNormalization", ["x", "ln_g", "ln_b"], ["ln"], name="layernorm", axis=-1),
+        helper.make_node("MatMul", ["ln", "wqkv"], ["qkv"], name="qkv"),
+        helper.make_node("Split", ["qkv", "split"], ["q", "k", "v"], name="split", axis=2),
+        helper.make_node("Transpose", ["k"], ["kt"], name="kt", perm=[0, 2, 1]),
+        helper.make_node("MatMul", ["q", "kt"], ["qk"], name="scores"),
+        helper.make_node("Mul", ["qk", "scale"], ["qks"], name="scale"),
+        helper.make_node("Softmax", ["qks"], ["attn"], name="softmax", axis=-1),
+        helper.make_node("MatMul", ["attn", "v"], ["ctx"], name="context"),
+        helper.make_node("MatMul", ["ctx", "wo"], ["proj"], name="out_proj"),
+        helper.make_node("Add", ["proj", "x"], ["res"], name="residual"),
+        helper.make_node("Div", ["res", "sqrt2"], ["g_div"], name="gelu_div"),
+        helper.make_node("Erf", ["g_div"], ["g_erf"], name="gelu_erf"),
+        helper.make_node("Add", ["g_erf", "one"], ["g_add"], name="gelu_add"),
+        helper.make_node("Mul", ["res", "g_add"], ["g_mul"], name="gelu_mul"),
+        helper.make_node("Mul", ["g_mul", "half"], ["gelu"], name="gelu_half"),
+        helper.make_node("ReduceMean", ["gelu", "axes"], ["pooled"], name="pool", keepdims=0),
+        helper.make_node("Gemm", ["pooled", "whead", "bhead"], ["y"], name="head", transB=1),
+    ]
+    return _model(nodes, "attention_block", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", tokens, dim])],
+                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])], inits, opset=18)
+
+
+def embedding_bag(seed: int = 0, vocab: int = 20, dim: int = 8) -> onnx.ModelProto:
+    """ids[N,T] int64 → Gather(embedding table) → Unsqueeze → Slice → Squeeze → ReduceMax(tokens) → Gemm → Relu."""
+    rng = np.random.default_rng(seed)
+    inits = [
+        _init("table", rng.normal(0, 1.0, (vocab, dim)).astype(np.float32)),
+        _init("ax1", np.array([1], np.int64)),
+        _init("starts", np.array([0], np.int64)),
+        _init("ends", np.array([4], np.int64)),
+        _init("ax2", np.array([2], np.int64)),
+        _init("w", rng.normal(0, 0.3, (dim, 6)).astype(np.float32)),
+        _init("b", rng.normal(0, 0.1, (6,)).astype(np.float32)),
+    ]
+    nodes = [
+        helper.make_node("Gather", ["table", "ids"], ["emb"], name="embedding", axis=0),
+        helper.make_node("Unsqueeze", ["emb", "ax1"], ["emb4"], name="unsqueeze"),
+        helper.make_node("Slice", ["emb4", "starts", "ends", "ax2"], ["first"], name="first_tokens"),
+        helper.make_node("Squeeze", ["first", "ax1"], ["first3"], name="squeeze"),
+        helper.make_node("ReduceMax", ["first3"], ["pooled"], name="maxpool_tokens", axes=[1], keepdims=0),
+        helper.make_node("Gemm", ["pooled", "w", "b"], ["h"], name="fc"),
+        helper.make_node("Relu", ["h"], ["y"], name="relu"),
+    ]
+    return _model(nodes, "embedding_bag", [helper.make_tensor_value_info("ids", TensorProto.INT64, ["N", 6])],
+                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 6])], inits)
+
+
+def channel_mixer(seed: int = 0) -> onnx.ModelProto:
+    """Conv → Relu → Reshape [N,C,H·W] → Transpose → MatMul (tokens × channels) → Relu → ReduceMean → Sub → Mul,
+    and a Reshape back to 4-D feeding a Conv (a transpose before and after the 2-D section)."""
+    rng = np.random.default_rng(seed)
+    inits = [
+        _init("w1", rng.normal(0, 0.3, (8, 2, 3, 3)).astype(np.float32)),
+        _init("b1", rng.normal(0, 0.1, (8,)).astype(np.float32)),
+        _init("shape3", np.array([0, 8, 16], np.int64)),
+        _init("wm", rng.normal(0, 0.3, (8, 8)).astype(np.float32)),
+        _init("bm", rng.normal(0, 0.1, (8,)).astype(np.float32)),
+        _init("shape4", np.array([-1, 8, 4, 4], np.int64)),
+        _init("w2", rng.normal(0, 0.3, (4, 8, 1, 1)).astype(np.float32)),
+        _init("gain", rng.uniform(0.5, 1.5, (4, 1, 1)).astype(np.float32)),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+        helper.make_node("Reshape", ["r1", "shape3"], ["tokens_cf"], name="to_tokens"),
+        helper.make_node("Transpose", ["tokens_cf"], ["tokens"], name="channels_last", perm=[0, 2, 1]),
+        helper.make_node("MatMul", ["tokens", "wm"], ["mixed"], name="mix"),
+        helper.make_node("Add", ["mixed", "bm"], ["mixed_b"], name="mix_bias"),
+        helper.make_node("Relu", ["mixed_b"], ["mr"], name="relu2"),
+        helper.make_node("Transpose", ["mr"], ["back_cf"], name="channels_first", perm=[0, 2, 1]),
+        helper.make_node("Reshape", ["back_cf", "shape4"], ["img"], name="to_image"),
+        helper.make_node("Conv", ["img", "w2"], ["c2"], name="conv2"),
+        helper.make_node("ReduceMean", ["c2"], ["mu"], name="mean", axes=[2, 3], keepdims=1),
+        helper.make_node("Sub", ["c2", "mu"], ["centered"], name="center"),
+        helper.make_node("Mul", ["centered", "gain"], ["y"], name="gain"),
+    ]
+    return _model(nodes, "channel_mixer", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 4, 4])],
+                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 4, 4])], inits)
+
+
+def feeds(model: onnx.ModelProto, n: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Inputs for ``model``: standard normal floats, token ids below 20 for int64 inputs."""
+    rng = np.random.default_rng(seed)
+    result = {}
+    for vi in model.graph.input:
+        dims = [d.dim_value if d.HasField("dim_value") else n for d in vi.type.tensor_type.shape.dim]
+        if not vi.type.tensor_type.shape.dim[0].HasField("dim_value"):
+            dims[0] = n
+        if vi.type.tensor_type.elem_type == TensorProto.INT64:
+            result[vi.name] = rng.integers(0, 20, dims).astype(np.int64)
+        else:
+            result[vi.name] = rng.normal(0, 1, dims).astype(np.float32)
+    return result
+
+
+MODELS = {
+    "mobile_block": mobile_block,
+    "decoder_block": decoder_block,
+    "attention_block": attention_block,
+    "embedding_bag": embedding_bag,
+    "channel_mixer": channel_mixer,
+}
+
+
+def single_op(op_type: str, shape: tuple[int, ...], constants: dict[str, np.ndarray] | None = None,
+              second_input: tuple[int, ...] | None = None, opset: int = 17, outputs: int = 1,
+              **attrs: object) -> onnx.ModelProto:
+    """x[shape] (and y[second_input]) → one ``op_type`` node with constant inputs ``constants`` (in order;
+    an empty-string key is an omitted input) → out (out0, out1... for several outputs)."""
+    constants = constants or {}
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))]
+    names = ["x"]
+    if second_input is not None:
+        inputs.append(helper.make_tensor_value_info("y", TensorProto.FLOAT, list(second_input)))
+        names.append("y")
+    inits = []
+    for key, value in constants.items():
+        if key.startswith("_omitted"):
+            names.append("")
+            continue
+        names.append(key)
+        inits.append(_init(key, value))
+    out_names = ["out"] if outputs == 1 else [f"out{i}" for i in range(outputs)]
+    node = helper.make_node(op_type, names, out_names, name=op_type.lower(), **attrs)
+    graph = helper.make_graph([node], f"single_{op_type}", inputs,
+                              [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in out_names], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    inferred = {vi.name: vi for vi in model.graph.value_info}
+    for out in model.graph.output:
+        if out.name in inferred:
+            out.CopyFrom(inferred[out.name])
+    onnx.checker.check_model(model, full_check=True)
+    return model
