@@ -18,6 +18,8 @@ pytest.importorskip("ai_edge_litert")
 
 from conftest import MNIST, MNIST_CALIB, MNIST_EVAL  # noqa: E402
 from modelgen import residual_mlp, small_cnn  # noqa: E402
+from mpcompile_tflite import TFLiteBackend  # noqa: E402
+from mpcompile_tflite.flatbuffer import read_operators, read_tensors  # noqa: E402
 from tflite_models import channel_mixer, embedding_bag, feeds, mobile_block, single_op  # noqa: E402
 
 from mpcompile.conformance.cases import depthwise_cnn  # noqa: E402
@@ -27,8 +29,6 @@ from mpcompile.errors import UnsupportedOperatorError  # noqa: E402
 from mpcompile.ir.quant import QuantSpec  # noqa: E402
 from mpcompile.ir.types import Precision, QType  # noqa: E402
 from mpcompile.pipeline import calibrate, compile, lower  # noqa: E402
-from mpcompile_tflite import TFLiteBackend  # noqa: E402
-from mpcompile_tflite.flatbuffer import read_operators, read_tensors  # noqa: E402
 
 pytestmark = pytest.mark.tflite
 

@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import click
 
-from mpcompile.cli.options import calibration_options, data_options, method_options
+from mpcompile.cli.options import auto_options, calibration_options, data_options, method_options
 
 
 @click.command("calibrate")
 @click.argument("model", type=click.Path(dir_okay=False))
 @data_options()
 @calibration_options
+@auto_options
+@click.option("--eval-data", default=None, help="--precision auto: data to measure the metric on (default: --data).")
 @click.option("--stats", "stats", type=click.Path(dir_okay=False), default=None, help="Reuse a calibration cache instead of running the model.")
 @click.option("--save-stats", type=click.Path(dir_okay=False), default=None, help="Save the calibration cache (JSON) for reuse with --stats.")
 @click.option("-o", "--output", default="plan.onnx", show_default=True, type=click.Path(dir_okay=False), help="Where to write the plan.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def calibrate_command(model: str, data: str | None, preprocess: str | None, samples: int | None, batch_size: int,
                       method: str, percentile: float | None, precision: str, keep: tuple[str, ...], activation_type: str,
-                      symmetric: bool, per_channel: bool, weight_method: str, nan_policy: str, stats: str | None,
+                      symmetric: bool, per_channel: bool, weight_method: str, nan_policy: str, metric: str,
+                      max_accuracy_drop: float, metric_fn: str | None, eval_data: str | None, stats: str | None,
                       save_stats: str | None, output: str, quiet: bool) -> None:
     """Calibrate MODEL on --data and write the plan (an annotated ONNX file) to -o.
 
@@ -30,6 +33,7 @@ def calibrate_command(model: str, data: str | None, preprocess: str | None, samp
       mpcompile calibrate models/mnist_cnn.onnx --data models/mnist_cnn.calib.npz -o plan.onnx
       mpcompile calibrate model.onnx --data calib.npz --method entropy --save-stats stats.json
       mpcompile calibrate model.onnx --stats stats.json --method percentile --percentile 99.99 -o plan.onnx
+      mpcompile calibrate model.onnx --data calib.npz --precision auto --metric cosine --max-accuracy-drop 0.01
     """
     from mpcompile.ir import serde
     from mpcompile.pipeline import calibrate
@@ -52,7 +56,13 @@ def calibrate_command(model: str, data: str | None, preprocess: str | None, samp
         save_stats=save_stats,
         preprocess=preprocess,
         progress=not quiet,
+        eval_data=eval_data,
+        metric=metric,
+        max_accuracy_drop=max_accuracy_drop,
+        metric_fn=metric_fn,
     )
+    if result.auto is not None:
+        click.echo(result.auto.format_table())
     serde.save_plan(result.plan, output)
     plan = result.plan
     counts: dict[str, int] = {}

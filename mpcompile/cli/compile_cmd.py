@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from mpcompile.cli.options import backend_option, calibration_options, data_options, method_options
+from mpcompile.cli.options import auto_options, backend_option, calibration_options, data_options, method_options
 
 
 @click.command("compile")
@@ -12,6 +12,8 @@ from mpcompile.cli.options import backend_option, calibration_options, data_opti
 @backend_option
 @data_options()
 @calibration_options
+@auto_options
+@click.option("--onnx-only", is_flag=True, help="TensorRT: write the TensorRT-ready QDQ ONNX and cache without TensorRT.")
 @click.option("-o", "--output-dir", "out_dir", default=None, type=click.Path(file_okay=False),
               help="Output folder (default: mpcompile-out/<model name>).")
 @click.option("--conform/--no-conform", default=True, show_default=True,
@@ -21,6 +23,7 @@ from mpcompile.cli.options import backend_option, calibration_options, data_opti
 def compile_command(model: str, backends: tuple[str, ...], data: str | None, preprocess: str | None, samples: int | None,
                     batch_size: int, method: str, percentile: float | None, precision: str, keep: tuple[str, ...],
                     activation_type: str, symmetric: bool, per_channel: bool, weight_method: str, nan_policy: str,
+                    metric: str, max_accuracy_drop: float, metric_fn: str | None, onnx_only: bool,
                     out_dir: str | None, conform: bool, eval_data: str | None, quiet: bool) -> None:
     """Import MODEL, calibrate, plan, and lower the one plan for every backend.
 
@@ -34,13 +37,15 @@ def compile_command(model: str, backends: tuple[str, ...], data: str | None, pre
       mpcompile compile models/mnist_cnn.onnx
       mpcompile compile model.onnx --data calib.npz --backend onnxruntime --backend tflite -o out/
       mpcompile compile model.onnx --data calib.npz --method entropy --keep Softmax=fp32
+      mpcompile compile model.onnx --precision auto --metric top1 --max-accuracy-drop 0.005
+      mpcompile compile model.onnx --backend tensorrt --onnx-only
     """
     from pathlib import Path
 
     from mpcompile.pipeline import compile as run_compile
     from mpcompile.pipeline import default_data
 
-    if data is None and precision in ("int8", "int16", "mixed"):
+    if data is None and precision in ("int8", "int16", "mixed", "auto"):
         found = default_data(model, "calib")
         if found is not None:
             click.echo(f"using calibration data {found} (found next to the model)", err=True)
@@ -72,7 +77,13 @@ def compile_command(model: str, backends: tuple[str, ...], data: str | None, pre
         conform=conform,
         eval_data=eval_data,
         progress=not quiet,
+        metric=metric,
+        max_accuracy_drop=max_accuracy_drop,
+        metric_fn=metric_fn,
+        onnx_only=onnx_only,
     )
+    if result.auto is not None:
+        click.echo(result.auto.format_table())
     click.echo(f"plan: {result.plan_path}")
     for name, artifact in result.artifacts.items():
         devs = result.deviations[name]

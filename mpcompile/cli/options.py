@@ -70,6 +70,17 @@ calibration_options = _stack(
 )
 
 
+auto_options = _stack(
+    click.option("--metric", type=click.Choice(["top1", "cosine", "sqnr", "mse"]), default="top1", show_default=True,
+                 help="--precision auto: what to keep within budget. top1 = agreement with FP32 of the argmax over the "
+                      "last axis; cosine = mean per-sample cosine; sqnr = noise/signal power; mse."),
+    click.option("--max-accuracy-drop", type=click.FloatRange(min=0), default=0.01, show_default=True,
+                 help="--precision auto: allowed drop in the metric's own units (0.005 = half a point of top-1)."),
+    click.option("--metric-fn", default=None, metavar="MODULE:FUNCTION",
+                 help="--precision auto: custom score fn(fp32_outputs, outputs) -> float, higher is better."),
+)
+
+
 def method_options(method: str, percentile: float | None) -> dict[str, Any]:
     if percentile is not None:
         if method != "percentile":

@@ -29,8 +29,16 @@ def _fmt(x: object, digits: int = 4) -> str:
     return html.escape(str(x))
 
 
-def _plot(name: str, values: list[tuple[str, float]], tolerance: float | None) -> str:
-    """Bar chart of max |diff| in LSB per layer, in topological order."""
+def bar_chart_page(title: str, ylabel: str, values: list[tuple[str, float]]) -> str:
+    """A standalone page with one bar chart (used by ``mpcompile sensitivity``)."""
+    rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{v:.2f}</td></tr>" for k, v in values)
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{_STYLE}</style></head>"
+            f"<body><h1>{html.escape(title)}</h1><p class='small'>{html.escape(ylabel)}</p>{_plot(title, values, None, unit='dB')}"
+            f"<table><tr><th>layer</th><th>value</th></tr>{rows}</table></body></html>")
+
+
+def _plot(name: str, values: list[tuple[str, float]], tolerance: float | None, unit: str = "LSB") -> str:
+    """Bar chart of one value per layer (max |diff| in LSB, or SQNR), in the given order."""
     if not values:
         return ""
     width, height, pad = 900, 220, 40
@@ -44,14 +52,14 @@ def _plot(name: str, values: list[tuple[str, float]], tolerance: float | None) -
         color = "#b00020" if tolerance is not None and v > tolerance + 0.5 else "#3b6ea8"
         parts.append(
             f'<rect x="{x:.1f}" y="{height - h:.1f}" width="{max(bar - 1, 1):.1f}" height="{h:.1f}" fill="{color}">'
-            f"<title>{html.escape(label)}: {v:.2f} LSB</title></rect>"
+            f"<title>{html.escape(label)}: {v:.2f} {unit}</title></rect>"
         )
     if tolerance is not None:
         y = height - (height - pad) * (tolerance + 0.5) / top
         parts.append(f'<line x1="{pad}" y1="{y:.1f}" x2="{width - pad}" y2="{y:.1f}" stroke="#b00020" stroke-dasharray="4"/>')
         parts.append(f'<text x="{width - pad}" y="{y - 4:.1f}" text-anchor="end" font-size="11" fill="#b00020">tolerance</text>')
     parts.append(f'<text x="{pad}" y="{height + 18}" font-size="12">layers in topological order (hover for names) →</text>')
-    parts.append(f'<text x="4" y="{pad - 10}" font-size="12">max |diff| (LSB), top {top:.1f}</text>')
+    parts.append(f'<text x="4" y="{pad - 10}" font-size="12">{unit}, top of axis {top:.1f}</text>')
     parts.append("</svg>")
     return "".join(parts)
 

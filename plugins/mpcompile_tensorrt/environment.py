@@ -15,8 +15,8 @@ from types import ModuleType
 from mpcompile.errors import BackendUnavailableError
 
 INSTALL_HINT = (
-    "pip install 'mpcompile[tensorrt]' (the TensorRT wheels come from NVIDIA's index: add "
-    "--extra-index-url https://pypi.nvidia.com) on a machine with a CUDA GPU"
+    "pip install 'mpcompile[tensorrt]' on a machine with a CUDA GPU (the full TensorRT wheels come "
+    "from NVIDIA's own package index; PyPI's are stubs that fetch from it)"
 )
 
 #: Used in the calibration-cache header when TensorRT is not installed (``onnx_only``) and no

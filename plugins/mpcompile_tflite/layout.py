@@ -24,7 +24,7 @@ transposed back to the ONNX layout unless ``nhwc_outputs``.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

@@ -14,7 +14,7 @@ legalization can fall back to float or list the node, before anything is lowered
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

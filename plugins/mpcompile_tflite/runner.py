@@ -12,7 +12,8 @@ the built-in kernels without the default delegate (or the reference kernels on r
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import numpy as np
 
