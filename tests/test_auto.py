@@ -5,9 +5,9 @@ import time
 
 import numpy as np
 import onnx
+from conftest import MNIST, MNIST_CALIB, MNIST_EVAL
 from onnx import TensorProto, helper, numpy_helper
 
-from conftest import MNIST, MNIST_CALIB, MNIST_EVAL
 from mpcompile.ir import serde
 from mpcompile.ir.types import Precision
 from mpcompile.pipeline import calibrate, open_data

@@ -160,9 +160,11 @@ OPS = {
     "conv_same": lambda r: single_op("Conv", (2, 4, 6, 6), {"w": r(5, 4, 3, 3), "b": r(5)}, pads=[1, 1, 1, 1]),
     "conv_stride2_explicit_pad": lambda r: single_op("Conv", (2, 4, 6, 6), {"w": r(5, 4, 3, 3)}, pads=[1, 1, 1, 1], strides=[2, 2]),
     "conv_dilated": lambda r: single_op("Conv", (2, 4, 6, 6), {"w": r(5, 4, 3, 3)}, pads=[2, 2, 2, 2], dilations=[2, 2]),
+    "conv_grouped": lambda r: single_op("Conv", (2, 8, 6, 6), {"w": r(6, 4, 3, 3), "b": r(6)}, group=2, pads=[1, 1, 1, 1]),
     "depthwise_multiplier_3": lambda r: single_op("Conv", (2, 4, 6, 6), {"w": r(12, 1, 3, 3), "b": r(12)}, group=4, strides=[2, 2]),
     "conv_transpose_cropped": lambda r: single_op("ConvTranspose", (2, 4, 6, 6), {"w": r(4, 3, 4, 4), "b": r(3)}, strides=[2, 2], pads=[1, 1, 1, 1]),
     "gemm": lambda r: single_op("Gemm", (3, 8), {"w": r(8, 5), "b": r(5)}),
+    "gemm_trans_a": lambda r: single_op("Gemm", (8, 3), {"w": r(5, 8)}, transA=1, transB=1),
     "matmul_keep_dims": lambda r: single_op("MatMul", (2, 3, 8), {"w": r(8, 5)}),
     "batch_matmul": lambda r: single_op("MatMul", (2, 3, 8), second_input=(2, 8, 4)),
     "add_broadcast": lambda r: single_op("Add", (2, 4, 6, 6), {"c": r(4, 1, 1)}),
@@ -176,6 +178,8 @@ OPS = {
     "maxpool_ceil": lambda r: single_op("MaxPool", (2, 4, 7, 7), kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1),
     "avgpool_count_pads": lambda r: single_op("AveragePool", (2, 4, 6, 6), kernel_shape=[3, 3], pads=[1, 1, 1, 1], count_include_pad=1),
     "global_avgpool": lambda r: single_op("GlobalAveragePool", (2, 4, 6, 6)),
+    "global_maxpool": lambda r: single_op("GlobalMaxPool", (2, 4, 6, 6)),
+    "reduce_min": lambda r: single_op("ReduceMin", (2, 4, 6, 6), axes=[1], keepdims=1),
     "reduce_mean": lambda r: single_op("ReduceMean", (2, 4, 6, 6), {"axes": np.array([1], np.int64)}, opset=18, keepdims=0),
     "concat_requantized": lambda r: single_op("Concat", (2, 4, 6, 6), second_input=(2, 3, 6, 6), axis=1),
     "pad_value": lambda r: single_op("Pad", (2, 4, 6, 6), {"p": np.array([0, 0, 1, 2, 0, 0, 2, 1], np.int64), "v": np.array(0.5, np.float32)}),
@@ -184,6 +188,10 @@ OPS = {
     "slice_strided": lambda r: single_op("Slice", (2, 4, 6, 6), {"st": np.array([1, 0], np.int64), "en": np.array([4, 100], np.int64),
                                                                  "ax": np.array([1, 3], np.int64), "sp": np.array([2, 2], np.int64)}),
     "transpose": lambda r: single_op("Transpose", (2, 4, 6, 6), perm=[0, 3, 2, 1]),
+    "squeeze": lambda r: single_op("Squeeze", (2, 4, 1, 6), {"a": np.array([2], np.int64)}),
+    "softmax_middle_axis": lambda r: single_op("Softmax", (2, 5, 7), axis=1),
+    "log_softmax": lambda r: single_op("LogSoftmax", (3, 10), axis=-1),
+    "prelu": lambda r: single_op("PRelu", (2, 4, 6, 6), {"s": np.abs(r(4, 1, 1))}),
     "resize_bilinear": lambda r: single_op("Resize", (2, 4, 6, 6), {"_omitted": None, "sc": np.array([1, 1, 2, 2], np.float32)},
                                            mode="linear", coordinate_transformation_mode="half_pixel"),
     "resize_nearest": lambda r: single_op("Resize", (2, 4, 6, 6), {"_omitted": None, "sc": np.array([1, 1, 2, 2], np.float32)},
@@ -194,10 +202,12 @@ OPS = {
     "gelu": lambda r: single_op("Gelu", (2, 4, 6, 6), opset=20),
     "layer_norm_float": lambda r: single_op("LayerNormalization", (2, 3, 8), {"g": r(8), "b": r(8)}),
     "erf_float": lambda r: single_op("Erf", (2, 4, 6, 6)),
+    "ceil_float": lambda r: single_op("Ceil", (2, 4, 6, 6)),
+    "reduce_sum_float": lambda r: single_op("ReduceSum", (2, 4, 6, 6), {"a": np.array([2, 3], np.int64)}, keepdims=0),
     "batchnorm_float": lambda r: single_op("BatchNormalization", (2, 4, 6, 6), {"g": np.abs(r(4)) + 0.5, "b": r(4), "m": r(4),
                                                                                 "v": np.abs(r(4)) + 0.5}),
 }
-LOOKUP_TABLE = {"sigmoid", "tanh", "softmax_channels", "hard_swish", "gelu"}
+LOOKUP_TABLE = {"sigmoid", "tanh", "softmax_channels", "softmax_middle_axis", "log_softmax", "hard_swish", "gelu"}
 
 
 @pytest.mark.parametrize("mode", ["int8", "int16"])

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -23,11 +24,11 @@ from mpcompile.calibration.data import Dataset
 from mpcompile.conformance.reference import ReferenceRunner
 from mpcompile.errors import PlanError
 from mpcompile.ir.graph import Graph
+from mpcompile.ir.types import Precision
 from mpcompile.planning.config import Override, PlanConfig
 from mpcompile.planning.plan import make_plan
 from mpcompile.planning.sensitivity import local_sensitivity, node_cost
 from mpcompile.planning.stats import TensorStatistics
-from mpcompile.ir.types import Precision
 
 METRICS = ("top1", "cosine", "sqnr", "mse")
 MetricFn = Callable[[dict[str, np.ndarray], dict[str, np.ndarray]], float]

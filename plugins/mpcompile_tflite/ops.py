@@ -180,8 +180,6 @@ def _conv_check(graph: Graph, node: Node, integer: bool) -> str | None:
     group = int(node.attr("group", 1))
     c_in = graph.tensors[node.inputs[0]].shape[1]
     depthwise = group > 1 and group == c_in and w.value.shape[1] == 1
-    if group > 1 and not depthwise:
-        return f"Conv {node.name!r}: grouped convolution (group={group}, not depthwise) is not written for TFLite"
     if integer and len(node.inputs) > 2 and node.inputs[2] and graph.tensors[node.inputs[2]].quant is None:
         return f"Conv {node.name!r}: the plan has no bias spec"
     return None
@@ -208,7 +206,8 @@ def conv(ctx: NodeContext, node: Node) -> None:
                depthMultiplier=int(node.attr("depth_multiplier", 1)), **common)
     else:
         # 16x8 CONV_2D is version 4 in TFLite's versioning table (runtime_version.cc: "2.3.0").
-        ctx.op("CONV_2D", [x, w, b], [out], "Conv2DOptions", ctx.version(int8=3, int16=4), **common)
+        version = 6 if int(node.attr("group", 1)) > 1 else ctx.version(int8=3, int16=4)
+        ctx.op("CONV_2D", [x, w, b], [out], "Conv2DOptions", version, **common)
 
 
 def _conv_transpose_check(graph: Graph, node: Node, integer: bool) -> str | None:
@@ -406,7 +405,18 @@ emitter("Log", precisions=FLOAT)(_unary("LOG"))
 emitter("Abs", precisions=FLOAT)(_unary("ABS"))
 emitter("Neg", precisions=FLOAT)(_unary("NEG"))
 emitter("Floor", precisions=FLOAT)(_unary("FLOOR"))
-emitter("Ceil", precisions=FLOAT)(_unary("CEIL"))
+
+
+@emitter("Ceil", precisions=FLOAT)
+def ceil(ctx: NodeContext, node: Node) -> None:
+    # LiteRT's built-in resolver registers no CEIL: ceil(x) = −floor(−x)
+    x = ctx.input(node.inputs[0])
+    out = ctx.output(node.outputs[0])
+    shape = ctx.shape(node.outputs[0])
+    negated, floored = ctx.temp(out, shape, "negated"), ctx.temp(out, shape, "floored")
+    ctx.op("NEG", [x], [negated])
+    ctx.op("FLOOR", [negated], [floored])
+    ctx.op("NEG", [floored], [out])
 
 
 @emitter("LeakyRelu")
