@@ -64,13 +64,26 @@ def _collect(ctx: Context, key: str, kind: str, models: dict[str, str], data: st
             continue
         runs.append(res.data["stats"])
         errors.extend(f"{label}: {e}" for label, e in res.data.get("errors", {}).items())
-    out = {
+    out: dict[str, Any] = {
         label: {stat: median(run[label][stat] for run in runs if label in run) for stat in STATS} | {
             "n": median(run[label]["n"] for run in runs if label in run)
         }
         for label in models
     }
+    out["_runs"] = runs
     return out, short_error("; ".join(dict.fromkeys(errors)), 300)
+
+
+def _spread(stats: dict[str, Any], other: str, stat: str) -> str:
+    """The ratio other/ours of each repeat, so that a reader can judge noise around 1."""
+    ratios = [
+        run[other][stat] / run["ours"][stat]
+        for run in stats.get("_runs", [])
+        if other in run and "ours" in run and run["ours"][stat]
+    ]
+    if len(ratios) < 2:
+        return ""
+    return f"; ratio per repeat {min(ratios):.3f}–{max(ratios):.3f}"
 
 
 def _onnx(ctx: Context, key: str, paths: dict[str, Any]) -> list[Row]:
@@ -88,7 +101,7 @@ def _onnx(ctx: Context, key: str, paths: dict[str, Any]) -> list[Row]:
                 ("vs-fp32", "fp32", "the FP32 model"),
             ):
                 other = stats.get(label, {}).get(stat)
-                notes = [f"peer: {what}; {repeats} repeat(s), ~{_n(stats)} runs each"]
+                notes = [f"peer: {what}; {repeats} repeat(s), {_n(stats)} runs each{_spread(stats, label, stat)}"]
                 if art.get("ours_error"):
                     notes.append(f"no mpcompile artifact: {short_error(art['ours_error'])}")
                 if label == "peer" and art.get("peer_error"):
@@ -110,9 +123,11 @@ def _onnx(ctx: Context, key: str, paths: dict[str, Any]) -> list[Row]:
     return rows
 
 
-def _n(stats: dict[str, dict[str, float | None]]) -> str:
-    counts = [int(v["n"]) for v in stats.values() if v.get("n")]
-    return f"{min(counts)}–{max(counts)}" if counts else "0"
+def _n(stats: dict[str, Any]) -> str:
+    counts = [int(v["n"]) for k, v in stats.items() if not k.startswith("_") and v.get("n")]
+    if not counts:
+        return "0"
+    return str(counts[0]) if min(counts) == max(counts) else f"{min(counts)}–{max(counts)}"
 
 
 def _tflite(ctx: Context) -> list[Row]:
@@ -131,7 +146,8 @@ def _tflite(ctx: Context) -> list[Row]:
         stats, error = per_batch[batch]
         ours, fp32 = stats.get("ours", {}).get(stat), stats.get("fp32", {}).get(stat)
         note = "; ".join(filter(None, [
-            "mpcompile int8 .tflite vs mpcompile fp32 .tflite (LiteRT Interpreter, num_threads = CPU count)",
+            "mpcompile int8 .tflite vs mpcompile fp32 .tflite (LiteRT Interpreter, num_threads = CPU count); "
+            f"{ctx.settings.repeats} repeat(s), {_n(stats)} runs each{_spread(stats, 'fp32', stat)}",
             short_error(problems), error,
         ]))
         rows.append(row(name, m, ours, fp32, safe_div(fp32, ours), TARGET, note, ours_failed=ours is None))

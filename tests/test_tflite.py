@@ -20,7 +20,7 @@ from conftest import MNIST, MNIST_CALIB, MNIST_EVAL  # noqa: E402
 from modelgen import residual_mlp, small_cnn  # noqa: E402
 from mpcompile_tflite import TFLiteBackend  # noqa: E402
 from mpcompile_tflite.flatbuffer import read_operators, read_tensors  # noqa: E402
-from tflite_models import channel_mixer, embedding_bag, feeds, mobile_block, single_op  # noqa: E402
+from tflite_models import attention_block, channel_mixer, decoder_block, embedding_bag, feeds, mobile_block, single_op  # noqa: E402
 
 from mpcompile.conformance.cases import depthwise_cnn  # noqa: E402
 from mpcompile.conformance.reference import ReferenceRunner  # noqa: E402
@@ -86,7 +86,7 @@ def test_every_scale_and_zero_point_is_the_plans_bit_for_bit(case, tmp_path):
         plan, _, _ = _prepare(builder(), tmp_path, **(MODES["int16"] if case.endswith("int16") else {}))
     _, legal, artifact, _ = _lower(plan, tmp_path)
     records = {r.name: r for r in read_tensors(artifact.path.read_bytes())}
-    checked = 0
+    checked, fused = 0, 0
     for tensor in legal.quantized_tensors():
         spec = tensor.quant
         if tensor.is_constant:
@@ -97,7 +97,10 @@ def test_every_scale_and_zero_point_is_the_plans_bit_for_bit(case, tmp_path):
             names = artifact.metadata["constants"][tensor.name]
         else:
             if tensor.name not in artifact.metadata["tensor_map"]:
-                continue  # a producer output fused with its Relu: the file has no such tensor
+                # a producer output quantized like its Relu and fused with it: the file has no such tensor
+                assert {n.op_type for n in legal.nodes if tensor.name in n.inputs} <= {"Relu", "Clip"}, tensor.name
+                fused += 1
+                continue
             names = [artifact.metadata["tensor_map"][tensor.name]]
         for name in names:
             record = records[name]
@@ -113,7 +116,7 @@ def test_every_scale_and_zero_point_is_the_plans_bit_for_bit(case, tmp_path):
             else:
                 assert record.dtype == spec.qtype.value, name
             checked += 1
-    assert checked >= len(legal.quantized_tensors()) - 8
+    assert checked >= len(legal.quantized_tensors()) - fused - 2  # minus at most the two Clip bounds
     # No invented numbers: every quantized activation in the file uses one of the plan's (scale, zero-point).
     plan_numbers = {(np.float32(t.quant.scale).tobytes(), int(t.quant.zero_point)) for t in legal.quantized_tensors()
                     if not t.is_constant}
@@ -142,6 +145,7 @@ CASES = {
     "depthwise_cnn": depthwise_cnn,
     "mobile_block": mobile_block,
     "channel_mixer": channel_mixer,
+    "attention_block": attention_block,  # LayerNorm/Erf float islands, Split, BATCH_MATMUL, softmax
 }
 
 
@@ -207,7 +211,7 @@ OPS = {
     "batchnorm_float": lambda r: single_op("BatchNormalization", (2, 4, 6, 6), {"g": np.abs(r(4)) + 0.5, "b": r(4), "m": r(4),
                                                                                 "v": np.abs(r(4)) + 0.5}),
 }
-LOOKUP_TABLE = {"sigmoid", "tanh", "softmax_channels", "softmax_middle_axis", "log_softmax", "hard_swish", "gelu"}
+LOOKUP_TABLE = {"sigmoid", "tanh", "softmax_channels", "softmax_middle_axis", "log_softmax"}
 
 
 @pytest.mark.parametrize("mode", ["int8", "int16"])
@@ -331,6 +335,28 @@ def test_fallback_float_records_deviations_and_error_lists_nodes(tmp_path):
     assert conform(plan, backends=["tflite"], data=data, out_dir=tmp_path / "c").passed
 
 
+def test_fallback_before_a_fused_relu_moves_the_relu_to_float(tmp_path):
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["x", "w"], ["h"], name="scaled", alpha=0.5),  # no integer form: FP32
+         helper.make_node("Relu", ["h"], ["r"], name="relu"),  # planned as fused: its input has no spec
+         helper.make_node("Gemm", ["r", "w2"], ["y"], name="head")],
+        "fallback_chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
+        [numpy_helper.from_array(rng.normal(0, 0.3, (8, 5)).astype(np.float32), "w"),
+         numpy_helper.from_array(rng.normal(0, 0.3, (5, 4)).astype(np.float32), "w2")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    plan, data, _ = _prepare(model, tmp_path)
+    legal, deviations = TFLiteBackend().legalize(plan)
+    assert [legal.node(n).precision for n in ("scaled", "relu", "head")] == [Precision.FP32, Precision.FP32, Precision.INT8]
+    assert any(d.subject == "relu" and "not quantized" in d.reason for d in deviations)
+    report = conform(plan, backends=["tflite"], data=data, out_dir=tmp_path / "c")
+    assert report.passed, report.format_text()
+
+
 def test_tflite_constraints_become_deviations(tmp_path):
     plan, data, _ = _prepare(small_cnn(softmax=True), tmp_path)
     wrong = QuantSpec(QType.INT8, np.float32(0.01), -100, None, False, False, {"role": "test"})
@@ -374,6 +400,19 @@ def test_layout_needs_no_transposes_inside_the_model(tmp_path):
     assert artifact.metadata["ops"]["TRANSPOSE"] == 2
     _, _, nhwc, _ = _lower(plan, tmp_path / "nhwc", nhwc_inputs=True, nhwc_outputs=True)
     assert "TRANSPOSE" not in nhwc.metadata["ops"]
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_decoder_with_resize_reflect_pad_and_transposed_conv(mode, tmp_path):
+    plan, data, _ = _prepare(decoder_block(), tmp_path, **MODES[mode])
+    _, _, artifact, _ = _lower(plan, tmp_path)
+    assert artifact.metadata["ops"]["TRANSPOSE"] == 2  # x in, y out; z's own NCHW→NHWC transpose is free
+    # tanh/logistic outputs (1/128, 1/256) are much finer than their inputs' steps: a 1-LSB kernel
+    # difference upstream becomes up to ~13 LSB there (measured 13 at y, 5 at z); every layer before
+    # them stays within 2 LSB of the reference (per-layer figures in the report).
+    tolerances = Tolerances(default_lsb=2.0 if mode == "int8" else 16.0, per_tensor={"y": 16.0, "z": 8.0})
+    report = conform(plan, backends=["tflite"], data=data, out_dir=tmp_path / "c", per_layer=True, tolerances=tolerances)
+    assert report.passed, report.format_text()
 
 
 def test_embedding_lookup_with_integer_ids(tmp_path):

@@ -66,18 +66,21 @@ def _options(schema: Any, name: str, fields: dict[str, Any]) -> Any:
     return obj
 
 
-def _aligned_buffer(schema: Any, data: bytes) -> Any:
-    class AlignedBufferT(schema.BufferT):
-        def Pack(self, builder):  # noqa: ANN001, ANN202, N802 - overrides the generated method
-            builder.StartVector(1, len(data), BUFFER_ALIGNMENT)
-            builder.head = builder.head - len(data)
-            builder.Bytes[builder.head : builder.head + len(data)] = data
-            vector = builder.EndVector()
-            schema.BufferStart(builder)
-            schema.BufferAddData(builder, vector)
-            return schema.BufferEnd(builder)
+class _AlignedBuffer:
+    """Stands in for ``BufferT`` when packing: the data vector starts on a 16-byte boundary."""
 
-    return AlignedBufferT()
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def Pack(self, builder: Any) -> int:  # noqa: N802 - the object API's method name
+        schema = _schema()
+        builder.StartVector(1, len(self.data), BUFFER_ALIGNMENT)
+        builder.head = builder.head - len(self.data)
+        builder.Bytes[builder.head : builder.head + len(self.data)] = self.data
+        vector = builder.EndVector()
+        schema.BufferStart(builder)
+        schema.BufferAddData(builder, vector)
+        return schema.BufferEnd(builder)
 
 
 def serialize(model: TflModel) -> bytes:
@@ -97,7 +100,7 @@ def serialize(model: TflModel) -> bytes:
         tt.hasRank = True
         if t.data is not None:
             data = np.ascontiguousarray(np.asarray(t.data, dtype=np.dtype(t.dtype)))
-            buffers.append(_aligned_buffer(schema, data.astype(data.dtype.newbyteorder("<")).tobytes()))
+            buffers.append(_AlignedBuffer(data.astype(data.dtype.newbyteorder("<")).tobytes()))
             tt.buffer = len(buffers) - 1
         else:
             tt.buffer = 0
@@ -149,7 +152,7 @@ def serialize(model: TflModel) -> bytes:
     if model.metadata:
         m.metadata = []
         for key, payload in model.metadata.items():
-            buffers.append(_aligned_buffer(schema, payload))
+            buffers.append(_AlignedBuffer(payload))
             entry = schema.MetadataT()
             entry.name = key
             entry.buffer = len(buffers) - 1

@@ -16,7 +16,8 @@
    output. CONCATENATION requantizes, so it keeps different scales.
 5. Constant operands in uint8 become int8 (zero-point − 128, identical values); weights of
    integer nodes are int8, symmetric (TFLite's kernels assume zero-point 0).
-6. Parameter inputs (Resize roi/scales) are never quantized.
+6. Parameter inputs (Resize roi/scales) are never quantized; an integer node whose float
+   input lost its spec (its producer fell back to float) runs in FP32 too.
 7. An integer node whose tensors mix int8 and int16 runs in FP32 (a TFLite kernel has one
    activation type).
 """
@@ -66,6 +67,7 @@ def legalize_for_tflite(plan: Graph, caps: Capabilities, fallback: str = "float"
     _node_precisions(g, fallback, deviations)
     g, shared = legalize_with_capabilities(g, caps, backend_name=BACKEND)
     deviations += shared
+    _unquantized_inputs(g, deviations)
     _mixed_types(g, deviations)
     _parameters(g, deviations)
     _uint8_constants(g, deviations)
@@ -127,6 +129,33 @@ def _node_precisions(g: Graph, fallback: str, out: list[Deviation]) -> None:
             f"{len(integer_only)} node(s) of model {g.name!r} cannot run in integer precision on TFLite "
             f"(lower with fallback='float' to run them in FP32): " + "; ".join(integer_only[:12])
         )
+
+
+def _unquantized_inputs(g: Graph, out: list[Deviation]) -> None:
+    """An integer node reading an unquantized float activation (its producer fell back to float) runs in FP32.
+
+    The one exception is the plan's fused pattern: an integer Relu/Clip right after an integer producer.
+    """
+    producers = g.producers()
+    changed = True
+    while changed:
+        changed = False
+        for node in g.nodes:
+            if node.precision is None or not node.precision.is_integer:
+                continue
+            for name in node.inputs:
+                t = g.tensors.get(name) if name else None
+                if t is None or t.is_constant or not t.is_float or t.quant is not None:
+                    continue
+                producer = producers.get(name)
+                if node.op_type in plan_ops.FUSABLE_ACTIVATIONS and producer is not None and producer.precision is not None \
+                        and producer.precision.is_integer:
+                    continue
+                why = f"its input {name!r} is not quantized (the producer runs in float)"
+                out.append(Deviation(node.name, "node", f"{node.precision.value} → fp32", why))
+                node.precision = Precision.FP32
+                changed = True
+                break
 
 
 def _activation_specs(g: Graph, node: Node) -> list[QuantSpec]:

@@ -177,9 +177,6 @@ def _conv_check(graph: Graph, node: Node, integer: bool) -> str | None:
     w = graph.tensors.get(node.inputs[1])
     if w is None or not w.is_constant:
         return f"Conv {node.name!r}: TFLite needs constant weights"
-    group = int(node.attr("group", 1))
-    c_in = graph.tensors[node.inputs[0]].shape[1]
-    depthwise = group > 1 and group == c_in and w.value.shape[1] == 1
     if integer and len(node.inputs) > 2 and node.inputs[2] and graph.tensors[node.inputs[2]].quant is None:
         return f"Conv {node.name!r}: the plan has no bias spec"
     return None

@@ -1,0 +1,30 @@
+"""The real transformer (MiniLM-L6 sentence embeddings): uniform INT8, the automatic planner, conformance."""
+
+import pytest
+
+from mpcompile.backends.registry import available_backends
+from mpcompile.conformance.suite import conform
+from mpcompile.pipeline import calibrate
+
+pytestmark = pytest.mark.slow
+SAMPLES = 64
+
+
+def test_minilm_uniform_int8_and_auto_plan(minilm, capsys):
+    model, data = minilm
+    uniform = calibrate(model, data, samples=SAMPLES, progress=False).plan
+    report = conform(uniform, ["onnxruntime"], data, samples=SAMPLES)
+    cosine_int8 = report.reference_vs_fp32["embedding"].cosine
+
+    auto = calibrate(model, data, precision="auto", metric="cosine", max_accuracy_drop=0.01, samples=SAMPLES, progress=False)
+    chosen = auto.auto.chosen
+    assert chosen.drop <= 0.01
+    assert chosen.int8_mac_share > 0.5  # most multiply-accumulates stay INT8
+    backends = [b for b in ("onnxruntime", "tflite") if b in available_backends()]
+    report = conform(auto.plan, backends, data, samples=SAMPLES)
+    with capsys.disabled():
+        print(f"\nMiniLM uniform int8: cosine vs fp32 {cosine_int8:.4f}")
+        print(auto.auto.format_table())
+        print(report.format_text())
+    assert report.reference_vs_fp32["embedding"].cosine >= 0.985
+    assert report.passed, report.format_text()
