@@ -108,13 +108,13 @@ class LayoutResult:
 #: Operators computed on NHWC data in TFLite (rank-4 data input and output).
 SPATIAL = {
     "Conv", "ConvTranspose", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool",
-    "Resize", "DepthToSpace", "SpaceToDepth", "BatchNormalization",
+    "Resize", "DepthToSpace", "SpaceToDepth", "BatchNormalization", "LRN",
 }
 #: Elementwise operators: any layout, as long as every full-rank input has the same one.
 ELEMENTWISE = {
     "Relu", "Clip", "Sigmoid", "Tanh", "LeakyRelu", "HardSwish", "HardSigmoid", "Gelu", "Erf", "Sqrt",
     "Exp", "Log", "Abs", "Neg", "Identity", "Dropout", "Add", "Sub", "Mul", "Div", "Pow", "Max", "Min",
-    "PRelu", "Reciprocal", "Floor", "Ceil", "Cast",
+    "PRelu", "Reciprocal", "Floor", "Ceil", "Cast", "Sum",
 }
 #: Operators that reinterpret memory (and so need the ONNX element order of their input).
 RESHAPES = {"Reshape", "Flatten", "Squeeze", "Unsqueeze"}

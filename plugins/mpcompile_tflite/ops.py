@@ -376,6 +376,18 @@ emitter("Max", precisions=FLOAT, check=_binary_check)(_binary("MAXIMUM", "Maximu
 emitter("Min", precisions=FLOAT, check=_binary_check)(_binary("MINIMUM", "MaximumMinimumOptions", {}))
 
 
+@emitter("Sum", precisions=FLOAT)
+def sum_(ctx: NodeContext, node: Node) -> None:
+    inputs = [ctx.input(i) for i in node.inputs if i]
+    out = ctx.output(node.outputs[0])
+    if len(inputs) == 1:
+        ctx.op("RESHAPE", [inputs[0], ctx.param(_dims(ctx, node.outputs[0]), suffix="shape")], [out], "ReshapeOptions")
+    elif len(inputs) == 2:
+        ctx.op("ADD", inputs, [out], "AddOptions", 1, fusedActivationFunction="NONE")
+    else:
+        ctx.op("ADD_N", inputs, [out])
+
+
 @emitter("Mul", check=_binary_check, fuses=_always)
 def mul(ctx: NodeContext, node: Node) -> None:
     a, b = ctx.input(node.inputs[0]), ctx.input(node.inputs[1])
@@ -847,6 +859,22 @@ def layer_norm(ctx: NodeContext, node: Node) -> None:
         target = scaled
     if has_bias:
         ctx.op("ADD", [target, ctx.input(node.inputs[2])], [out], "AddOptions")
+
+
+def _lrn_check(graph: Graph, node: Node, integer: bool) -> str | None:
+    if int(node.attr("size")) % 2 == 0:
+        return f"LRN {node.name!r}: an even window is asymmetric; TFLite's LOCAL_RESPONSE_NORMALIZATION is symmetric"
+    return _spatial_check(graph, node, integer)
+
+
+@emitter("LRN", precisions=FLOAT, check=_lrn_check)
+def local_response_norm(ctx: NodeContext, node: Node) -> None:
+    # ONNX divides alpha by the window size; TFLite takes the radius and alpha as is.
+    size = int(node.attr("size"))
+    x = ctx.input(node.inputs[0])
+    out = ctx.output(node.outputs[0])
+    ctx.op("LOCAL_RESPONSE_NORMALIZATION", [x], [out], "LocalResponseNormalizationOptions", 1, radius=(size - 1) // 2,
+           bias=float(node.attr("bias", 1.0)), alpha=float(node.attr("alpha", 1e-4)) / size, beta=float(node.attr("beta", 0.75)))
 
 
 def _batchnorm_check(graph: Graph, node: Node, integer: bool) -> str | None:
