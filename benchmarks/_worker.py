@@ -362,7 +362,8 @@ def latency(a: dict[str, Any]) -> dict[str, Any]:
             run()
             count += 1
         estimate[label] = (time.perf_counter() - t0) / count
-    rounds = 20
+    # 20 interleaved rounds; a slow model (budget < 20 runs) gets fewer rounds of one run, at least 10.
+    rounds = max(10, min(20, int(a["budget"] / max(estimate.values(), default=1.0))))
     per_round = {label: max(1, min(1000, int(a["budget"] / est / rounds))) for label, est in estimate.items()}
     samples: dict[str, list[float]] = {label: [] for label in runners}
     clock = time.perf_counter_ns

@@ -2,8 +2,9 @@
 and the run context (settings, logging, the models and data every family uses).
 
 Every measured job runs in a fresh child process (``benchmarks/_worker.py JOB ARGS``). The child
-warms up, resets its peak-RSS counter, times the job itself and prints its result as JSON; the
-parent reads the child's peak resident set size from the OS (``os.wait4`` → ``ru_maxrss``).
+warms up, resets its peak-RSS counter, times the job itself and prints its result as JSON; its peak
+resident set size comes from the OS (``os.wait4`` → ``ru_maxrss``, read by a tiny launcher process,
+see ``LAUNCHER``).
 """
 
 from __future__ import annotations
@@ -296,7 +297,7 @@ class Settings:
     @property
     def latency_seconds(self) -> float:
         """Measured time budget per artifact and batch size (runs are interleaved across artifacts)."""
-        return 1.5 if self.quick else 8.0
+        return 1.0 if self.quick else 8.0
 
     @property
     def chain_depths(self) -> list[int]:
@@ -416,17 +417,10 @@ class Context:
 
     # ------------------------------------------------------------------ backends
     def tflite(self) -> tuple[bool, str]:
-        """(available, reason): mpcompile's TFLite backend (``get_backend`` must not raise) and LiteRT."""
+        """(available, reason): ``mpcompile backends --json`` lists tflite as available,
+        ``get_backend("tflite")`` does not raise, and LiteRT (the latency runtime) imports."""
         if self._tflite is None:
-            try:
-                from mpcompile.backends.registry import get_backend
-
-                get_backend("tflite")
-                import ai_edge_litert.interpreter  # noqa: F401 - the runtime the latency rows need
-
-                self._tflite = (True, "")
-            except Exception as exc:  # noqa: BLE001 - any failure means "unavailable", with its reason
-                self._tflite = (False, f"mpcompile's tflite backend is unavailable ({str(exc).splitlines()[0]})")
+            self._tflite = _tflite_status()
         return self._tflite
 
     @staticmethod
@@ -458,6 +452,28 @@ class Context:
             )
             self._artifacts[key] = res.data
         return self._artifacts[key]
+
+
+def _tflite_status() -> tuple[bool, str]:
+    try:
+        listing = subprocess.run(
+            [sys.executable, "-m", "mpcompile", "backends", "--json"], capture_output=True, text=True, timeout=120
+        )
+        entry = next((b for b in json.loads(listing.stdout) if b.get("name") == "tflite"), None)
+    except (OSError, ValueError, subprocess.TimeoutExpired) as exc:
+        return False, f"`mpcompile backends --json` failed ({exc})"
+    if entry is None:
+        return False, "`mpcompile backends --json` lists no tflite backend"
+    if not entry.get("available"):
+        return False, f"mpcompile's tflite backend is unavailable: {entry.get('reason') or '?'}"
+    try:
+        from mpcompile.backends.registry import get_backend
+
+        get_backend("tflite")
+        import ai_edge_litert.interpreter  # noqa: F401 - the runtime the latency rows need
+    except Exception as exc:  # noqa: BLE001 - any failure means "unavailable", with its reason
+        return False, f"mpcompile's tflite backend is unavailable ({str(exc).splitlines()[0]})"
+    return True, ""
 
 
 def default_cache() -> Path:

@@ -240,3 +240,25 @@ def single_op(op_type: str, shape: tuple[int, ...], constants: dict[str, np.ndar
             out.CopyFrom(inferred[out.name])
     onnx.checker.check_model(model, full_check=True)
     return model
+
+
+def channel_shuffle(seed: int = 0) -> onnx.ModelProto:
+    """ShuffleNet's channel shuffle between two grouped convs: Reshape → Transpose → Reshape, plus a Sum."""
+    rng = np.random.default_rng(seed)
+    inits = [
+        _init("w1", rng.normal(0, 0.3, (8, 2, 3, 3)).astype(np.float32)),
+        _init("split_shape", np.array([0, 2, 4, 6, 6], np.int64)),
+        _init("merge_shape", np.array([0, 8, 6, 6], np.int64)),
+        _init("w2", rng.normal(0, 0.3, (8, 4, 1, 1)).astype(np.float32)),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"], name="gconv1", group=2, pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+        helper.make_node("Reshape", ["r1", "split_shape"], ["g"], name="split_groups"),
+        helper.make_node("Transpose", ["g"], ["gt"], name="shuffle", perm=[0, 2, 1, 3, 4]),
+        helper.make_node("Reshape", ["gt", "merge_shape"], ["shuffled"], name="merge_groups"),
+        helper.make_node("Conv", ["shuffled", "w2"], ["c2"], name="gconv2", group=2),
+        helper.make_node("Sum", ["c2", "r1", "shuffled"], ["y"], name="sum3"),
+    ]
+    return _model(nodes, "channel_shuffle", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4, 6, 6])],
+                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 8, 6, 6])], inits)

@@ -24,6 +24,10 @@ Options of ``lower`` (defaults also settable on the backend: ``TFLiteBackend(io=
 ``fallback="float"|"error"``
     What happens to a node that TFLite cannot run in its planned integer precision: FP32
     with a recorded deviation (default), or an ``UnsupportedOperatorError`` listing them all.
+    ``legalize(plan, fallback=...)`` takes it too (the pipeline's ``legalize(plan)`` uses the
+    backend's default).
+
+Other keyword options are ignored: the pipeline hands every backend the same options.
 
 Options of ``runner``: ``reference_kernels=False`` (TFLite's reference kernels instead of
 the optimized ones and XNNPACK), ``xnnpack=True``, ``num_threads=None``.

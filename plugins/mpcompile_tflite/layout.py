@@ -494,19 +494,21 @@ def _reshape(pl: _Planner, node: Node) -> None:
         # e.g. NHWC [N,H,W,C] → ONNX [N,C,H·W] is stored [N,H·W,C]: the reshape needs no transpose
         pl.emit(node, [x], [TensorLayout(carried)])
         return
+    if out_rank == 4 and layout.unflatten is None and any(c.op_type in SPATIAL for c in pl.consumers.get(out, [])):
+        # one transpose straight into the layout whose reshape is already NHWC (e.g. a channel shuffle)
+        need = required_layout(pl.onnx_shape(x), pl.onnx_shape(out), NHWC)
+        if need is not None:
+            pl.emit(node, [pl.ensure(x, need)], [TensorLayout(NHWC)])
+            return
     pl.emit(node, [pl.ensure(x, identity(pl.rank(x)))], [TensorLayout(identity(out_rank))])
 
 
-def carried_layout(in_shape: tuple[Dim, ...], out_shape: tuple[Dim, ...], perm: Perm) -> Perm | None:
-    """The output layout under which reshaping the *stored* input gives the ONNX reshape, or None.
+def _reshape_groups(in_shape: tuple[Dim, ...], out_shape: tuple[Dim, ...],
+                    lead: int) -> list[tuple[list[int], list[int]]] | None:
+    """Runs of consecutive input axes and the output axes each becomes, after ``lead`` shared axes.
 
-    Works when the reshape only merges or splits runs of consecutive axes (ignoring a shared
-    leading batch axis) and the stored layout keeps every merged run together and in order.
+    None unless the reshape only merges or splits runs of axes (sizes static after the lead).
     """
-    lead = 0
-    symbolic = bool(in_shape and out_shape) and not isinstance(in_shape[0], int) and not isinstance(out_shape[0], int)
-    if in_shape and out_shape and perm and perm[0] == 0 and (in_shape[0] == out_shape[0] or symbolic):
-        lead = 1  # a shared (possibly symbolic) batch axis stays in front
     din, dout = list(in_shape[lead:]), list(out_shape[lead:])
     if not all(isinstance(d, int) and d > 0 for d in din + dout) or int(np.prod(din)) != int(np.prod(dout)):
         return None
@@ -529,17 +531,49 @@ def carried_layout(in_shape: tuple[Dim, ...], out_shape: tuple[Dim, ...], perm: 
         return None
     groups[-1][0].extend(range(i, len(din)))  # trailing size-1 axes join the last run
     groups[-1][1].extend(range(j, len(dout)))
+    return groups
+
+
+def _shared_lead(in_shape: tuple[Dim, ...], out_shape: tuple[Dim, ...], perm: Perm) -> int:
+    symbolic = bool(in_shape and out_shape) and not isinstance(in_shape[0], int) and not isinstance(out_shape[0], int)
+    if in_shape and out_shape and perm and perm[0] == 0 and (in_shape[0] == out_shape[0] or symbolic):
+        return 1  # a shared (possibly symbolic) batch axis stays in front
+    return 0
+
+
+def _relayout(groups: list[tuple[list[int], list[int]]], perm: Perm, lead: int, forward: bool) -> Perm | None:
+    """Map a layout through the reshape's runs: input layout → output layout (``forward``) or back."""
+    src_side, dst_side = (0, 1) if forward else (1, 0)
     stored = [p - lead for p in perm[lead:]]
     order = []
-    for gi, gj in groups:
-        start = stored.index(gi[0])
-        if stored[start:start + len(gi)] != gi:
+    for group in groups:
+        src, dst = group[src_side], group[dst_side]
+        start = stored.index(src[0])
+        if stored[start:start + len(src)] != src:
             return None
-        order.append((start, gj))
+        order.append((start, dst))
     result = list(range(lead))
-    for _, gj in sorted(order):
-        result.extend(a + lead for a in gj)
+    for _, dst in sorted(order):
+        result.extend(a + lead for a in dst)
     return tuple(result)
+
+
+def carried_layout(in_shape: tuple[Dim, ...], out_shape: tuple[Dim, ...], perm: Perm) -> Perm | None:
+    """The output layout under which reshaping the *stored* input gives the ONNX reshape, or None.
+
+    Works when the reshape only merges or splits runs of consecutive axes (ignoring a shared
+    leading batch axis) and the stored layout keeps every merged run together and in order.
+    """
+    lead = _shared_lead(in_shape, out_shape, perm)
+    groups = _reshape_groups(in_shape, out_shape, lead)
+    return None if groups is None else _relayout(groups, perm, lead, forward=True)
+
+
+def required_layout(in_shape: tuple[Dim, ...], out_shape: tuple[Dim, ...], out_perm: Perm) -> Perm | None:
+    """The input layout whose stored reshape is the output stored with ``out_perm``, or None."""
+    lead = _shared_lead(in_shape, out_shape, out_perm)
+    groups = _reshape_groups(in_shape, out_shape, lead)
+    return None if groups is None else _relayout(groups, out_perm, lead, forward=False)
 
 
 def _feeds_only_fully_connected(pl: _Planner, node: Node) -> bool:

@@ -99,29 +99,40 @@ def _onnx_pads(node: Node, in_hw: tuple[int, int], kernel: tuple[int, int], stri
     return _ints(node.attr("pads"), 4, 0)
 
 
-def _padding(ctx: NodeContext, x: int, kernel: tuple[int, int], pad_value: str = "zero") -> tuple[str, int]:
-    """TFLite padding for an NHWC spatial node: "SAME" or "VALID", or an explicit PAD in front and "VALID".
-
-    ``pad_value``: "zero" (conv, average pool counting pads) or "lowest" (max pool).
-    """
-    node = ctx.node
-    in_shape = ctx.shape(node.inputs[0])
-    out_shape = ctx.shape(node.outputs[0])
-    if not all(isinstance(d, int) for d in in_shape[1:3]) or not all(isinstance(d, int) for d in out_shape[1:3]):
-        raise UnsupportedOperatorError(f"node {node.name!r}: TFLite needs static spatial sizes, got {in_shape}")
+def _pad_plan(node: Node, in_hw: tuple[int, int], out_hw: tuple[int, int],
+              kernel: tuple[int, ...]) -> tuple[list[int], list[int], bool]:
+    """(begin, end) padding that makes a VALID window produce ONNX's output size, and whether it is TFLite's SAME."""
     strides = _ints(node.attr("strides"), 2, 1)
     dilations = _ints(node.attr("dilations"), 2, 1)
-    in_hw = (int(in_shape[1]), int(in_shape[2]))
-    out_hw = (int(out_shape[1]), int(out_shape[2]))
-    pads = _onnx_pads(node, in_hw, kernel, strides, dilations)
+    pads = _onnx_pads(node, in_hw, (int(kernel[0]), int(kernel[1])), strides, dilations)
     begin, end, same = [0, 0], [0, 0], True
     for i in range(2):
         k_eff = (kernel[i] - 1) * dilations[i] + 1
         needed = (out_hw[i] - 1) * strides[i] + k_eff
         begin[i] = pads[i]
-        end[i] = max(needed - in_hw[i] - pads[i], 0)
+        end[i] = max(needed - in_hw[i] - pads[i], 0)  # ceil_mode windows need more; unused pads are dropped
         total = max((-(-in_hw[i] // strides[i]) - 1) * strides[i] + k_eff - in_hw[i], 0)
         same = same and out_hw[i] == -(-in_hw[i] // strides[i]) and begin[i] == total // 2 and end[i] == total - total // 2
+    return begin, end, same
+
+
+def _hw(ctx: NodeContext, name: str) -> tuple[int, int]:
+    shape = ctx.shape(name)
+    if not all(isinstance(d, int) for d in shape[1:3]):
+        raise UnsupportedOperatorError(f"node {ctx.node.name!r}: TFLite needs static spatial sizes, got {shape}")
+    return int(shape[1]), int(shape[2])
+
+
+def _padding(ctx: NodeContext, x: int, kernel: tuple[int, int], pad_value: str = "zero") -> tuple[str, int]:
+    """TFLite padding for an NHWC spatial node: "SAME" or "VALID", or an explicit PAD in front and "VALID".
+
+    ``pad_value``: "zero" (conv; SAME allowed), "zero-count" (average pool counting the pads:
+    never SAME, which excludes them) or "lowest" (max pool).
+    """
+    node = ctx.node
+    in_shape = ctx.shape(node.inputs[0])
+    in_hw, out_hw = _hw(ctx, node.inputs[0]), _hw(ctx, node.outputs[0])
+    begin, end, same = _pad_plan(node, in_hw, out_hw, kernel)
     if begin == [0, 0] and end == [0, 0]:
         return "VALID", x
     if same and pad_value != "zero-count":
@@ -531,6 +542,14 @@ def _softmax_check(graph: Graph, node: Node) -> str | None:
 
 
 # ============================================================================ pooling and reductions
+def _excludes_explicit_pads(node: Node, in_hw: tuple[int, int], out_hw: tuple[int, int]) -> bool:
+    """An AveragePool that must not count pads, with padding TFLite's SAME does not reproduce."""
+    if node.op_type != "AveragePool" or node.attr("count_include_pad", 0):
+        return False
+    begin, end, same = _pad_plan(node, in_hw, out_hw, tuple(_ints(node.attr("kernel_shape"), 2, 1)))
+    return not same and (begin != [0, 0] or end != [0, 0])
+
+
 def _pool_check(graph: Graph, node: Node, integer: bool) -> str | None:
     reason = _spatial_check(graph, node, integer)
     if reason:
@@ -539,17 +558,10 @@ def _pool_check(graph: Graph, node: Node, integer: bool) -> str | None:
         return f"{node.op_type} {node.name!r}: TFLite pooling has no dilation"
     if len([o for o in node.outputs if o]) > 1:
         return f"{node.op_type} {node.name!r}: TFLite MAX_POOL_2D has no indices output"
-    if node.op_type == "AveragePool" and not node.attr("count_include_pad", 0) and any(_ints(node.attr("pads"), 4, 0)):
-        x = graph.tensors[node.inputs[0]]
-        out = graph.tensors[node.outputs[0]]
-        kernel = _ints(node.attr("kernel_shape"), 2, 1)
-        strides = _ints(node.attr("strides"), 2, 1)
-        pads = _ints(node.attr("pads"), 4, 0)
-        for i in range(2):
-            size = x.shape[2 + i]
-            total = max((-(-size // strides[i]) - 1) * strides[i] + kernel[i] - size, 0)
-            if out.shape[2 + i] != -(-size // strides[i]) or pads[i] != total // 2:
-                return f"AveragePool {node.name!r}: padding excluded from the count only matches TFLite's SAME padding"
+    x, out = graph.tensors[node.inputs[0]].shape, graph.tensors[node.outputs[0]].shape
+    if integer and _excludes_explicit_pads(node, (int(x[2]), int(x[3])), (int(out[2]), int(out[3]))):
+        return (f"AveragePool {node.name!r}: padding excluded from the count that TFLite's SAME does not reproduce "
+                f"needs a float correction")
     return None
 
 
@@ -557,12 +569,23 @@ def _pool(op: str) -> Callable:
     def emit(ctx: NodeContext, node: Node) -> None:
         x = ctx.input(node.inputs[0])
         kernel = tuple(_ints(node.attr("kernel_shape"), 2, 1))
-        fill = "lowest" if op == "MAX_POOL_2D" else ("zero-count" if node.attr("count_include_pad", 0) else "zero")
+        in_hw, out_hw = _hw(ctx, node.inputs[0]), _hw(ctx, node.outputs[0])
+        corrected = _excludes_explicit_pads(node, in_hw, out_hw)
+        fill = "lowest" if op == "MAX_POOL_2D" else ("zero-count" if node.attr("count_include_pad", 0) or corrected else "zero")
         padding, x = _padding(ctx, x, kernel, fill)  # type: ignore[arg-type]
         strides = _ints(node.attr("strides"), 2, 1)
         out = ctx.output(node.outputs[0])
-        ctx.op(op, [x], [out], "Pool2DOptions", ctx.version(int8=2, int16=3), padding=padding, strideH=strides[0],
+        target = ctx.temp(out, ctx.shape(node.outputs[0]), "sum_over_window") if corrected else out
+        ctx.op(op, [x], [target], "Pool2DOptions", ctx.version(int8=2, int16=3), padding=padding, strideH=strides[0],
                strideW=strides[1], filterHeight=kernel[0], filterWidth=kernel[1], fusedActivationFunction="NONE")
+        if corrected:
+            # The window average counted the zero pads: rescale by window size / real cells (float only).
+            begin = _pad_plan(node, in_hw, out_hw, kernel)[0]
+            counts = [np.array([min(o * strides[i] - begin[i] + kernel[i], in_hw[i]) - max(o * strides[i] - begin[i], 0)
+                                for o in range(out_hw[i])], np.float64) for i in range(2)]
+            factor = (kernel[0] * kernel[1]) / np.outer(counts[0], counts[1])
+            ctx.op("MUL", [target, ctx.param(factor.reshape(1, out_hw[0], out_hw[1], 1), "float32", "count_correction")],
+                   [out], "MulOptions", 1, fusedActivationFunction="NONE")
 
     return emit
 
