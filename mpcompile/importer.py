@@ -16,8 +16,13 @@ def canonicalize(graph: Graph) -> Graph:
     return graph
 
 
-def load(path: str | os.PathLike) -> Graph:
-    """A model (FP32 or QDQ) or a saved plan, as an IR graph ready for planning or lowering."""
+def load(path: str | os.PathLike, input_shapes: dict[str, tuple[int, ...]] | None = None) -> Graph:
+    """A model (FP32 or QDQ) or a saved plan, as an IR graph ready for planning or lowering.
+
+    ``input_shapes`` freezes dynamic input dimensions of a model (not of a plan) before folding.
+    """
+    if input_shapes:
+        return canonicalize(serde.import_model(path, input_shapes))
     graph = serde.load_model_or_plan(path)
     if graph.is_annotated:  # a saved plan: read back exactly, no rewriting
         return graph

@@ -21,7 +21,7 @@ from mpcompile.backends.base import Artifact, Backend, Deviation
 from mpcompile.backends.registry import resolve_backends
 from mpcompile.calibration.collect import CalibrationResult, calibrate_graph
 from mpcompile.calibration.data import Dataset, InputSpec, open_dataset
-from mpcompile.errors import DataError, PlanError, UnsupportedOperatorError
+from mpcompile.errors import DataError, MpcompileError, PlanError, UnsupportedOperatorError
 from mpcompile.importer import load
 from mpcompile.ir import serde
 from mpcompile.ir.graph import Graph
@@ -33,8 +33,12 @@ Model = str | os.PathLike | Graph
 
 
 # ============================================================================ helpers
-def as_graph(model: Model) -> Graph:
-    return model if isinstance(model, Graph) else load(model)
+def as_graph(model: Model, input_shapes: dict[str, tuple[int, ...]] | None = None) -> Graph:
+    if isinstance(model, Graph):
+        if input_shapes:
+            raise MpcompileError("input_shapes applies when importing a model file, not to an in-memory graph")
+        return model
+    return load(model, input_shapes)
 
 
 def model_inputs(graph: Graph) -> list[InputSpec]:
@@ -140,13 +144,15 @@ def calibrate(
     metric: str = "top1",
     max_accuracy_drop: float = 0.01,
     metric_fn: str | None = None,
+    input_shapes: dict[str, tuple[int, ...]] | None = None,
 ) -> CalibrateResult:
     """Calibrate ``model`` on ``data`` and return the plan (see ``mpcompile calibrate --help``).
 
     ``precision="auto"`` searches the plan with the most INT8 layers whose ``metric`` on
     ``eval_data`` (default: the calibration data) drops at most ``max_accuracy_drop``.
+    ``input_shapes`` freezes dynamic input dimensions at import (shape subgraphs fold away).
     """
-    graph = as_graph(model)
+    graph = as_graph(model, input_shapes)
     config = plan_config(precision, activation_type, symmetric, per_channel, weight_method, keep)
     needs_stats = precision in ("int8", "int16", "mixed", "auto") or any(o.precision.is_integer for o in config.overrides)
     needs_stats = needs_stats or precision in ("fp16", "bf16")  # range checks for half precision
@@ -318,6 +324,7 @@ def compile(  # noqa: A001 - the natural name for a compiler's entry point
     metric: str = "top1",
     max_accuracy_drop: float = 0.01,
     metric_fn: str | None = None,
+    input_shapes: dict[str, tuple[int, ...]] | None = None,
     **lower_options: Any,
 ) -> CompileResult:
     """Import → calibrate → plan → legalize → lower for each backend; optionally run conformance.
@@ -329,7 +336,7 @@ def compile(  # noqa: A001 - the natural name for a compiler's entry point
     t0 = time.perf_counter()
     lower_options = {k: v for k, v in lower_options.items() if v}
     chosen = resolve_backends(list(backends) if backends else None, **lower_options)
-    graph = as_graph(model)
+    graph = as_graph(model, input_shapes)
     timings["import"] = time.perf_counter() - t0
     check_supported(graph, chosen)
     t1 = time.perf_counter()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from mpcompile.cli.options import auto_options, calibration_options, data_options, method_options
+from mpcompile.cli.options import auto_options, calibration_options, data_options, method_options, parse_input_shapes
 
 
 @click.command("calibrate")
@@ -17,7 +17,7 @@ from mpcompile.cli.options import auto_options, calibration_options, data_option
 @click.option("--save-stats", type=click.Path(dir_okay=False), default=None, help="Save the calibration cache (JSON) for reuse with --stats.")
 @click.option("-o", "--output", default="plan.onnx", show_default=True, type=click.Path(dir_okay=False), help="Where to write the plan.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def calibrate_command(model: str, data: str | None, preprocess: str | None, samples: int | None, batch_size: int,
+def calibrate_command(model: str, input_shape: tuple[str, ...], data: str | None, preprocess: str | None, samples: int | None, batch_size: int,
                       method: str, percentile: float | None, precision: str, keep: tuple[str, ...], activation_type: str,
                       symmetric: bool, per_channel: bool, weight_method: str, nan_policy: str, metric: str,
                       max_accuracy_drop: float, metric_fn: str | None, eval_data: str | None, stats: str | None,
@@ -56,6 +56,7 @@ def calibrate_command(model: str, data: str | None, preprocess: str | None, samp
         save_stats=save_stats,
         preprocess=preprocess,
         progress=not quiet,
+        input_shapes=parse_input_shapes(input_shape),
         eval_data=eval_data,
         metric=metric,
         max_accuracy_drop=max_accuracy_drop,

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import click
 
-from mpcompile.cli.options import auto_options, backend_option, calibration_options, data_options, method_options
+from mpcompile.cli.options import (
+    auto_options,
+    backend_option,
+    calibration_options,
+    data_options,
+    method_options,
+    parse_input_shapes,
+)
 
 
 @click.command("compile")
@@ -20,7 +27,7 @@ from mpcompile.cli.options import auto_options, backend_option, calibration_opti
               help="Run the conformance suite on the artifacts (needs evaluation data).")
 @click.option("--eval-data", default=None, help="Data for conformance/accuracy (default: <model>.eval.npz next to the model, else --data).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def compile_command(model: str, backends: tuple[str, ...], data: str | None, preprocess: str | None, samples: int | None,
+def compile_command(model: str, input_shape: tuple[str, ...], backends: tuple[str, ...], data: str | None, preprocess: str | None, samples: int | None,
                     batch_size: int, method: str, percentile: float | None, precision: str, keep: tuple[str, ...],
                     activation_type: str, symmetric: bool, per_channel: bool, weight_method: str, nan_policy: str,
                     metric: str, max_accuracy_drop: float, metric_fn: str | None, onnx_only: bool,
@@ -77,6 +84,7 @@ def compile_command(model: str, backends: tuple[str, ...], data: str | None, pre
         conform=conform,
         eval_data=eval_data,
         progress=not quiet,
+        input_shapes=parse_input_shapes(input_shape),
         metric=metric,
         max_accuracy_drop=max_accuracy_drop,
         metric_fn=metric_fn,

@@ -40,7 +40,32 @@ def data_options(required: bool = False) -> Callable[[F], F]:
     )
 
 
+def parse_input_shapes(items: tuple[str, ...]) -> dict[str, tuple[int, ...]] | None:
+    """``NAME=1x3x224x224`` (repeatable) -> {name: dims}."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for item in items:
+        name, sep, dims = item.rpartition("=")
+        try:
+            values = tuple(int(d) for d in dims.lower().split("x"))
+        except ValueError:
+            values = ()
+        if not sep or not name or not values or any(v < 1 for v in values):
+            raise click.BadParameter(f"{item!r} must look like NAME=1x32", param_hint="--input-shape")
+        shapes[name] = values
+    return shapes or None
+
+
+input_shape_option = click.option(
+    "--input-shape",
+    "input_shape",
+    multiple=True,
+    metavar="NAME=DIMS",
+    help="Freeze a dynamic input shape at import, e.g. --input-shape input_ids=1x32 (shape subgraphs then fold away; "
+    "needed for TFLite on models with dynamic-shape arithmetic).",
+)
+
 calibration_options = _stack(
+    input_shape_option,
     click.option(
         "--method",
         type=click.Choice(["minmax", "percentile", "entropy", "mse"]),

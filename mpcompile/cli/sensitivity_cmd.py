@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from mpcompile.cli.options import calibration_options, data_options, method_options
+from mpcompile.cli.options import calibration_options, data_options, method_options, parse_input_shapes
 
 
 @click.command("sensitivity")
@@ -18,7 +18,7 @@ from mpcompile.cli.options import calibration_options, data_options, method_opti
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write every layer as JSON.")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False), default=None, help="Write an HTML bar chart.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def sensitivity_command(model: str, data: str, preprocess: str | None, samples: int | None, batch_size: int, method: str,
+def sensitivity_command(model: str, input_shape: tuple[str, ...], data: str, preprocess: str | None, samples: int | None, batch_size: int, method: str,
                         percentile: float | None, precision: str, keep: tuple[str, ...], activation_type: str,
                         symmetric: bool, per_channel: bool, weight_method: str, nan_policy: str, eval_data: str | None,
                         eval_samples: int, top: int, json_path: str | None, html_path: str | None, quiet: bool) -> None:
@@ -43,7 +43,8 @@ def sensitivity_command(model: str, data: str, preprocess: str | None, samples: 
     result = calibrate(model, data, method=method, method_options=method_options(method, percentile), precision=precision,
                        activation_type=activation_type, symmetric=symmetric, per_channel=per_channel,
                        weight_method=weight_method, keep=keep, batch_size=batch_size, samples=samples,
-                       nan_policy=nan_policy, preprocess=preprocess, progress=not quiet)
+                       nan_policy=nan_policy, preprocess=preprocess, progress=not quiet,
+                       input_shapes=parse_input_shapes(input_shape))
     layers = local_sensitivity(result.plan, open_data(result.plan, eval_data or data, preprocess), samples=eval_samples,
                                batch_size=min(batch_size, 8), progress=not quiet)
     ranked = sorted(layers, key=lambda s: (s.sqnr_db, s.node))

@@ -119,14 +119,36 @@ def _serialize(model: onnx.ModelProto, what: str) -> bytes:
 
 
 # ============================================================================ import
-def import_model(path: str | os.PathLike) -> Graph:
-    """Read a user's ONNX model (FP32 or QDQ) into the IR: checked, opset ≥ 13, shapes inferred, constants folded."""
+def import_model(path: str | os.PathLike, input_shapes: dict[str, tuple[int, ...]] | None = None) -> Graph:
+    """Read a user's ONNX model (FP32 or QDQ) into the IR: checked, opset ≥ 13, shapes inferred, constants folded.
+
+    ``input_shapes`` freezes dynamic input dimensions, so that shape computations fold away
+    (needed by backends without dynamic-shape ops, e.g. a transformer's mask arithmetic on TFLite).
+    """
     path = Path(path)
     model = _read_model_proto(path)
-    return import_proto(model, source=str(path))
+    return import_proto(model, source=str(path), input_shapes=input_shapes)
 
 
-def import_proto(model: onnx.ModelProto, source: str = "<model>") -> Graph:
+def _freeze_input_shapes(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]], source: str) -> None:
+    inputs = {vi.name: vi for vi in model.graph.input}
+    for name, dims in shapes.items():
+        if name not in inputs:
+            raise ModelLoadError(f"{source}: --input-shape names {name!r}, which is not an input; inputs: {', '.join(inputs)}")
+        shape = inputs[name].type.tensor_type.shape
+        if len(shape.dim) != len(dims):
+            raise ModelLoadError(f"{source}: input {name!r} has rank {len(shape.dim)}, --input-shape gave {len(dims)} dims")
+        for dim, value in zip(shape.dim, dims):
+            if dim.HasField("dim_value") and dim.dim_value != value:
+                raise ModelLoadError(f"{source}: input {name!r} has a fixed dimension {dim.dim_value}, --input-shape gave {value}")
+            dim.dim_value = int(value)
+    # Inferred shapes of the dynamic model would contradict the frozen ones: infer again from scratch.
+    del model.graph.value_info[:]
+    for out in model.graph.output:
+        out.type.tensor_type.ClearField("shape")
+
+
+def import_proto(model: onnx.ModelProto, source: str = "<model>", input_shapes: dict[str, tuple[int, ...]] | None = None) -> Graph:
     try:
         onnx.checker.check_model(model, full_check=False)
     except onnx.checker.ValidationError as exc:
@@ -147,14 +169,28 @@ def import_proto(model: onnx.ModelProto, source: str = "<model>") -> Graph:
                 f"{source}: node {node.name or node.op_type!r} uses operator {node.domain}::{node.op_type}, "
                 f"which mpcompile cannot import; only standard ONNX operators are supported"
             )
-    model = _fold_constants(model, source)
-    try:
-        model = onnx.shape_inference.infer_shapes(model, data_prop=True)
-    except Exception as exc:
-        raise ModelLoadError(f"{source}: ONNX shape inference failed: {str(exc).splitlines()[0]}") from None
+    if input_shapes:
+        _freeze_input_shapes(model, input_shapes, source)
+    # Folding exposes new static shapes, which let more shape arithmetic fold: a few rounds.
+    for _round in range(3 if input_shapes else 1):
+        if input_shapes:
+            del model.graph.value_info[:]
+            model = _infer(model, source)
+        before = len(model.graph.node)
+        model = _fold_constants(model, source)
+        if len(model.graph.node) == before and _round:
+            break
+    model = _infer(model, source)
     graph = proto_to_graph(model)
     graph.metadata.setdefault("source", source)
     return graph
+
+
+def _infer(model: onnx.ModelProto, source: str) -> onnx.ModelProto:
+    try:
+        return onnx.shape_inference.infer_shapes(model, data_prop=True)
+    except Exception as exc:
+        raise ModelLoadError(f"{source}: ONNX shape inference failed: {str(exc).splitlines()[0]}") from None
 
 
 def _default_opset(model: onnx.ModelProto) -> int:
