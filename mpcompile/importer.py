@@ -9,10 +9,11 @@ from mpcompile.ir.graph import Graph
 from mpcompile.passes.absorb_qdq import AbsorbQDQ
 from mpcompile.passes.base import run_passes
 from mpcompile.passes.fold_batchnorm import FoldBatchNorm
+from mpcompile.passes.infer_precisions import InferPrecisions
 
 
 def canonicalize(graph: Graph) -> Graph:
-    graph, _notes = run_passes(graph, [AbsorbQDQ(), FoldBatchNorm()])
+    graph, _notes = run_passes(graph, [AbsorbQDQ(), FoldBatchNorm(), InferPrecisions()])
     return graph
 
 

@@ -154,6 +154,9 @@ def calibrate(
     """
     graph = as_graph(model, input_shapes)
     config = plan_config(precision, activation_type, symmetric, per_channel, weight_method, keep)
+    if graph.metadata.get("mpcompile.policy") == "qdq-import" and precision == "int8" and data is None and stats is None:
+        # A QDQ model (QAT, another quantizer) already is a plan: keep its numbers exactly.
+        return CalibrateResult(graph, None, config)
     needs_stats = precision in ("int8", "int16", "mixed", "auto") or any(o.precision.is_integer for o in config.overrides)
     needs_stats = needs_stats or precision in ("fp16", "bf16")  # range checks for half precision
     result: CalibrationResult | None = None

@@ -26,7 +26,7 @@ from mpcompile.ir import serde
 from mpcompile.ir.graph import Graph
 
 #: Outputs of lookup-table kernels: runtimes round differently inside them (DESIGN.md: up to 9 LSB).
-LUT_OPS = {"Softmax", "Sigmoid", "Tanh", "LogSoftmax"}
+LUT_OPS = {"Softmax", "Sigmoid", "Tanh", "LogSoftmax", "HardSwish"}
 
 
 @dataclasses.dataclass
@@ -35,6 +35,9 @@ class Tolerances:
 
     default_lsb: float = 1.0
     lut_lsb: float = 9.0
+    #: int16 (16x8) kernels requantize with 15-bit multipliers (TFLite): each layer may add about
+    #: one int16 LSB. 16 int16 LSB is still 1/16 of an int8 step over the same range.
+    int16_lsb: float = 16.0
     per_tensor: dict[str, float] = dataclasses.field(default_factory=dict)
     float_rtol: float = 1e-2
     #: Float outputs also pass when backend-vs-plan SQNR exceeds plan-vs-FP32 SQNR by this margin.
@@ -57,12 +60,22 @@ class Tolerances:
         return tol
 
     def for_tensor(self, plan: Graph, name: str, producers: Mapping[str, Any]) -> float:
+        from mpcompile.ir.types import QType
+        from mpcompile.planning.ops import SCALE_PRESERVING
+
         if name in self.per_tensor:
             return self.per_tensor[name]
+        tolerance = self.default_lsb
+        spec = plan.tensors[name].quant if name in plan.tensors else None
+        if spec is not None and spec.qtype == QType.INT16:
+            tolerance = max(tolerance, self.int16_lsb)
+        # A lookup-table output keeps its tolerance through data movement (reshape, transpose…).
         producer = producers.get(name)
+        while producer is not None and producer.op_type in SCALE_PRESERVING and producer.inputs:
+            producer = producers.get(producer.inputs[0])
         if producer is not None and producer.op_type in LUT_OPS:
-            return max(self.lut_lsb, self.default_lsb)
-        return self.default_lsb
+            tolerance = max(tolerance, self.lut_lsb)
+        return tolerance
 
 
 @dataclasses.dataclass

@@ -73,6 +73,24 @@ FLOAT_ONLY_REASONS = {
     "Reciprocal": "reciprocal needs float range",
 }
 
+#: Inputs that parameterize an op rather than carry data: never quantized (op -> input indices).
+PARAMETER_INPUTS = {
+    "Resize": {1, 2, 3},  # roi, scales, sizes
+    "Clip": {1, 2},  # min, max
+    "Pad": {1, 2, 3},  # pads, constant value, axes
+    "Slice": {1, 2, 3, 4},
+    "Reshape": {1},
+    "Expand": {1},
+    "Tile": {1},
+    "Split": {1},
+    "Squeeze": {1},
+    "Unsqueeze": {1},
+    "ReduceMean": {1},
+    "ReduceMax": {1},
+    "ReduceMin": {1},
+    "Gather": {1},
+}
+
 #: Single-input activations that a producer can absorb (fused activation, or Q clamping for Relu).
 FUSABLE_ACTIVATIONS = {"Relu", "Clip"}
 FUSING_PRODUCERS = {"Conv", "ConvTranspose", "Gemm", "MatMul", "Add"}

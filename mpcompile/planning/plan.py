@@ -217,7 +217,7 @@ class _Annotator:
             if node.precision is None or not node.precision.is_integer:
                 continue
             qtype = self.qtype_for(node)
-            skip = self._annotate_weights(node)
+            skip = self._annotate_weights(node) | ops.PARAMETER_INPUTS.get(node.op_type, set())
             for index, name in enumerate(node.inputs):
                 if not name or index in skip:
                     continue

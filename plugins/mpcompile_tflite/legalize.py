@@ -52,7 +52,7 @@ FIXED_OUTPUTS: dict[tuple[str, QType], tuple[float, int]] = {
 #: TFLite kernels that copy or select integers: input and output quantization must be equal.
 SHARED_QUANTIZATION = {
     "MaxPool", "AveragePool", "GlobalMaxPool", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose",
-    "Slice", "Split", "Gather", "Pad", "Resize", "DepthToSpace", "SpaceToDepth", "ReduceMax", "ReduceMin",
+    "Slice", "Split", "Gather", "Pad", "Resize", "DepthToSpace", "SpaceToDepth", "ReduceMax", "ReduceMin", "Expand",
 }
 
 FALLBACKS = ("float", "error")

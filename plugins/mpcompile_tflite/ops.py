@@ -623,6 +623,16 @@ emitter("ReduceSum", precisions=FLOAT)(_reduce("SUM", _axes, _keep))
 
 
 # ============================================================================ data movement
+def _dtype(ctx: NodeContext, index: int) -> str:
+    """The dtype of TFLite tensor ``index`` (float32, int8, int16, int64, bool...)."""
+    return ctx.w.model.tensors[index].dtype
+
+
+def _by_dtype(ctx: NodeContext, index: int, default: int = 1, **versions: int) -> int:
+    """An operator version chosen by the dtype of its data input (op_version.cc tests the tensor type)."""
+    return versions.get(_dtype(ctx, index), default)
+
+
 def _dims(ctx: NodeContext, name: str) -> list[int]:
     shape = ctx.shape(name)
     dims = [d if isinstance(d, int) and d >= 0 else -1 for d in shape]
@@ -661,7 +671,8 @@ def transpose(ctx: NodeContext, node: Node) -> None:
     x = ctx.input(node.inputs[0])
     out = ctx.output(node.outputs[0])
     rank = len(perm)
-    version = 6 if rank > 5 else ctx.version(int8=4 if rank > 4 else 2, int16=5, float=4 if rank > 4 else 1)
+    # op_version.cc: rank > 5 6, int16 5, rank 5 4, bool 3, int8 2
+    version = 6 if rank > 5 else 5 if _dtype(ctx, x) == "int16" else 4 if rank > 4 else _by_dtype(ctx, x, bool=3, int8=2)
     ctx.op("TRANSPOSE", [x, ctx.param(perm, suffix="perm")], [out], "TransposeOptions", version)
 
 
@@ -768,9 +779,11 @@ def gather(ctx: NodeContext, node: Node) -> None:
         values = ctx.value(idx_name).astype(np.int64)
         indices = ctx.w.new_tensor(f"{node.name}/indices", "int32", values.shape, data=values.astype(np.int32))
     else:
-        indices = ctx.w.realize(idx_name, "raw")
+        indices = ctx.w.realize(idx_name, "raw")  # int32 or int64 ids (a model input stays int64)
     out = ctx.output(node.outputs[0])
-    ctx.op("GATHER", [data, indices], [out], "GatherOptions", ctx.version(int8=2, int16=4), axis=int(node.attr("axis", 0)))
+    # op_version.cc: int16 indices 6, int16 data 4, bool data 3, int8 data 2
+    version = 6 if _dtype(ctx, indices) == "int16" else _by_dtype(ctx, data, int16=4, bool=3, int8=2)
+    ctx.op("GATHER", [data, indices], [out], "GatherOptions", version, axis=int(node.attr("axis", 0)))
 
 
 def _resize_check(graph: Graph, node: Node, integer: bool) -> str | None:
@@ -969,7 +982,78 @@ def cast(ctx: NodeContext, node: Node) -> None:
         return
     x = ctx.input(node.inputs[0])
     out = ctx.output(node.outputs[0])
-    ctx.op("CAST", [x], [out], None, 1)
+    if _dtype(ctx, x) == _dtype(ctx, out):  # bool → bool, int64 → int64 (a mask cast twice)
+        ctx.alias(node.outputs[0], node.inputs[0])
+        return
+    types = {_dtype(ctx, x), _dtype(ctx, out)}
+    # op_version.cc: float16/float64 5, uint16 4, int8 3, uint32 2, else 1 (int64/int32/bool ↔ float32 ...)
+    version = 5 if types & {"float16", "float64"} else 4 if "uint16" in types else 3 if "int8" in types else \
+        2 if "uint32" in types else 1
+    ctx.op("CAST", [x], [out], None, version)
+
+
+# ============================================================================ logic and selection (not quantized)
+def _logical_check(graph: Graph, node: Node, integer: bool) -> str | None:
+    for name in node.inputs + node.outputs:
+        t = graph.tensors.get(name) if name else None
+        if t is not None and t.dtype is not None and np.dtype(t.dtype) != np.bool_:
+            return f"{node.op_type} {node.name!r}: TFLite's logical operators take bool tensors"
+    return None
+
+
+@emitter("And", "Or", precisions=FLOAT, check=_logical_check)
+def logical_binary(ctx: NodeContext, node: Node) -> None:
+    a, b = ctx.input(node.inputs[0]), ctx.input(node.inputs[1])
+    out = ctx.output(node.outputs[0])
+    op, options = {"And": ("LOGICAL_AND", "LogicalAndOptions"), "Or": ("LOGICAL_OR", "LogicalOrOptions")}[node.op_type]
+    ctx.op(op, [a, b], [out], options, 1)
+
+
+@emitter("Not", precisions=FLOAT, check=_logical_check)
+def logical_not(ctx: NodeContext, node: Node) -> None:
+    x = ctx.input(node.inputs[0])
+    out = ctx.output(node.outputs[0])
+    ctx.op("LOGICAL_NOT", [x], [out], "LogicalNotOptions", 1)
+
+
+def _where_check(graph: Graph, node: Node, integer: bool) -> str | None:
+    for name in node.inputs[1:] + node.outputs:
+        t = graph.tensors.get(name)
+        if t is not None and t.rank is not None and t.rank > 5:
+            return f"Where {node.name!r}: TFLite's SELECT_V2 broadcasts up to rank 5"
+    return None
+
+
+@emitter("Where", precisions=FLOAT, check=_where_check)
+def where(ctx: NodeContext, node: Node) -> None:
+    """SELECT_V2 (broadcasting select). Float data, or raw integer/bool data; never quantized."""
+    cond, x, y = (ctx.input(name) for name in node.inputs[:3])
+    out = ctx.output(node.outputs[0])
+    ctx.op("SELECT_V2", [cond, x, y], [out], "SelectV2Options", _by_dtype(ctx, x, uint32=2))
+
+
+def _expand_check(graph: Graph, node: Node, integer: bool) -> str | None:
+    out = graph.tensors.get(node.outputs[0])
+    if out is None or out.shape is None or not all(isinstance(d, int) and d >= 0 for d in out.shape):
+        return f"Expand {node.name!r}: TFLite's BROADCAST_TO needs a static output shape"
+    if len(out.shape) > 8:
+        return f"Expand {node.name!r}: TFLite's BROADCAST_TO supports up to rank 8"
+    return None
+
+
+@emitter("Expand", check=_expand_check)
+def expand(ctx: NodeContext, node: Node) -> None:
+    """BROADCAST_TO the (static) output shape; an Expand that broadcasts nothing is an alias."""
+    in_shape, out_shape = ctx.shape(node.inputs[0]), ctx.static_shape(node.outputs[0])
+    if tuple(in_shape) == out_shape and _same_spec(ctx, node):
+        ctx.alias(node.outputs[0], node.inputs[0])
+        return
+    x = ctx.input(node.inputs[0])
+    out = ctx.output(node.outputs[0])
+    # BROADCAST_TO copies elements: integer in and out share their quantization (legalization).
+    # op_version.cc: int8/int16 3, else 2 (version 1 was withdrawn).
+    ctx.op("BROADCAST_TO", [x, ctx.param(list(out_shape), suffix="shape")], [out], None,
+           _by_dtype(ctx, x, 2, int8=3, int16=3))
 
 
 def supported_precisions() -> dict[str, frozenset[Precision]]:
