@@ -64,3 +64,32 @@ def test_quantize_static_numbers_are_kept_bit_for_bit(tmp_path, per_channel, act
     for t in graph.quantized_tensors():
         if t.is_constant and t.quant.qtype == QType.INT8 and t.name in inits:
             assert np.array_equal(t.quant.quantize(t.value), inits[t.name])
+
+
+def test_qdq_model_compiles_to_ort_and_tflite_with_the_same_numbers(tmp_path):
+    """QDQ in (e.g. from quantization-aware training), integer artifacts out: no recalibration, 0 LSB."""
+    from modelgen import small_cnn
+
+    from mpcompile.pipeline import compile
+
+    src, dst = tmp_path / "m.onnx", tmp_path / "q.onnx"
+    onnx.save(small_cnn(batch=1), src)
+    _quantize(src, dst, True, "QInt8")
+    data = tmp_path / "eval.npz"
+    np.savez(data, input=np.random.default_rng(5).normal(size=(16, 3, 16, 16)).astype(np.float32))
+    backends = ["onnxruntime"]
+    try:
+        import ai_edge_litert  # noqa: F401
+
+        backends.append("tflite")
+    except ImportError:
+        pass
+    result = compile(dst, None, backends, tmp_path / "out", conform=True, eval_data=data, progress=False)
+    assert result.stats is None  # the QDQ model's own scales, not a new calibration
+    imported = importer.load(dst)
+    for t in imported.quantized_tensors():
+        assert result.plan.tensors[t.name].quant == t.quant
+    assert result.conformance.passed, result.conformance.format_text()
+    for backend in result.conformance.backends:
+        assert backend.outputs["logits"].max_lsb <= 1
+        assert not backend.deviations
