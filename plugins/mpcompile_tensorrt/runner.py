@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from mpcompile.backends.base import Artifact, Runner
+from mpcompile.backends.onnx_runner import OnnxFileRunner
 from mpcompile.errors import BackendError
-from mpcompile.ir import serde
 from mpcompile.ir.graph import Graph, Node, Tensor
 from mpcompile_tensorrt.qdq import half_cast_code
 
@@ -98,71 +98,22 @@ def emulate_half_precision(graph: Graph) -> Graph:
     return g
 
 
-class OnnxOnlyRunner(Runner):
+class OnnxOnlyRunner(OnnxFileRunner):
     """Runs the TensorRT-ready QDQ ONNX of an artifact with ONNX Runtime's CPU provider."""
 
-    supports_intermediates = True
-
     def __init__(self, artifact: Artifact, *, optimize: bool = False, emulate_half: bool | None = None) -> None:
-        self.artifact = artifact
-        self.path = qdq_onnx_path(artifact)
-        self.optimize = optimize
+        super().__init__(artifact, path=qdq_onnx_path(artifact), optimize=optimize)
         self.emulate_half = emulate_half  # None: only if ONNX Runtime cannot run the half-precision nodes
         self.emulated = False
-        self.tensor_map: dict[str, str] = dict(artifact.metadata.get("tensor_map", {}))
-        self._session = None
-        self._outputs: list[str] = []
-        self._exposed: tuple[str, ...] | None = None
+        self._variants: list[bool] = []
 
-    def _session_for(self, intermediates: tuple[str, ...]):  # noqa: ANN202
-        if self._session is not None and self._exposed == intermediates:
-            return self._session
-        import onnxruntime as ort
+    def graph_variants(self, graph: Graph) -> Iterable[Graph]:
+        self._variants = [True] if self.emulate_half else [False] if self.emulate_half is False else [False, True]
+        for emulate in self._variants:
+            yield emulate_half_precision(graph) if emulate else graph
 
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        options.graph_optimization_level = (
-            ort.GraphOptimizationLevel.ORT_ENABLE_ALL if self.optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        )
-        graph = serde.read_graph(self.path)
-        self._outputs = list(graph.outputs)
-        if intermediates:
-            wanted = [self.tensor_map.get(n, n) for n in intermediates]
-            graph.outputs = self._outputs + [w for w in dict.fromkeys(wanted) if w not in self._outputs and w in graph.tensors]
-            for w in wanted:
-                if w in graph.tensors:
-                    graph.tensors[w].shape = None  # let ORT infer; never reject an output over a stale shape
-        attempts = [True] if self.emulate_half else [False] if self.emulate_half is False else [False, True]
-        error = ""
-        for emulate in attempts:
-            payload = serde.onnx_bytes(emulate_half_precision(graph) if emulate else graph)
-            try:
-                self._session = ort.InferenceSession(payload, options, providers=["CPUExecutionProvider"])
-            except Exception as exc:
-                error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                continue
-            self.emulated = emulate
-            self._exposed = intermediates
-            return self._session
-        raise BackendError(f"ONNX Runtime could not load the TensorRT-ready ONNX {self.path}: {error}")
-
-    def run(self, feeds: Mapping[str, np.ndarray], intermediates: Iterable[str] = ()) -> dict[str, np.ndarray]:
-        inter = tuple(intermediates)
-        session = self._session_for(inter)
-        names = [o.name for o in session.get_outputs()]
-        try:
-            values = dict(zip(names, session.run(names, dict(feeds))))
-        except Exception as exc:
-            raise BackendError(f"ONNX Runtime failed on {self.path.name}: {str(exc).splitlines()[0]}") from None
-        result = {n: values[n] for n in self._outputs}
-        for name in inter:
-            key = self.tensor_map.get(name, name)
-            if key in values:
-                result[name] = values[key]
-        return result
-
-    def close(self) -> None:
-        self._session = None
+    def accepted(self, index: int) -> None:
+        self.emulated = self._variants[index]
 
 
 # ============================================================================ GPU (TensorRT)
