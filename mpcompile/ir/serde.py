@@ -26,7 +26,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from mpcompile.errors import InternalError, ModelLoadError, PlanError, UnsupportedOperatorError
+from mpcompile.errors import ModelLoadError, PlanError, UnsupportedOperatorError
 from mpcompile.ir.graph import Graph, Node, OpaqueAttribute, Tensor
 from mpcompile.ir.quant import QuantSpec
 from mpcompile.ir.types import Precision, QType
@@ -555,8 +555,3 @@ def plan_hash(graph: Graph) -> str:
 
     model = to_onnx(graph, annotations=True)
     return hashlib.sha256(model.SerializeToString(deterministic=True)).hexdigest()
-
-
-def ensure_internal(condition: bool, message: str) -> None:
-    if not condition:
-        raise InternalError(message)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -191,9 +191,3 @@ def auto_plan(
         node.precision_reason = f"auto: among the {k_ok} most sensitive layers ({metric} budget {max_drop:g}); " + node.precision_reason
     plan.metadata["mpcompile.policy"] = "auto"
     return AutoPlanResult(plan, metric if fn is None else str(metric_fn), max_drop, table, chosen_row, ranking)
-
-
-def ranking_table(results: Sequence[Any]) -> list[dict[str, Any]]:
-    return [r.to_dict() for r in results]
-
-

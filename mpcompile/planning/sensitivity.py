@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -24,7 +23,6 @@ import numpy as np
 from mpcompile.calibration.collect import make_session, observed_tensors
 from mpcompile.calibration.data import Dataset
 from mpcompile.ir.graph import Graph, Node, Tensor
-from mpcompile.ir.types import Precision
 
 
 @dataclasses.dataclass
@@ -143,22 +141,3 @@ def _one_node(plan: Graph, node: Node, cache: dict[str, list[np.ndarray]]) -> La
         noise += float(np.sum((got.astype(np.float64) - ref) ** 2))
     sqnr = math.inf if noise == 0 else (-math.inf if signal == 0 else 10 * math.log10(signal / noise))
     return LayerSensitivity(node.name, node.op_type, sqnr, macs, wbytes)
-
-
-def set_node_precision(plan: Graph, names: set[str], precision: Precision, reason: str) -> Graph:
-    """A copy of ``plan`` with ``names`` at ``precision``; specs no integer node needs any more are dropped."""
-    g = plan.copy()
-    for node in g.nodes:
-        if node.name in names:
-            node.precision, node.precision_reason = precision, reason
-    touching: set[str] = set()
-    for node in g.nodes:
-        if node.precision is not None and node.precision.is_integer:
-            touching.update(n for n in node.inputs + node.outputs if n)
-    for t in g.tensors.values():
-        if t.quant is not None and t.name not in touching:
-            t.quant = None
-    return g
-
-
-MetricFn = Callable[[list[np.ndarray], list[np.ndarray]], float]
