@@ -171,3 +171,21 @@ def test_readme_python_example_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(Path(__file__).parent.parent)
     block = block.replace('out_dir="mpcompile-out/api-example"', f'out_dir="{tmp_path / "api"}"')
     exec(compile(block, "README.md", "exec"), {})
+
+
+def test_tensorrt_onnx_only_without_tensorrt(tmp_path):
+    plan = tmp_path / "plan.onnx"
+    assert run("calibrate", MNIST, "--data", MNIST_CALIB, "-o", plan, "--quiet").returncode == 0
+    out = tmp_path / "trt"
+    result = run("lower", plan, "--backend", "tensorrt", "--onnx-only", "-o", out)
+    assert result.returncode == 0, result.stderr
+    assert "trtexec" in result.stdout and "--stronglyTyped" in result.stdout
+    assert list(out.glob("tensorrt/*.trt.onnx")) and list(out.glob("tensorrt/*.cache"))
+
+
+def test_input_shape_freezes_dynamic_dims(tmp_path):
+    plan = tmp_path / "plan.onnx"
+    result = run("calibrate", MNIST, "--data", MNIST_CALIB, "--input-shape", "input=1x1x28x28", "--samples", "8", "-o", plan, "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert onnx.load(plan).graph.input[0].type.tensor_type.shape.dim[0].dim_value == 1
+    assert_user_error(run("calibrate", MNIST, "--data", MNIST_CALIB, "--input-shape", "input=1x28x28", "-o", plan), "rank")
