@@ -7,9 +7,11 @@ Lowering, step by step:
    0 for int16, no BF16, float fallback or an error for what the writer cannot emit).
 2. ``layout.py``: NCHW → NHWC on the IR (weights OHWI / ``[1, H, W, C·M]``, axes remapped,
    transposes only where unavoidable).
-3. ``writer.py`` + ``ops.py``: one TFLite operator (or a few) per node, every scale and
+3. ``fuse.py``: exact-GELU patterns that the plan keeps in one float precision become
+   TFLite's GELU operator (no number of the plan changes).
+4. ``writer.py`` + ``ops.py``: one TFLite operator (or a few) per node, every scale and
    zero-point taken from the plan's ``QuantSpec``s.
-4. ``flatbuffer.py``: the only code that touches the flatbuffer schema.
+5. ``flatbuffer.py``: the only code that touches the flatbuffer schema.
 
 Options of ``lower`` (defaults also settable on the backend: ``TFLiteBackend(io="int8")``):
 
@@ -106,6 +108,7 @@ class TFLiteBackend(Backend):
     def lower(self, plan: Graph, out_dir: Path, **options: Any) -> Artifact:
         from mpcompile.ir import serde
         from mpcompile_tflite.flatbuffer import serialize
+        from mpcompile_tflite.fuse import fuse_gelu
         from mpcompile_tflite.layout import to_tflite_layout
         from mpcompile_tflite.writer import ModelWriter, WriterOptions
 
@@ -114,7 +117,8 @@ class TFLiteBackend(Backend):
         opts = _check_options({**self.defaults, **{k: v for k, v in options.items() if k in LOWER_OPTIONS}})
         # Idempotent on a legalized plan; a plan lowered directly is legalized here, with its deviations.
         legal, deviations = self.legalize(plan, opts["fallback"])
-        layout = to_tflite_layout(legal, nhwc_inputs=opts["nhwc_inputs"], nhwc_outputs=opts["nhwc_outputs"])
+        fusable, gelus = fuse_gelu(legal)  # exact GELUs in one float precision: TFLite's GELU operator
+        layout = to_tflite_layout(fusable, nhwc_inputs=opts["nhwc_inputs"], nhwc_outputs=opts["nhwc_outputs"])
         writer = ModelWriter(layout, WriterOptions(io=opts["io"], description=f"mpcompile: {plan.name}"))
         model = writer.write()
         path = Path(out_dir) / f"{stem}.tflite"
@@ -125,6 +129,7 @@ class TFLiteBackend(Backend):
             "litert": self.version(),
             "options": opts,
             "ops": dict(sorted(writer.op_counts.items())),
+            "fused": {"Gelu": gelus} if gelus else {},
             "inputs": writer.interface(model.inputs, layout.layouts, legal.inputs),
             "outputs": writer.interface(model.outputs, layout.output_layouts, legal.outputs),
             "tensor_map": tensor_map,
