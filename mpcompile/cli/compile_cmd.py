@@ -63,6 +63,13 @@ def compile_command(model: str, input_shape: tuple[str, ...], backends: tuple[st
     if conform and eval_data is None:
         click.echo("no evaluation data: skipping conformance (pass --eval-data or --data)", err=True)
         conform = False
+    if not backends:
+        from mpcompile.backends.registry import discover
+
+        for entry in discover():
+            if not entry.available:
+                extra = " (use --backend tensorrt --onnx-only to export for building on the device)" if entry.name == "tensorrt" else ""
+                click.echo(f"skipping backend {entry.name}: unavailable{extra}", err=True)
     out = out_dir or str(Path("mpcompile-out") / Path(model).stem)
     result = run_compile(
         model,
