@@ -27,6 +27,8 @@ from tflite_models import (  # noqa: E402
     decoder_block,
     embedding_bag,
     feeds,
+    masked_encoder,
+    masked_encoder_feeds,
     mobile_block,
     single_op,
 )
@@ -443,13 +445,91 @@ def test_embedding_lookup_with_integer_ids(tmp_path):
     assert report.backends[0].outputs["y"].max_lsb <= 1.0
 
 
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_transformer_mask_in_bool_int64_ids_and_fused_gelu(mode, tmp_path):
+    # A BERT layer as a static-shape export writes it: the attention mask is computed in bool
+    # (CAST → GATHER → RESHAPE → LOGICAL_AND → BROADCAST_TO → SELECT_V2), token ids stay int64.
+    path, data = tmp_path / "masked_encoder.onnx", tmp_path / "masked_encoder.npz"
+    onnx.save(masked_encoder(), path)
+    np.savez(data, **masked_encoder_feeds(32))
+    plan = calibrate(path, data, progress=False, **MODES[mode]).plan
+    _, legal, artifact, _ = _lower(plan, tmp_path)
+    ops = set(read_operators(artifact.path.read_bytes()))
+    # op_version.cc: GATHER bool data 3, BROADCAST_TO 2 (version 1 was withdrawn), the rest 1
+    assert {("CAST", 1), ("GATHER", 3), ("LOGICAL_AND", 1), ("BROADCAST_TO", 2), ("SELECT_V2", 1)} <= ops
+    embedding_version = {"int8": 2, "int16": 4}.get(mode, 1)
+    assert ("GATHER", embedding_version) in ops
+    records = {r.name: r for r in read_tensors(artifact.path.read_bytes())}
+    assert {records[i["tensor"]].dtype for i in artifact.metadata["inputs"]} == {"int64"}
+    if mode in ("fp32", "fp16"):
+        # x·0.5·(1 + erf(x/√2)) in one float precision: TFLite's GELU, not Erf's 20 operators
+        assert artifact.metadata["fused"] == {"Gelu": 1} and ("GELU", 1) in ops and not any(op == "SIGN" for op, _ in ops)
+    else:
+        # the plan runs the GELU's Add/Mul in integer precision between float Div/Erf: written as planned
+        assert artifact.metadata["fused"] == {} and not any(op == "GELU" for op, _ in ops)
+    report = conform(plan, backends=["tflite", "onnxruntime"], data=data, out_dir=tmp_path / "c",
+                     tolerances=INT16_TOLERANCE if mode == "int16" else None)
+    assert report.passed, report.format_text()
+    assert report.backends[0].vs_fp32["y"].cosine >= 0.999
+
+
+def _gelu_model(form: str) -> onnx.ModelProto:
+    from onnx import TensorProto, helper, numpy_helper
+
+    c = {"sqrt2": np.sqrt(2.0), "rsqrt2": 1 / np.sqrt(2.0), "one": 1.0, "half": 0.5}
+    inits = [numpy_helper.from_array(np.array(v, np.float32), k) for k, v in c.items()]
+    scaled = (helper.make_node("Mul", ["rsqrt2", "x"], ["d"]) if form == "mul_first_half" else
+              helper.make_node("Div", ["x", "sqrt2"], ["d"]))
+    nodes = [scaled, helper.make_node("Erf", ["d"], ["e"]), helper.make_node("Add", ["one", "e"], ["a"])]
+    if form == "torch":  # x · (1 + erf) · 0.5
+        nodes += [helper.make_node("Mul", ["x", "a"], ["m"]), helper.make_node("Mul", ["m", "half"], ["y"])]
+    elif form == "half_last":  # (1 + erf) · 0.5 · x
+        nodes += [helper.make_node("Mul", ["a", "half"], ["m"]), helper.make_node("Mul", ["x", "m"], ["y"])]
+    else:  # (x · 0.5) · (1 + erf)
+        nodes += [helper.make_node("Mul", ["x", "half"], ["m"]), helper.make_node("Mul", ["m", "a"], ["y"])]
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 16])]
+    if form == "intermediate_output":  # the Erf result is a model output too: nothing to fuse
+        outputs.append(helper.make_tensor_value_info("e", TensorProto.FLOAT, ["N", 16]))
+    graph = helper.make_graph(nodes, f"gelu_{form}", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16])],
+                              outputs, inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+@pytest.mark.parametrize("form", ["torch", "half_last", "mul_first_half", "intermediate_output"])
+def test_exact_gelu_patterns_become_one_gelu_operator(form, tmp_path):
+    plan, data, inputs = _prepare(_gelu_model(form), tmp_path, **MODES["fp32"])
+    backend, legal, artifact, _ = _lower(plan, tmp_path)
+    fused = form != "intermediate_output"
+    assert artifact.metadata["fused"] == ({"Gelu": 1} if fused else {})
+    assert ("GELU" in artifact.metadata["ops"]) == fused
+    with backend.runner(artifact) as runner:
+        got = runner.run(inputs)["y"]
+    x = inputs["x"].astype(np.float64)
+    from math import erf
+
+    expected = 0.5 * x * (1 + np.vectorize(erf)(x / np.sqrt(2)))
+    assert np.max(np.abs(got - expected)) <= 1e-5
+
+
+def test_float_node_with_a_quantized_output_is_not_an_alias_of_its_unquantized_input(tmp_path):
+    # Split and the Transpose of k run in FP32; the Transpose's output feeds an int8 MatMul, so the plan
+    # quantizes it while its input stays float: the transpose cannot pass its input on unchanged.
+    plan, data, _ = _prepare(attention_block(), tmp_path, keep=["split=fp32", "kt=fp32"])
+    assert plan.tensors["k"].quant is None and plan.tensors["kt"].quant is not None
+    report = conform(plan, backends=["tflite"], data=data, out_dir=tmp_path / "c")
+    assert report.passed, report.format_text()
+
+
 def test_backend_declares_its_operators():
     backend = TFLiteBackend()
     caps = backend.capabilities
     for op in ("Conv", "Gemm", "MatMul", "Add", "Mul", "Relu", "Clip", "Sigmoid", "Tanh", "Softmax", "MaxPool",
                "AveragePool", "GlobalAveragePool", "Reshape", "Flatten", "Transpose", "Concat", "Pad", "Squeeze",
                "Unsqueeze", "ConvTranspose", "Split", "Slice", "Resize", "ReduceMean", "ReduceMax", "Gather",
-               "LayerNormalization", "Gelu", "Erf", "HardSwish", "LeakyRelu", "Div", "Sqrt", "Exp", "Pow"):
+               "LayerNormalization", "Gelu", "Erf", "HardSwish", "LeakyRelu", "Div", "Sqrt", "Exp", "Pow",
+               "And", "Or", "Not", "Where", "Expand", "Cast"):
         assert op in backend.supported_ops(), op
         assert caps.supports(op, Precision.FP32) or op in (), op
     assert caps.supports("Conv", Precision.INT16) and not caps.supports("HardSwish", Precision.INT16)

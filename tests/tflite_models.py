@@ -152,6 +152,100 @@ def embedding_bag(seed: int = 0, vocab: int = 20, dim: int = 8) -> onnx.ModelPro
                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 6])], inits)
 
 
+def masked_encoder(seed: int = 0, tokens: int = 8, dim: int = 8, heads: int = 2, vocab: int = 20) -> onnx.ModelProto:
+    """A BERT layer as a static-shape export writes it (batch 1): int64 ids → Gather (embedding) + positions →
+    LayerNorm → multi-head attention whose mask is built in bool (Cast → Gather → Unsqueeze → And → Expand) and
+    applied with Where(0, −3.4e38) → erf GELU → mask-weighted mean pooling (Cast to float, ReduceSum, Clip, Div)."""
+    rng = np.random.default_rng(seed)
+    hd = dim // heads
+    causal = np.tril(np.ones((tokens, tokens), bool)) | np.eye(tokens, k=1, dtype=bool)
+    inits = [
+        _init("table", rng.normal(0, 1.0, (vocab, dim)).astype(np.float32)),
+        _init("positions", rng.normal(0, 0.2, (1, tokens, dim)).astype(np.float32)),
+        _init("ln_g", rng.uniform(0.5, 1.5, dim).astype(np.float32)),
+        _init("ln_b", rng.normal(0, 0.1, dim).astype(np.float32)),
+        _init("wq", rng.normal(0, 0.4, (dim, dim)).astype(np.float32)),
+        _init("wk", rng.normal(0, 0.4, (dim, dim)).astype(np.float32)),
+        _init("wv", rng.normal(0, 0.4, (dim, dim)).astype(np.float32)),
+        _init("bq", rng.normal(0, 0.1, (dim,)).astype(np.float32)),
+        _init("heads_shape", np.array([1, tokens, heads, hd], np.int64)),
+        _init("merge_shape", np.array([1, tokens, dim], np.int64)),
+        _init("scale", np.array(1.0 / np.sqrt(hd), np.float32)),
+        _init("positions_idx", np.arange(tokens, dtype=np.int64)),
+        _init("ax12", np.array([1, 2], np.int64)),
+        _init("ax2", np.array([2], np.int64)),
+        _init("ax1", np.array([1], np.int64)),
+        _init("allowed", causal.reshape(1, 1, tokens, tokens)),
+        _init("expand_shape", np.array([1, heads, tokens, tokens], np.int64)),
+        _init("zero", np.array(0.0, np.float32)),
+        _init("lowest", np.array(np.finfo(np.float32).min, np.float32)),
+        _init("wo", rng.normal(0, 0.4, (dim, dim)).astype(np.float32)),
+        _init("sqrt2", np.array(np.sqrt(2.0), np.float32)),
+        _init("one", np.array(1.0, np.float32)),
+        _init("half", np.array(0.5, np.float32)),
+        _init("tiny", np.array(1e-9, np.float32)),
+    ]
+    nodes = [
+        helper.make_node("Gather", ["table", "ids"], ["emb"], name="embedding", axis=0),
+        helper.make_node("Add", ["emb", "positions"], ["emb_pos"], name="add_positions"),
+        helper.make_node("LayerNormalization", ["emb_pos", "ln_g", "ln_b"], ["h"], name="layernorm", axis=-1, epsilon=1e-12),
+        # the attention mask, in bool
+        helper.make_node("Cast", ["mask"], ["mask_b"], name="mask_to_bool", to=TensorProto.BOOL),
+        helper.make_node("Gather", ["mask_b", "positions_idx"], ["mask_g"], name="mask_gather", axis=1),
+        helper.make_node("Unsqueeze", ["mask_g", "ax12"], ["mask4"], name="mask_unsqueeze"),
+        helper.make_node("Cast", ["mask4"], ["mask4_b"], name="mask_recast", to=TensorProto.BOOL),
+        helper.make_node("And", ["allowed", "mask4_b"], ["keep"], name="mask_and"),
+        helper.make_node("Expand", ["keep", "expand_shape"], ["keep_heads"], name="mask_expand"),
+        helper.make_node("Where", ["keep_heads", "zero", "lowest"], ["mask_bias"], name="mask_where"),
+        # attention
+        helper.make_node("MatMul", ["h", "wq"], ["q0"], name="q_proj"),
+        helper.make_node("Add", ["bq", "q0"], ["q1"], name="q_bias"),
+        helper.make_node("MatMul", ["h", "wk"], ["k0"], name="k_proj"),
+        helper.make_node("MatMul", ["h", "wv"], ["v0"], name="v_proj"),
+        helper.make_node("Reshape", ["q1", "heads_shape"], ["q2"], name="q_heads"),
+        helper.make_node("Reshape", ["k0", "heads_shape"], ["k2"], name="k_heads"),
+        helper.make_node("Reshape", ["v0", "heads_shape"], ["v2"], name="v_heads"),
+        helper.make_node("Transpose", ["q2"], ["q"], name="q_t", perm=[0, 2, 1, 3]),
+        helper.make_node("Transpose", ["k2"], ["kt"], name="k_t", perm=[0, 2, 3, 1]),
+        helper.make_node("Transpose", ["v2"], ["v"], name="v_t", perm=[0, 2, 1, 3]),
+        helper.make_node("MatMul", ["q", "kt"], ["scores"], name="scores"),
+        helper.make_node("Mul", ["scores", "scale"], ["scaled"], name="scale"),
+        helper.make_node("Add", ["scaled", "mask_bias"], ["masked"], name="apply_mask"),
+        helper.make_node("Softmax", ["masked"], ["attn"], name="softmax", axis=-1),
+        helper.make_node("MatMul", ["attn", "v"], ["ctx"], name="context"),
+        helper.make_node("Transpose", ["ctx"], ["ctx_t"], name="ctx_t", perm=[0, 2, 1, 3]),
+        helper.make_node("Reshape", ["ctx_t", "merge_shape"], ["ctx_m"], name="merge_heads"),
+        helper.make_node("MatMul", ["ctx_m", "wo"], ["proj"], name="out_proj"),
+        helper.make_node("Add", ["proj", "h"], ["res"], name="residual"),
+        # GELU as PyTorch exports it
+        helper.make_node("Div", ["res", "sqrt2"], ["g_div"], name="gelu_div"),
+        helper.make_node("Erf", ["g_div"], ["g_erf"], name="gelu_erf"),
+        helper.make_node("Add", ["g_erf", "one"], ["g_add"], name="gelu_add"),
+        helper.make_node("Mul", ["res", "g_add"], ["g_mul"], name="gelu_mul"),
+        helper.make_node("Mul", ["g_mul", "half"], ["gelu"], name="gelu_half"),
+        # masked mean pooling
+        helper.make_node("Unsqueeze", ["mask", "ax2"], ["mask3"], name="pool_unsqueeze"),
+        helper.make_node("Cast", ["mask3"], ["mask_f"], name="mask_to_float", to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["gelu", "mask_f"], ["weighted"], name="pool_weight"),
+        helper.make_node("ReduceSum", ["weighted", "ax1"], ["summed"], name="pool_sum", keepdims=0),
+        helper.make_node("ReduceSum", ["mask_f", "ax1"], ["count"], name="pool_count", keepdims=0),
+        helper.make_node("Clip", ["count", "tiny"], ["count_c"], name="pool_clip"),
+        helper.make_node("Div", ["summed", "count_c"], ["y"], name="pool_div"),
+    ]
+    return _model(nodes, "masked_encoder",
+                  [helper.make_tensor_value_info("ids", TensorProto.INT64, [1, tokens]),
+                   helper.make_tensor_value_info("mask", TensorProto.INT64, [1, tokens])],
+                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, dim])], inits)
+
+
+def masked_encoder_feeds(n: int, tokens: int = 8, vocab: int = 20, seed: int = 0) -> dict[str, np.ndarray]:
+    """Token ids and padding masks (1 for the first 2..tokens positions, 0 after) for ``masked_encoder``."""
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(2, tokens + 1, n)
+    mask = (np.arange(tokens)[None, :] < lengths[:, None]).astype(np.int64)
+    return {"ids": rng.integers(0, vocab, (n, tokens)).astype(np.int64), "mask": mask}
+
+
 def channel_mixer(seed: int = 0) -> onnx.ModelProto:
     """Conv → Relu → Reshape [N,C,H·W] → Transpose → MatMul (tokens × channels) → Relu → ReduceMean → Sub → Mul,
     and a Reshape back to 4-D feeding a Conv (a transpose before and after the 2-D section)."""
@@ -206,6 +300,7 @@ MODELS = {
     "attention_block": attention_block,
     "embedding_bag": embedding_bag,
     "channel_mixer": channel_mixer,
+    "masked_encoder": masked_encoder,
 }
 
 

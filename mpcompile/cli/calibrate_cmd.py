@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from mpcompile.cli.options import auto_options, calibration_options, data_options, method_options, parse_input_shapes
+from mpcompile.cli.options import auto_options, calibration_kwargs, calibration_options, data_options
 
 
 @click.command("calibrate")
@@ -38,30 +38,8 @@ def calibrate_command(model: str, input_shape: tuple[str, ...], data: str | None
     from mpcompile.ir import serde
     from mpcompile.pipeline import calibrate
 
-    result = calibrate(
-        model,
-        data,
-        method=method,
-        method_options=method_options(method, percentile),
-        precision=precision,
-        activation_type=activation_type,
-        symmetric=symmetric,
-        per_channel=per_channel,
-        weight_method=weight_method,
-        keep=keep,
-        batch_size=batch_size,
-        samples=samples,
-        nan_policy=nan_policy,
-        stats=stats,
-        save_stats=save_stats,
-        preprocess=preprocess,
-        progress=not quiet,
-        input_shapes=parse_input_shapes(input_shape),
-        eval_data=eval_data,
-        metric=metric,
-        max_accuracy_drop=max_accuracy_drop,
-        metric_fn=metric_fn,
-    )
+    params = click.get_current_context().params
+    result = calibrate(model, data, stats=stats, save_stats=save_stats, eval_data=eval_data, **calibration_kwargs(params))
     if result.auto is not None:
         click.echo(result.auto.format_table())
     serde.save_plan(result.plan, output)

@@ -71,32 +71,9 @@ def compile_command(model: str, input_shape: tuple[str, ...], backends: tuple[st
                 extra = " (use --backend tensorrt --onnx-only to export for building on the device)" if entry.name == "tensorrt" else ""
                 click.echo(f"skipping backend {entry.name}: unavailable{extra}", err=True)
     out = out_dir or str(Path("mpcompile-out") / Path(model).stem)
-    result = run_compile(
-        model,
-        data,
-        list(backends) or None,
-        out,
-        precision=precision,
-        method=method,
-        method_options=method_options(method, percentile),
-        activation_type=activation_type,
-        symmetric=symmetric,
-        per_channel=per_channel,
-        weight_method=weight_method,
-        keep=keep,
-        batch_size=batch_size,
-        samples=samples,
-        nan_policy=nan_policy,
-        preprocess=preprocess,
-        conform=conform,
-        eval_data=eval_data,
-        progress=not quiet,
-        input_shapes=parse_input_shapes(input_shape),
-        metric=metric,
-        max_accuracy_drop=max_accuracy_drop,
-        metric_fn=metric_fn,
-        onnx_only=onnx_only,
-    )
+    params = click.get_current_context().params
+    result = run_compile(model, data, list(backends) or None, out, conform=conform, eval_data=eval_data,
+                         onnx_only=onnx_only, **calibration_kwargs(params))
     if result.auto is not None:
         click.echo(result.auto.format_table())
     click.echo(f"plan: {result.plan_path}")

@@ -120,3 +120,20 @@ backend_option = click.option(
     multiple=True,
     help="Backend to target (repeatable), or 'all'. Default: every available backend (see `mpcompile backends`).",
 )
+
+
+#: CLI parameters that map one to one onto ``pipeline.calibrate``/``compile`` keywords.
+_PASSTHROUGH = (
+    "precision", "activation_type", "symmetric", "per_channel", "weight_method", "keep", "batch_size", "samples",
+    "nan_policy", "preprocess", "metric", "max_accuracy_drop", "metric_fn",
+)
+
+
+def calibration_kwargs(params: dict[str, Any]) -> dict[str, Any]:
+    """Turn a command's click parameters into keyword arguments of the pipeline's calibrate/compile."""
+    kwargs = {name: params[name] for name in _PASSTHROUGH if name in params}
+    kwargs["method"] = params["method"]
+    kwargs["method_options"] = method_options(params["method"], params.get("percentile"))
+    kwargs["input_shapes"] = parse_input_shapes(params.get("input_shape", ()))
+    kwargs["progress"] = not params.get("quiet", False)
+    return kwargs

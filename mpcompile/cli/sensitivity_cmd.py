@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from mpcompile.cli.options import calibration_options, data_options, method_options, parse_input_shapes
+from mpcompile.cli.options import calibration_kwargs, calibration_options, data_options
 
 
 @click.command("sensitivity")
@@ -40,11 +40,7 @@ def sensitivity_command(model: str, input_shape: tuple[str, ...], data: str, pre
     from mpcompile.planning.sensitivity import local_sensitivity
 
     started = time.perf_counter()
-    result = calibrate(model, data, method=method, method_options=method_options(method, percentile), precision=precision,
-                       activation_type=activation_type, symmetric=symmetric, per_channel=per_channel,
-                       weight_method=weight_method, keep=keep, batch_size=batch_size, samples=samples,
-                       nan_policy=nan_policy, preprocess=preprocess, progress=not quiet,
-                       input_shapes=parse_input_shapes(input_shape))
+    result = calibrate(model, data, **calibration_kwargs(click.get_current_context().params))
     layers = local_sensitivity(result.plan, open_data(result.plan, eval_data or data, preprocess), samples=eval_samples,
                                batch_size=min(batch_size, 8), progress=not quiet)
     ranked = sorted(layers, key=lambda s: (s.sqnr_db, s.node))

@@ -650,7 +650,25 @@ def reshape(ctx: NodeContext, node: Node) -> None:
 
 
 def _same_spec(ctx: NodeContext, node: Node) -> bool:
-    return not ctx.integer or same_numbers(ctx.spec(node.inputs[0]), ctx.spec(node.outputs[0]))
+    """True when output 0 may be an alias of input 0: every consumer then reads the same numbers.
+
+    A float node whose output the plan leaves unquantized passes its input's value on as it is;
+    otherwise input and output must be quantized alike (a float node may have a quantized output
+    that its input lacks, e.g. a float Transpose in front of an integer MatMul).
+    """
+    out = ctx.spec(node.outputs[0])
+    return (out is None and not ctx.integer) or same_numbers(ctx.spec(node.inputs[0]), out)
+
+
+def _copy(ctx: NodeContext, node: Node) -> None:
+    """Output 0 = input 0 with the output's own quantization: requantize (integer) or copy (float)."""
+    x = ctx.input(node.inputs[0])
+    out = ctx.output(node.outputs[0])
+    if ctx.integer:
+        ctx.op("QUANTIZE", [x], [out], None, ctx.version(int16=2))
+    else:
+        dims = _dims(ctx, node.outputs[0])
+        ctx.op("RESHAPE", [x, ctx.param(dims, suffix="shape")], [out], "ReshapeOptions", 1, newShape=dims)
 
 
 @emitter("Identity", "Dropout")
@@ -658,8 +676,7 @@ def identity(ctx: NodeContext, node: Node) -> None:
     if _same_spec(ctx, node):
         ctx.alias(node.outputs[0], node.inputs[0])
         return
-    x = ctx.input(node.inputs[0])
-    ctx.op("QUANTIZE", [x], [ctx.output(node.outputs[0])], None, ctx.version(int16=2))
+    _copy(ctx, node)
 
 
 @emitter("Transpose")
@@ -977,8 +994,11 @@ def erf(ctx: NodeContext, node: Node) -> None:
 @emitter("Cast", precisions=FLOAT)
 def cast(ctx: NodeContext, node: Node) -> None:
     src, dst = ctx.tensor(node.inputs[0]), ctx.tensor(node.outputs[0])
-    if src.is_float and dst.is_float:
-        ctx.alias(node.outputs[0], node.inputs[0])  # activations are float32 throughout
+    if src.is_float and dst.is_float:  # activations are float32 throughout
+        if _same_spec(ctx, node):
+            ctx.alias(node.outputs[0], node.inputs[0])
+        else:
+            _copy(ctx, node)
         return
     x = ctx.input(node.inputs[0])
     out = ctx.output(node.outputs[0])
