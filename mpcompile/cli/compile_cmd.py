@@ -7,10 +7,9 @@ import click
 from mpcompile.cli.options import (
     auto_options,
     backend_option,
+    calibration_kwargs,
     calibration_options,
     data_options,
-    method_options,
-    parse_input_shapes,
 )
 
 
