@@ -18,16 +18,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 pytest.importorskip("ai_edge_litert")
 
-from mpcompile_tflite import TFLiteBackend  # noqa: E402
 from mpcompile_tflite.flatbuffer import read_operators, read_tensors  # noqa: E402
 
-from mpcompile.conformance.metrics import Accumulator  # noqa: E402
-from mpcompile.conformance.reference import ReferenceRunner  # noqa: E402
 from mpcompile.conformance.suite import Tolerances, conform  # noqa: E402
 from mpcompile.pipeline import calibrate  # noqa: E402
 
@@ -42,27 +38,6 @@ COSINE = {"fp32": 0.99999, "fp16": 0.9999, "int16": 0.999}
 INT16_TOLERANCE = Tolerances(default_lsb=16.0)
 
 
-def _sqnr(reference: list[np.ndarray], other: list[np.ndarray]) -> float:
-    acc = Accumulator()
-    for r, o in zip(reference, other):
-        acc.update(o, r)
-    return acc.sqnr_db
-
-
-def _reference_sensitivity(plan, data: Path, samples: int) -> float:  # noqa: ANN001
-    """SQNR of the reference against itself with every activation scale × (1 + 1e-6) (near-ties only)."""
-    legal, _ = TFLiteBackend().legalize(plan)
-    nudged = legal.copy()
-    for t in nudged.tensors.values():
-        if t.quant is not None and not t.is_constant:
-            t.quant = t.quant.replace(scale=(t.quant.scale.astype(np.float64) * (1 + 1e-6)).astype(np.float32))
-    arrays = np.load(data)
-    feeds = [{k: arrays[k][i : i + 1] for k in STATIC} for i in range(samples)]
-    runners = ReferenceRunner(legal), ReferenceRunner(nudged)
-    outputs = [[runner.run(f)["embedding"] for f in feeds] for runner in runners]
-    return _sqnr(*outputs)
-
-
 @pytest.mark.parametrize("mode", ["fp32", "fp16", "int16", "int8"])
 def test_minilm_in_litert(mode, minilm, tmp_path, capsys):
     model, data = minilm
@@ -75,14 +50,11 @@ def test_minilm_in_litert(mode, minilm, tmp_path, capsys):
     ops = set(read_operators(artifact.read_bytes()))
     plan_vs_fp32 = report.reference_vs_fp32["embedding"]
     got, vs_fp32 = tflite.outputs["embedding"], tflite.vs_fp32["embedding"]
-    sensitivity = _reference_sensitivity(plan, data, CONFORMANCE_SAMPLES) if mode == "int8" else None
     with capsys.disabled():
         print(f"\nMiniLM {mode} in LiteRT ({artifact.stat().st_size / 1e6:.1f} MB): vs reference max |diff| "
               f"{got.max_abs_diff:.3g}, SQNR {got.sqnr_db:.1f} dB, cosine {got.cosine:.6f}; vs FP32 cosine "
               f"{vs_fp32.cosine:.6f}, SQNR {vs_fp32.sqnr_db:.1f} dB (plan vs FP32: cosine {plan_vs_fp32.cosine:.6f}, "
               f"SQNR {plan_vs_fp32.sqnr_db:.1f} dB)")
-        if sensitivity is not None:
-            print(f"  reference vs itself with activation scales × (1 + 1e-6): SQNR {sensitivity:.1f} dB")
         print(report.format_text())
 
     # what a static BERT export becomes: int64 ids stay int64, the mask is bool arithmetic
@@ -91,13 +63,11 @@ def test_minilm_in_litert(mode, minilm, tmp_path, capsys):
     assert ids.dtype == "int64"
     assert {("LOGICAL_AND", 1), ("SELECT_V2", 1), ("GATHER", 3)} <= ops  # GATHER 3: bool data
     gelus = sum(1 for op, _ in ops if op == "GELU")
-    assert (gelus > 0) == (mode in ("fp32", "fp16"))  # int plans run the GELU's Add/Mul in integer, as planned
+    assert (gelus > 0) == (mode in ("fp32", "fp16"))  # int plans run the GELU's Mul in integer, as planned
 
+    # int8: the conformance bar for a float output follows the plan's own rounding sensitivity
+    assert tflite.passed, report.format_text()
     if mode != "int8":
-        assert tflite.passed, report.format_text()
         assert vs_fp32.cosine >= COSINE[mode]
-    else:
-        # as close to the reference as the reference is to itself under near-tie rounding changes (3 dB
-        # margin: 32 samples), and as accurate against FP32 as the plan
-        assert got.sqnr_db >= sensitivity - 3.0, (got.sqnr_db, sensitivity)
+    else:  # as accurate against FP32 as the plan itself
         assert vs_fp32.cosine >= plan_vs_fp32.cosine - 0.03
