@@ -38,30 +38,49 @@ def bar_chart_page(title: str, ylabel: str, values: list[tuple[str, float]]) -> 
 
 
 def _plot(name: str, values: list[tuple[str, float]], tolerance: float | None, unit: str = "LSB") -> str:
-    """Bar chart of one value per layer (max |diff| in LSB, or SQNR), in the given order."""
+    """Bar chart of one value per layer (max |diff| in LSB, or SQNR), in the given order, labelled."""
     if not values:
         return ""
-    width, height, pad = 900, 220, 40
-    top = max(max(v for _, v in values), tolerance or 0, 1.0) * 1.1
+    labelled = len(values) <= 60
+    width, pad, plot_h = 960, 48, 200
+    label_h = 150 if labelled else 20
+    limit = (tolerance + 0.5) if tolerance is not None else 0.0
+    top = max(max(v for _, v in values), limit, 1.0) * 1.15
     bar = (width - 2 * pad) / len(values)
-    parts = [f'<svg width="{width}" height="{height + 40}" role="img" aria-label="per-layer error of {html.escape(name)}">']
-    parts.append(f'<line x1="{pad}" y1="{height}" x2="{width - pad}" y2="{height}" stroke="#999"/>')
+    base = pad + plot_h
+    parts = [f'<svg width="{width}" height="{base + label_h + 10}" role="img" aria-label="per-layer values of {html.escape(name)}" font-family="sans-serif">']
+    for frac in (0.0, 0.5, 1.0):
+        y = base - plot_h * frac
+        parts.append(f'<line x1="{pad}" y1="{y:.1f}" x2="{width - pad}" y2="{y:.1f}" stroke="#ddd"/>')
+        parts.append(f'<text x="{pad - 4}" y="{y + 4:.1f}" font-size="11" text-anchor="end">{top * frac:.3g}</text>')
     for i, (label, v) in enumerate(values):
-        h = (height - pad) * v / top
+        h = plot_h * max(v, 0.0) / top
         x = pad + i * bar
-        color = "#b00020" if tolerance is not None and v > tolerance + 0.5 else "#3b6ea8"
+        over = tolerance is not None and v > limit
+        color = "#b00020" if over else "#3b6ea8"
         parts.append(
-            f'<rect x="{x:.1f}" y="{height - h:.1f}" width="{max(bar - 1, 1):.1f}" height="{h:.1f}" fill="{color}">'
+            f'<rect x="{x + 1:.1f}" y="{base - h:.1f}" width="{max(bar - 2, 1):.1f}" height="{h:.1f}" fill="{color}">'
             f"<title>{html.escape(label)}: {v:.2f} {unit}</title></rect>"
         )
+        if labelled:
+            cx = x + bar / 2
+            parts.append(f'<text x="{cx:.1f}" y="{base - h - 3:.1f}" font-size="10" text-anchor="middle">{v:.3g}</text>')
+            short = label if len(label) <= 28 else "…" + label[-27:]
+            parts.append(
+                f'<text x="{cx:.1f}" y="{base + 10}" font-size="10" text-anchor="end" '
+                f'transform="rotate(-45 {cx:.1f} {base + 10})">{html.escape(short)}</text>'
+            )
     if tolerance is not None:
-        y = height - (height - pad) * (tolerance + 0.5) / top
+        y = base - plot_h * limit / top
         parts.append(f'<line x1="{pad}" y1="{y:.1f}" x2="{width - pad}" y2="{y:.1f}" stroke="#b00020" stroke-dasharray="4"/>')
         parts.append(f'<text x="{width - pad}" y="{y - 4:.1f}" text-anchor="end" font-size="11" fill="#b00020">tolerance</text>')
-    parts.append(f'<text x="{pad}" y="{height + 18}" font-size="12">layers in topological order (hover for names) →</text>')
-    parts.append(f'<text x="4" y="{pad - 10}" font-size="12">{unit}, top of axis {top:.1f}</text>')
+    parts.append(f'<text x="{pad}" y="{pad - 16}" font-size="12">{html.escape(unit)} per layer, topological order</text>')
     parts.append("</svg>")
     return "".join(parts)
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{x:.2%}"
 
 
 def render_html(report: ConformanceReport) -> str:
@@ -73,7 +92,7 @@ def render_html(report: ConformanceReport) -> str:
         out.append(f"<p>FP32 accuracy {report.fp32_accuracy:.2%}; fake-quant plan {report.reference_accuracy:.2%}.</p>")
     out.append("<h2>Plan vs FP32 (the accuracy cost)</h2><table><tr><th>output</th><th>cosine</th><th>SQNR dB</th><th>top-1 agreement</th><th>max |diff|</th></tr>")
     for name, acc in report.reference_vs_fp32.items():
-        out.append(f"<tr><td>{html.escape(name)}</td><td>{_fmt(acc.cosine, 6)}</td><td>{_fmt(acc.sqnr_db)}</td><td>{_fmt(acc.top1)}</td><td>{_fmt(acc.max_abs_diff)}</td></tr>")
+        out.append(f"<tr><td>{html.escape(name)}</td><td>{_fmt(acc.cosine, 6)}</td><td>{_fmt(acc.sqnr_db)}</td><td>{_pct(acc.top1)}</td><td>{_fmt(acc.max_abs_diff)}</td></tr>")
     out.append("</table>")
     out.append("<h2>Backends vs reference</h2><table><tr><th>backend</th><th>output</th><th>status</th><th>max LSB</th><th>tolerance</th>"
                "<th>share beyond</th><th>cosine</th><th>SQNR dB</th><th>top-1 agreement</th><th>accuracy</th></tr>")
@@ -84,8 +103,8 @@ def render_html(report: ConformanceReport) -> str:
             status = '<span class="pass">pass</span>' if acc.passed() else '<span class="fail">fail</span>'
             out.append(
                 f"<tr><td>{html.escape(b.backend)}</td><td>{html.escape(name)}</td><td>{status}</td><td>{_fmt(acc.max_lsb)}</td>"
-                f"<td>{_fmt(acc.tolerance_lsb)}</td><td>{_fmt(acc.beyond_share)}</td><td>{_fmt(acc.cosine, 6)}</td>"
-                f"<td>{_fmt(acc.sqnr_db)}</td><td>{_fmt(acc.top1)}</td><td>{_fmt(b.accuracy)}</td></tr>"
+                f"<td>{_fmt(acc.tolerance_lsb)}</td><td>{_pct(acc.beyond_share)}</td><td>{_fmt(acc.cosine, 6)}</td>"
+                f"<td>{_fmt(acc.sqnr_db)}</td><td>{_pct(acc.top1)}</td><td>{_pct(b.accuracy)}</td></tr>"
             )
     out.append("</table>")
     for b in report.backends:
