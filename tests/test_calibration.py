@@ -103,3 +103,14 @@ def test_wrong_shape_is_a_data_error(small_cnn_path, tmp_path):
     np.savez(path, input=np.zeros((4, 16, 16, 3), np.float32))
     with pytest.raises(DataError, match="input"):
         calibrate_graph(graph, _dataset(graph, path), progress=False)
+
+
+def test_in_graph_minmax_equals_streaming(small_cnn_path, small_cnn_data):
+    """Min/max reduced inside ONNX Runtime give exactly the statistics of streaming every value to numpy."""
+    graph = importer.load(small_cnn_path)
+    ds = _dataset(graph, small_cnn_data)
+    in_graph = calibrate_graph(graph, ds, engine="onnxruntime", batch_size=10, progress=False)
+    streamed = calibrate_graph(graph, ds, engine="numpy", batch_size=10, progress=False)
+    for name in streamed.observers:
+        a, b = in_graph.summary(name), streamed.summary(name)
+        assert (a["min"], a["max"], a["count"]) == (b["min"], b["max"], b["count"]), name

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +26,16 @@ from mpcompile.ir.graph import Graph
 from mpcompile.ir.types import QType
 
 CACHE_FORMAT = "mpcompile-calibration-cache/1"
+def _default_memory_budget() -> int:
+    """A quarter of physical memory (2 GiB where it cannot be read)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 4
+    except (ValueError, OSError, AttributeError):
+        return 2 << 30
+
+
 #: Bytes of exposed activations per batch above which observation is split into several passes.
-DEFAULT_MEMORY_BUDGET = 2 << 30
+DEFAULT_MEMORY_BUDGET = _default_memory_budget()
 
 
 class CalibrationResult:
@@ -117,23 +125,37 @@ def observed_tensors(graph: Graph) -> list[str]:
     return names
 
 
-def _bytes_per_sample(graph: Graph, names: list[str]) -> int:
+def _symbolic_dims(graph: Graph, feeds: dict[str, np.ndarray]) -> dict[str, int]:
+    """Sizes of named dynamic dimensions (``sequence``…) as the data gives them."""
+    sizes: dict[str, int] = {}
+    for name, value in feeds.items():
+        shape = graph.tensors[name].shape if name in graph.tensors else None
+        for dim, actual in zip(shape or (), value.shape):
+            if isinstance(dim, str):
+                sizes[dim] = int(actual)
+    return sizes
+
+
+def _bytes_per_sample(graph: Graph, names: list[str], dims: dict[str, int] | None = None) -> int:
     total = 0
     for name in names:
         t = graph.tensors[name]
         size = 1
         for d in (t.shape or ())[1:]:
-            size *= d if isinstance(d, int) and d > 0 else 64  # unknown dims: assume a modest size
+            if isinstance(d, int) and d > 0:
+                size *= d
+            else:  # a named dynamic dim the data resolved, else a modest guess
+                size *= (dims or {}).get(d, 64) if isinstance(d, str) else 64
         total += size * 4
     return total
 
 
-def _split(graph: Graph, names: list[str], batch_size: int, budget: int) -> list[list[str]]:
+def _split(graph: Graph, names: list[str], batch_size: int, budget: int, dims: dict[str, int] | None = None) -> list[list[str]]:
     groups: list[list[str]] = []
     current: list[str] = []
     used = 0
     for name in names:
-        need = _bytes_per_sample(graph, [name]) * batch_size
+        need = _bytes_per_sample(graph, [name], dims) * batch_size
         if current and used + need > budget:
             groups.append(current)
             current, used = [], 0
@@ -157,7 +179,7 @@ def make_session(graph: Graph, outputs: list[str], *, optimize: bool = True, thr
     options = ort.SessionOptions()
     options.log_severity_level = 3
     options.graph_optimization_level = (
-        ort.GraphOptimizationLevel.ORT_ENABLE_BASIC if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     )
     if threads:
         options.intra_op_num_threads = threads
@@ -189,6 +211,27 @@ def _check_finite(name: str, value: np.ndarray, first_sample: int, nan_policy: s
     )
 
 
+def _total(dataset: Dataset, samples: int | None) -> int:
+    try:
+        available = len(dataset)
+    except TypeError:  # a callable source: unknown until one full pass
+        available = None
+    if samples is None:
+        return available or 0
+    return min(samples, available) if available is not None else samples
+
+
+def _run(session, names: list[str], feeds: dict, seen: int, dataset: Dataset) -> list:  # noqa: ANN001
+    n = next(iter(feeds.values())).shape[0] if feeds else 0
+    try:
+        return session.run(names, feeds)
+    except Exception as exc:
+        raise DataError(
+            f"ONNX Runtime failed on calibration samples {seen}–{seen + n - 1} of {dataset.source}: "
+            f"{str(exc).splitlines()[0]}"
+        ) from None
+
+
 def calibrate_graph(
     graph: Graph,
     dataset: Dataset,
@@ -201,38 +244,98 @@ def calibrate_graph(
     tensors: Iterable[str] | None = None,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     progress: bool = True,
-    on_batch: Callable[[int], None] | None = None,
+    engine: str = "auto",
 ) -> CalibrationResult:
-    """Observe every float activation of ``graph`` over ``dataset`` and return the statistics."""
+    """Observe every float activation of ``graph`` over ``dataset`` and return the statistics.
+
+    ``engine``: for ``minmax``, ``"onnxruntime"`` computes the extremes inside the ORT graph
+    (see ``ingraph``); ``"numpy"`` streams every activation into numpy observers (always the
+    case for histogram methods); ``"auto"`` picks in-graph when it applies (NaN policy
+    ``error``, no moving average).
+    """
     if nan_policy not in ("error", "ignore"):
         raise DataError(f"--nan-policy must be 'error' or 'ignore', not {nan_policy!r}")
     if batch_size < 1:
         raise DataError(f"batch size must be at least 1, got {batch_size}")
+    if engine not in ("auto", "numpy", "onnxruntime"):
+        raise DataError(f"calibration engine must be auto, numpy or onnxruntime, not {engine!r}")
     options = dict(method_options or {})
     names = list(tensors) if tensors is not None else observed_tensors(graph)
-    observers = {name: make_observer(method, **options) for name in names}
-    groups = _split(graph, names, batch_size, memory_budget)
-    total = samples if samples is not None else len(dataset)
-    if samples is not None and len(dataset) is not None:
-        total = min(samples, len(dataset))
+    make_observer(method, **options)  # validate method and options before any model run
     started = time.perf_counter()
-    seen = 0
+    # In-graph reduction wins for min/max (measured: MiniLM 128 samples 1.7 s vs 3.5 s streaming to numpy);
+    # histograms stay in numpy, where binning beats ORT's ScatterElements (4.5 s vs 6.8 s in-graph).
+    in_graph = method == "minmax" and (
+        engine == "onnxruntime" or (engine == "auto" and nan_policy == "error" and not options.get("moving_average"))
+    )
+    if in_graph:
+        result = _calibrate_in_graph(graph, dataset, names, method, options, batch_size, samples, progress)
+    else:
+        result = _calibrate_numpy(graph, dataset, names, method, options, batch_size, samples, nan_policy,
+                                  memory_budget, progress)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _calibrate_in_graph(graph: Graph, dataset: Dataset, names: list[str], method: str, options: dict[str, Any],
+                        batch_size: int, samples: int | None, progress: bool) -> CalibrationResult:
+    """Min/max computed by ONNX Runtime itself: only scalars leave the session."""
+    from mpcompile.calibration import ingraph
     from mpcompile.progress import progress_bar
 
-    with progress_bar(progress, total=(total or 0) * len(groups), description="calibrating") as bar:
+    extremes: dict[str, list[float]] = {name: [0, np.inf, -np.inf] for name in names}
+    with progress_bar(progress, total=_total(dataset, samples), description="calibrating") as bar:
+        stats_graph, outs = ingraph.extremes_graph(graph, names)
+        session = make_session(stats_graph, [])
+        out_names = [o for group in outs.values() for o in group]
+        seen = 0
+        for feeds in dataset.batches(batch_size, limit=samples):
+            n = next(iter(feeds.values())).shape[0] if feeds else 0
+            values = dict(zip(out_names, _run(session, out_names, feeds, seen, dataset)))
+            for name, (lo_name, hi_name, size_name, probe_name) in outs.items():
+                lo, hi = float(values[lo_name]), float(values[hi_name])
+                if not (np.isfinite(lo) and np.isfinite(hi) and np.isfinite(values[probe_name])):
+                    _locate_non_finite(graph, name, feeds, seen)
+                acc = extremes[name]
+                acc[0] += int(values[size_name])
+                acc[1], acc[2] = min(acc[1], lo), max(acc[2], hi)
+            seen += n
+            bar.advance(n)
+    if seen == 0:
+        raise DataError(f"calibration data {dataset.source} contains no samples")
+    observers = {name: make_observer(method, **options) for name in names}
+    for name, (count, lo, hi) in extremes.items():
+        observers[name].update_extremes(count, lo, hi)
+    return CalibrationResult(method, options, observers, seen)
+
+
+def _locate_non_finite(graph: Graph, name: str, feeds: dict, first_sample: int) -> None:
+    """Re-run one batch exposing ``name`` to name the first sample with NaN/Inf (always raises)."""
+    session = make_session(graph, [name])
+    value = np.asarray(session.run([name], feeds)[0])
+    _check_finite(name, value, first_sample, "error")
+    raise DataError(f"tensor {name!r} has non-finite values in calibration samples from {first_sample}")
+
+
+def _calibrate_numpy(graph: Graph, dataset: Dataset, names: list[str], method: str, options: dict[str, Any],
+                     batch_size: int, samples: int | None, nan_policy: str, memory_budget: int,
+                     progress: bool) -> CalibrationResult:
+    """Every activation copied out of ORT and streamed into numpy observers (any NaN policy, any option)."""
+    from mpcompile.progress import progress_bar
+
+    observers = {name: make_observer(method, **options) for name in names}
+    first = next(iter(dataset.batches(batch_size, limit=samples)), {})
+    groups = _split(graph, names, batch_size, memory_budget, _symbolic_dims(graph, first))
+    total = _total(dataset, samples)
+    seen = 0
+    with progress_bar(progress, total=total * len(groups), description="calibrating") as bar:
         for group_index, group in enumerate(groups):
             session = make_session(graph, group)
             out_names = [o.name for o in session.get_outputs()]
             seen = 0
             for feeds in dataset.batches(batch_size, limit=samples):
                 n = next(iter(feeds.values())).shape[0] if feeds else 0
-                try:
-                    results = session.run(out_names, feeds)
-                except Exception as exc:
-                    raise DataError(
-                        f"ONNX Runtime failed on calibration samples {seen}–{seen + n - 1} of {dataset.source}: "
-                        f"{str(exc).splitlines()[0]}"
-                    ) from None
+                results = _run(session, out_names, feeds, seen, dataset)
                 for name, value in zip(out_names, results):
                     observer = observers.get(name)
                     if observer is None:
@@ -242,11 +345,7 @@ def calibrate_graph(
                         observer.update(value)
                 seen += n
                 bar.advance(n)
-                if on_batch is not None:
-                    on_batch(seen)
             del session
             if group_index == 0 and seen == 0:
                 raise DataError(f"calibration data {dataset.source} contains no samples")
-    result = CalibrationResult(method, options, observers, seen)
-    result.seconds = time.perf_counter() - started
-    return result
+    return CalibrationResult(method, options, observers, seen)

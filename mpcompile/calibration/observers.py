@@ -214,6 +214,14 @@ class MinMaxObserver(Observer):
     def options(self) -> dict[str, Any]:
         return {"moving_average": self._moving_average}
 
+    def update_extremes(self, count: int, lo: float, hi: float) -> None:
+        """Add a batch known only by its size and extremes (computed elsewhere, e.g. inside ONNX Runtime)."""
+        if count <= 0:
+            return
+        if self._moving_average is not None:
+            raise PlanError("a moving-average minmax observer needs every batch's values, not only their extremes")
+        self._running.add_extremes(count, float(lo), float(hi))
+
     def update(self, x: Any) -> None:
         extremes = self._running.update(x)
         if extremes is None or self._moving_average is None:
