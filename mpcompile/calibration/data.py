@@ -483,11 +483,26 @@ class _MemberReader:
         self._whole: np.ndarray | None = None
         self._stream: Any = None
         self._pos = 0
+        self._file: Any = None
 
     def close(self) -> None:
         if self._stream is not None:
             self._stream.close()
-        self._stream = self._mm = self._whole = None
+        if self._file is not None:
+            self._file.close()
+        self._stream = self._mm = self._whole = self._file = None
+
+    def _read_rows(self, start: int, stop: int) -> np.ndarray:
+        """C-order rows read with one positioned read: pages do not stay mapped (and resident) after use."""
+        m = self.member
+        if self._file is None:
+            self._file = open(m.path, "rb")  # noqa: SIM115 - closed by close()
+        row = math.prod(m.shape[1:]) * m.dtype.itemsize
+        count = max(0, min(stop, m.shape[0]) - start)
+        data = os.pread(self._file.fileno(), count * row, m.offset + start * row)
+        if len(data) != count * row:
+            raise DataError(f"{m.where} is truncated; re-create the file")
+        return np.frombuffer(data, dtype=m.dtype).reshape((count,) + tuple(m.shape[1:])).copy()
 
     def read(self, start: int, stop: int) -> np.ndarray:
         m = self.member
@@ -497,10 +512,10 @@ class _MemberReader:
             if m.offset is not None:
                 if math.prod(m.shape) == 0:
                     return np.empty((stop - start,) + m.shape[1:], m.dtype)
+                if not m.fortran:
+                    return self._read_rows(start, stop)
                 if self._mm is None:
-                    self._mm = np.memmap(
-                        m.path, dtype=m.dtype, mode="r", offset=m.offset, shape=m.shape, order="F" if m.fortran else "C"
-                    )
+                    self._mm = np.memmap(m.path, dtype=m.dtype, mode="r", offset=m.offset, shape=m.shape, order="F")
                 return np.array(self._mm[start:stop])
             if m.fortran:  # cannot be streamed by sample: decoded whole, once per pass
                 return self._read_whole()[start:stop]
