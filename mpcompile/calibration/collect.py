@@ -47,13 +47,18 @@ class CalibrationResult:
         self.observers = observers
         self.samples = samples
         self.seconds = 0.0
+        self._ranges: dict[tuple[str, QType, bool], tuple[float, float]] = {}
 
     def __contains__(self, name: object) -> bool:
         return name in self.observers
 
     def range(self, tensor_name: str, qtype: QType, symmetric: bool) -> tuple[float, float]:
-        lo, hi = self.observers[tensor_name].compute_range(symmetric=symmetric, qtype=QType(qtype))
-        return float(lo), float(hi)
+        # Cached: an entropy search costs milliseconds per tensor and the planner asks more than once.
+        key = (tensor_name, QType(qtype), bool(symmetric))
+        if key not in self._ranges:
+            lo, hi = self.observers[tensor_name].compute_range(symmetric=symmetric, qtype=key[1])
+            self._ranges[key] = (float(lo), float(hi))
+        return self._ranges[key]
 
     def summary(self, tensor_name: str) -> dict[str, float]:
         obs = self.observers[tensor_name]
@@ -333,6 +338,7 @@ def _calibrate_numpy(graph: Graph, dataset: Dataset, names: list[str], method: s
             session = make_session(graph, group)
             out_names = [o.name for o in session.get_outputs()]
             seen = 0
+
             for feeds in dataset.batches(batch_size, limit=samples):
                 n = next(iter(feeds.values())).shape[0] if feeds else 0
                 results = _run(session, out_names, feeds, seen, dataset)
