@@ -133,11 +133,9 @@ def _n(stats: dict[str, Any]) -> str:
 def _tflite(ctx: Context) -> list[Row]:
     ok, reason = ctx.tflite()
     names = [(f"latency/mnist/tflite/b{batch}/{stat}/int8-vs-fp32", metric(stat, "fp32 .tflite"), batch, stat) for batch in BATCHES for stat in STATS]
-    converter = ctx.tensorflow()[1] or "the TFLite converter needs a TensorFlow model of this ONNX model (onnx2tf is ruled out)"
     rows = []
-    tail = skipped("latency/mnist/tflite/vs-tflite-converter", "int8 .tflite from the TFLite converter [ms]", None, converter)
     if not ok:
-        return [skipped(name, m, TARGET, reason) for name, m, _, _ in names] + [tail]
+        return [skipped(name, m, TARGET, reason) for name, m, _, _ in names]
     art = ctx.artifacts("mnist", {"model": str(MNIST_MODEL)})
     models = {label: art[key] for label, key in (("ours", "tflite_int8"), ("fp32", "tflite_fp32")) if art.get(key)}
     problems = "; ".join(art[k] for k in ("tflite_int8_error", "tflite_fp32_error") if art.get(k))
@@ -151,5 +149,5 @@ def _tflite(ctx: Context) -> list[Row]:
             short_error(problems), error,
         ]))
         rows.append(row(name, m, ours, fp32, safe_div(fp32, ours), TARGET, note, ours_failed=ours is None))
-    return rows + [tail]
+    return rows
 

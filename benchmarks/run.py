@@ -22,7 +22,7 @@ if __package__ in (None, ""):  # run as a script: make ``benchmarks`` importable
 
 from benchmarks.common import Context, Row, default_cache, environment, markdown_table, summary, write_json  # noqa: E402
 
-FAMILIES = ("calibration", "memory", "compile_time", "accuracy", "latency", "scaling")
+FAMILIES = ("calibration", "memory", "compile_time", "accuracy", "latency", "scaling", "tflite_converter")
 
 
 def main(argv: list[str] | None = None) -> int:
