@@ -145,6 +145,7 @@ def calibrate(
     max_accuracy_drop: float = 0.01,
     metric_fn: str | None = None,
     input_shapes: dict[str, tuple[int, ...]] | None = None,
+    overrides: str | os.PathLike | None = None,
 ) -> CalibrateResult:
     """Calibrate ``model`` on ``data`` and return the plan (see ``mpcompile calibrate --help``).
 
@@ -154,6 +155,12 @@ def calibrate(
     """
     graph = as_graph(model, input_shapes)
     config = plan_config(precision, activation_type, symmetric, per_channel, weight_method, keep)
+    pins: dict[str, Any] = {}
+    if overrides is not None:
+        from mpcompile.planning.overrides import precision_overrides, read_overrides
+
+        pins = read_overrides(overrides)
+        config = dataclasses.replace(config, overrides=config.overrides + precision_overrides(pins))
     if graph.metadata.get("mpcompile.policy") == "qdq-import" and precision == "int8" and data is None and stats is None:
         # A QDQ model (QAT, another quantizer) already is a plan: keep its numbers exactly.
         return CalibrateResult(graph, None, config)
@@ -186,9 +193,18 @@ def calibrate(
         evaluation = open_data(graph, eval_data if eval_data is not None else data, preprocess)
         auto = auto_plan(graph, result, config, evaluation, metric=metric, max_drop=max_accuracy_drop,
                          metric_fn=metric_fn, samples=samples or 256, batch_size=batch_size, progress=progress)
+        _pin(auto.plan, pins, overrides)
         return CalibrateResult(auto.plan, result, config, auto)
     plan = make_plan(graph, result, config)
+    _pin(plan, pins, overrides)
     return CalibrateResult(plan, result, config)
+
+
+def _pin(plan: Graph, pins: dict[str, Any], source: Any) -> None:
+    if pins.get("tensors"):
+        from mpcompile.planning.overrides import apply_tensor_pins
+
+        apply_tensor_pins(plan, pins, str(source))
 
 
 # ============================================================================ lower
@@ -328,6 +344,7 @@ def compile(  # noqa: A001 - the natural name for a compiler's entry point
     max_accuracy_drop: float = 0.01,
     metric_fn: str | None = None,
     input_shapes: dict[str, tuple[int, ...]] | None = None,
+    overrides: str | os.PathLike | None = None,
     **lower_options: Any,
 ) -> CompileResult:
     """Import → calibrate → plan → legalize → lower for each backend; optionally run conformance.
@@ -363,6 +380,7 @@ def compile(  # noqa: A001 - the natural name for a compiler's entry point
         metric=metric,
         max_accuracy_drop=max_accuracy_drop,
         metric_fn=metric_fn,
+        overrides=overrides,
     )
     timings["calibrate"] = time.perf_counter() - t1
     plan = calibrated.plan

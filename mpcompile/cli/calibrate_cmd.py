@@ -18,7 +18,7 @@ from mpcompile.cli.options import auto_options, calibration_kwargs, calibration_
 @click.option("-o", "--output", default="plan.onnx", show_default=True, type=click.Path(dir_okay=False), help="Where to write the plan.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def calibrate_command(model: str, input_shape: tuple[str, ...], data: str | None, preprocess: str | None, samples: int | None, batch_size: int,
-                      method: str, percentile: float | None, precision: str, keep: tuple[str, ...], activation_type: str,
+                      method: str, percentile: float | None, precision: str, keep: tuple[str, ...], overrides: str | None, activation_type: str,
                       symmetric: bool, per_channel: bool, weight_method: str, nan_policy: str, metric: str,
                       max_accuracy_drop: float, metric_fn: str | None, eval_data: str | None, stats: str | None,
                       save_stats: str | None, output: str, quiet: bool) -> None:

@@ -27,7 +27,7 @@ from mpcompile.cli.options import (
 @click.option("--eval-data", default=None, help="Data for conformance/accuracy (default: <model>.eval.npz next to the model, else --data).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def compile_command(model: str, input_shape: tuple[str, ...], backends: tuple[str, ...], data: str | None, preprocess: str | None, samples: int | None,
-                    batch_size: int, method: str, percentile: float | None, precision: str, keep: tuple[str, ...],
+                    batch_size: int, method: str, percentile: float | None, precision: str, keep: tuple[str, ...], overrides: str | None,
                     activation_type: str, symmetric: bool, per_channel: bool, weight_method: str, nan_policy: str,
                     metric: str, max_accuracy_drop: float, metric_fn: str | None, onnx_only: bool,
                     out_dir: str | None, conform: bool, eval_data: str | None, quiet: bool) -> None:

@@ -87,6 +87,12 @@ calibration_options = _stack(
         metavar="PATTERN=PRECISION",
         help="Run matching nodes (name glob or op type) at a precision, e.g. --keep Softmax=fp32 --keep 'fc*=int16'. Repeatable.",
     ),
+    click.option(
+        "--overrides",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="A plan-overrides file (JSON or YAML): precisions per node/op type, pinned ranges or scales per tensor.",
+    ),
     click.option("--activation-type", type=click.Choice(["int8", "uint8", "int16"]), default="int8", show_default=True),
     click.option("--symmetric/--asymmetric", default=False, show_default=True, help="Activation ranges symmetric around 0 (zero-point 0)."),
     click.option("--per-channel/--per-tensor", default=True, show_default=True, help="Weight scales per output channel or one per tensor."),
@@ -125,7 +131,7 @@ backend_option = click.option(
 #: CLI parameters that map one to one onto ``pipeline.calibrate``/``compile`` keywords.
 _PASSTHROUGH = (
     "precision", "activation_type", "symmetric", "per_channel", "weight_method", "keep", "batch_size", "samples",
-    "nan_policy", "preprocess", "metric", "max_accuracy_drop", "metric_fn",
+    "nan_policy", "preprocess", "metric", "max_accuracy_drop", "metric_fn", "overrides",
 )
 
 
