@@ -329,6 +329,10 @@ def _calibrate_numpy(graph: Graph, dataset: Dataset, names: list[str], method: s
     from mpcompile.progress import progress_bar
 
     observers = {name: make_observer(method, **options) for name in names}
+    for observer in observers.values():
+        histogram = getattr(observer, "histogram", None)
+        if histogram is not None:
+            histogram.track_min_abs_nonzero = False
     first = next(iter(dataset.batches(batch_size, limit=samples)), {})
     groups = _split(graph, names, batch_size, memory_budget, _symbolic_dims(graph, first))
     total = _total(dataset, samples)
@@ -346,7 +350,15 @@ def _calibrate_numpy(graph: Graph, dataset: Dataset, names: list[str], method: s
                     observer = observers.get(name)
                     if observer is None:
                         continue
-                    value = _check_finite(name, np.asarray(value), seen, nan_policy)
+                    value = np.asarray(value)
+                    if nan_policy == "error":
+                        try:  # observers reject non-finite values themselves: no extra pass here
+                            observer.update(value)
+                        except ValueError:
+                            _check_finite(name, value, seen, nan_policy)
+                            raise
+                        continue
+                    value = _check_finite(name, value, seen, nan_policy)
                     if value is not None:
                         observer.update(value)
                 seen += n

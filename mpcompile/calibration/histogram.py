@@ -249,6 +249,9 @@ class StreamingHistogram:
             raise ValueError(f"a histogram needs an integer number of bins >= 8, got {bins!r}")
         self._bins = int(bins)
         self._stats = RunningStats()
+        #: Track the smallest non-zero |x| (two extra passes per batch). Calibration turns it off:
+        #: the planner needs it only for constants, and bins narrower than 1 never need it for exactness.
+        self.track_min_abs_nonzero = True
         self._exponent: int | None = None  # None until the first value arrives
         self._start = 0
         self._counts = np.zeros(self._bins, np.int64)
@@ -366,11 +369,14 @@ class StreamingHistogram:
         scratch = np.empty(n, np.uint32 if values.dtype == np.float32 else np.uint64)
         index_buf = np.empty(n, np.intp)
         counts = np.zeros(self._bins, np.int64)
+        need_smallest = self.track_min_abs_nonzero or e > 0
         for chunk in _chunks(values):
             m = chunk.size
-            mags = np.abs(chunk, out=mags_buf[:m])
-            smallest = min_abs_nonzero(mags, scratch[:m])
-            self._stats.add_min_abs_nonzero(smallest)
+            smallest = None
+            if need_smallest:
+                mags = np.abs(chunk, out=mags_buf[:m])
+                smallest = min_abs_nonzero(mags, scratch[:m])
+                self._stats.add_min_abs_nonzero(smallest)
             # x * 2**-e is exact unless the product is subnormal (tiny x, wide bins).
             tiny_product = e > 0 and smallest is not None and smallest * inv_width < _F32_TINY
             if fast32 and not tiny_product:
