@@ -88,9 +88,13 @@ def check_supported(plan: Graph, backends: Sequence[Backend]) -> None:
         missing = sorted({(n.op_type, n.name) for n in plan.nodes if n.op_type not in table})
         if missing:
             listing = ", ".join(f"{op} (node {name})" for op, name in missing[:6])
+            dynamic = {"Shape", "ConstantOfShape", "Range", "Size", "NonZero"} & {op for op, _ in missing}
+            hint = (
+                "; the model computes shapes at run time: freeze its inputs with --input-shape NAME=DIMS"
+                if dynamic else "; choose another backend with --backend"
+            )
             raise UnsupportedOperatorError(
-                f"backend {backend.name!r} cannot run {len(missing)} node(s) of model {plan.name!r}: {listing}; "
-                f"choose another backend with --backend"
+                f"backend {backend.name!r} cannot run {len(missing)} node(s) of model {plan.name!r}: {listing}{hint}"
             )
 
 

@@ -196,6 +196,11 @@ class ConformanceReport:
             lines.append(f"  fp32 accuracy {self.fp32_accuracy:.2%}, reference (fake-quant plan) {self.reference_accuracy:.2%}")
         for name, acc in self.reference_vs_fp32.items():
             lines.append(f"  plan vs fp32 [{name}]: cosine {acc.cosine:.5f}, SQNR {acc.sqnr_db:.1f} dB" + (f", top-1 agreement {acc.top1:.2%}" if acc.top1 is not None else ""))
+            if acc.cosine < 0.99:
+                lines.append(
+                    f"  ! the plan itself is far from FP32 at {name!r}: try --method percentile or entropy, or "
+                    f"--precision auto --metric cosine to keep the most sensitive layers in float"
+                )
         for b in self.backends:
             status = "PASS" if b.passed else "FAIL"
             acc_txt = f", accuracy {b.accuracy:.2%}" if b.accuracy is not None else ""
