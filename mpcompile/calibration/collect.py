@@ -368,8 +368,10 @@ def _calibrate_numpy(graph: Graph, dataset: Dataset, names: list[str], method: s
         histogram = getattr(observer, "histogram", None)
         if histogram is not None:
             histogram.track_min_abs_nonzero = False
-    first = next(iter(dataset.batches(batch_size, limit=samples)), {})
-    groups = _split(graph, names, batch_size, memory_budget, _symbolic_dims(graph, first))
+    groups = _split(graph, names, batch_size, memory_budget)
+    if len(groups) > 1:  # the estimate guessed unknown dims: read one batch to size them, then split again
+        first = next(iter(dataset.batches(batch_size, limit=samples)), {})
+        groups = _split(graph, names, batch_size, memory_budget, _symbolic_dims(graph, first))
     total = _total(dataset, samples)
     seen = 0
     with progress_bar(progress, total=total * len(groups), description="calibrating") as bar:

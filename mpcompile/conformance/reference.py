@@ -65,6 +65,7 @@ class FakeQuantGraph:
 
     def _fake_quantize(self) -> None:
         g = self.graph
+        producers = g.producers()  # once: each tensor is rewired at most once below
         for tensor in list(g.tensors.values()):
             spec = tensor.quant
             if spec is None:
@@ -80,7 +81,7 @@ class FakeQuantGraph:
                 self.names[tensor.name] = fq
             else:
                 raw = g.unique_name(f"{tensor.name}__ref_raw")
-                producer = g.producers().get(tensor.name)
+                producer = producers.get(tensor.name)
                 if producer is None:
                     continue
                 producer.outputs = [raw if o == tensor.name else o for o in producer.outputs]

@@ -57,6 +57,7 @@ def _policy_precision(config: PlanConfig) -> Precision:
 
 def assign_precisions(plan: Graph, stats: TensorStatistics | None, config: PlanConfig) -> None:
     target = _policy_precision(config)
+    producers = plan.producers()
     for node in plan.nodes:
         if node.op_type in ops.SHAPE_OPS or not _has_float_io(plan, node):
             node.precision, node.precision_reason = None, "no floating-point values"
@@ -73,7 +74,7 @@ def assign_precisions(plan: Graph, stats: TensorStatistics | None, config: PlanC
         if precision.is_integer and stats is not None:
             precision, reason = _integer_safety(plan, node, precision, reason, stats)
         if precision.is_integer and node.op_type in ELEMENTWISE and not any(o.matches(node.name, node.op_type) for o in config.overrides):
-            precision, reason = _float_island(plan, node, precision, reason)
+            precision, reason = _float_island(plan, node, precision, reason, producers)
         if precision in (Precision.FP16, Precision.BF16):
             precision, reason = _float_safety(plan, node, precision, reason, stats)
         node.precision, node.precision_reason = precision, reason
@@ -94,14 +95,15 @@ def _check_overrides_matched(plan: Graph, config: PlanConfig) -> None:
 ELEMENTWISE = {"Add", "Sub", "Mul"}
 
 
-def _float_island(plan: Graph, node: Node, precision: Precision, reason: str) -> tuple[Precision, str]:
+def _float_island(
+    plan: Graph, node: Node, precision: Precision, reason: str, producers: dict[str, Node]
+) -> tuple[Precision, str]:
     """An element-wise op whose every computed input comes from a float node stays float.
 
     Quantizing there only adds rounding between float ops; worse, with a constant operand
     (GELU's ``1 + erf(x)``) the sum lands on rounding ties, which runtimes break differently.
     Nodes are visited in topological order, so producers already have their precision.
     """
-    producers = {o: n for n in plan.nodes for o in n.outputs if o}
     computed = [i for i in node.inputs if i and not plan.tensors[i].is_constant]
     if computed and all(
         i not in plan.inputs and producers.get(i) is not None and producers[i].precision is not None

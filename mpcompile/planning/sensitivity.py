@@ -106,8 +106,9 @@ def local_sensitivity(plan: Graph, dataset: Dataset, *, samples: int = 32, batch
     for feeds in dataset.batches(batch_size, limit=samples):
         for name, value in zip(out_names, session.run(out_names, feeds)):
             cache[name].append(value)
-        for name, value in feeds.items():
-            cache.setdefault(name, []).append(value) if name not in out_names else None
+        for name, value in feeds.items():  # graph inputs that are not exposed outputs
+            if name not in out_names:
+                cache.setdefault(name, []).append(value)
     del session
     layers = [n for n in plan.nodes if n.precision is not None and n.precision.is_integer]
     results = []

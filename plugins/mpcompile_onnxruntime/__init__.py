@@ -56,9 +56,10 @@ class OnnxRuntimeBackend(Backend):
         )
 
     def runner(self, artifact: Artifact, **options: Any) -> Runner:
-        from mpcompile_onnxruntime.runner import OnnxRuntimeRunner
+        from mpcompile.backends.onnx_runner import OnnxFileRunner
 
-        return OnnxRuntimeRunner(artifact, optimize=options.get("optimize", True))
+        # ORT's production session defaults (every graph optimization) unless optimize=False.
+        return OnnxFileRunner(artifact, optimize=options.get("optimize", True))
 
 
 backend = OnnxRuntimeBackend()

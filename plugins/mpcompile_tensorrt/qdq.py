@@ -35,6 +35,7 @@ import dataclasses
 
 import numpy as np
 
+from mpcompile.backends.qdq import QDQWriter
 from mpcompile.errors import PlanError
 from mpcompile.ir.graph import Graph, Node, Tensor
 from mpcompile.ir.quant import QuantSpec
@@ -120,66 +121,19 @@ def check_tensorrt_ready(plan: Graph) -> None:
 
 
 # ============================================================================ the QDQ graph
-class _Builder:
+class _Builder(QDQWriter):
+    """TensorRT's placement on top of the shared Q/DQ writer (specs are symmetric int8 here)."""
+
     def __init__(self, plan: Graph) -> None:
-        self.g = plan.copy()
+        super().__init__(plan)
         self.g.opset_imports[""] = max(int(self.g.opset_imports.get("", MIN_OPSET)), MIN_OPSET)
-        self.tensor_map: dict[str, str] = {t.name: t.name for t in self.g.tensors.values() if not t.is_constant}
         self.notes: list[str] = []
 
-    # --------------------------------------------------------------- helpers
-    def _node(self, op: str, inputs: list[str], output: str, dtype: np.dtype | None, shape, **attrs) -> None:  # noqa: ANN001
-        g = self.g
-        if output not in g.tensors:
-            g.add_tensor(Tensor(output, dtype, shape))
-        g.nodes.append(Node(g.unique_name(f"{output}_{op}"), op, inputs, [output], attrs))
-
-    def _params(self, base: str, spec: QuantSpec) -> tuple[str, str]:
-        g = self.g
-        scale = g.add_tensor(Tensor(g.unique_name(f"{base}_scale"), value=np.array(spec.scale, dtype=np.float32)))
-        zero = g.add_tensor(Tensor(g.unique_name(f"{base}_zero_point"), value=np.zeros(spec.scale.shape, dtype=np.int8)))
-        return scale.name, zero.name
-
-    @staticmethod
-    def _axis(spec: QuantSpec) -> dict[str, int]:
-        # The ONNX default axis is 1 and TensorRT's parser assumes 0: always write it.
-        return {} if spec.axis is None else {"axis": int(spec.axis)}
-
-    # --------------------------------------------------------------- constants
-    def store_constant(self, tensor: Tensor, spec: QuantSpec) -> None:
-        """int8 initializer → DequantizeLinear, the output keeping the constant's name."""
-        g = self.g
-        assert tensor.value is not None
-        q = g.add_tensor(Tensor(g.unique_name(f"{tensor.name}_int8"), value=spec.quantize(tensor.value)))
-        scale, zero = self._params(tensor.name, spec)
-        g.tensors[tensor.name] = Tensor(tensor.name, np.float32, tensor.shape)
-        self._node("DequantizeLinear", [q.name, scale, zero], tensor.name, np.dtype(np.float32), tensor.shape, **self._axis(spec))
-
     def fold_bias(self, tensor: Tensor, spec: QuantSpec) -> None:
+        # TensorRT's DequantizeLinear takes no int32 input: the bias stays float, holding the plan's values.
         assert tensor.value is not None
         tensor.value = spec.fake_quantize(tensor.value).astype(np.float32)
         tensor.dtype = np.dtype(np.float32)
-
-    # --------------------------------------------------------------- activations
-    def quantize_activation(self, name: str, spec: QuantSpec) -> None:
-        g = self.g
-        tensor = g.tensors[name]
-        producer = g.producers().get(name)
-        if producer is None and name not in g.inputs:
-            return  # nothing computes it: nothing to quantize
-        if producer is None:  # a graph input keeps its name; its consumers read the dequantized copy
-            source, target = name, g.unique_name(f"{name}_dq")
-            g.replace_uses(name, target)
-            g.outputs = [name if o == target else o for o in g.outputs]
-            self.tensor_map[name] = target
-        else:  # the producer writes a float temporary; the dequantized value takes the original name
-            source, target = g.unique_name(f"{name}_float"), name
-            producer.outputs = [source if o == name else o for o in producer.outputs]
-            g.add_tensor(Tensor(source, tensor.dtype, tensor.shape))
-        scale, zero = self._params(name, spec)
-        q = g.unique_name(f"{name}_int8")
-        self._node("QuantizeLinear", [source, scale, zero], q, np.dtype(np.int8), tensor.shape)
-        self._node("DequantizeLinear", [q, scale, zero], target, np.dtype(np.float32), tensor.shape)
 
     # --------------------------------------------------------------- half precision
     def type_half_nodes(self) -> None:
@@ -202,7 +156,7 @@ class _Builder:
                         cast_of[key] = g.add_tensor(half).name
                     else:  # activations (and BF16 constants without ml_dtypes: TensorRT folds the Cast)
                         out = g.unique_name(f"{name}_{suffix}")
-                        self._node("Cast", [name], out, half_dtype, t.shape, to=to)
+                        self.node("Cast", [name], out, half_dtype, t.shape, to=to)
                         cast_of[key] = out
                 node.inputs[i] = cast_of[key]
             for j, name in enumerate(node.outputs):
@@ -211,7 +165,7 @@ class _Builder:
                     continue
                 half = g.add_tensor(Tensor(g.unique_name(f"{name}_{suffix}"), half_dtype, t.shape)).name
                 node.outputs[j] = half
-                self._node("Cast", [half], name, np.dtype(np.float32), t.shape, to=_FLOAT)
+                self.node("Cast", [half], name, np.dtype(np.float32), t.shape, to=_FLOAT)
 
     def drop_round_trip_casts(self) -> None:
         """Cast(half→float) → Cast(float→half) of the same type is the identity: read the half tensor directly."""
@@ -285,6 +239,7 @@ class _Builder:
         self.note_residual_adds()
         self.raise_opset_for_bf16()
         self.type_half_nodes()  # before Q/DQ, like the reference: half rounding, then quantization
+        self.reindex()
         folded = 0
         for tensor in list(g.tensors.values()):
             spec = tensor.quant
@@ -298,10 +253,8 @@ class _Builder:
         for tensor in list(g.tensors.values()):
             if tensor.quant is not None and not tensor.is_constant:
                 self.quantize_activation(tensor.name, tensor.quant)
-        for t in g.tensors.values():
-            t.quant = None
+        self.clear_plan()
         for n in g.nodes:
-            n.precision = None
             n.precision_reason = ""
         self.drop_round_trip_casts()
         g.toposort()

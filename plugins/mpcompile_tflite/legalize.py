@@ -1,7 +1,7 @@
 """TFLite's rules on top of the shared legalization, each change a ``Deviation``.
 
-0. An imported QDQ model (specs, no node precisions): nodes whose float inputs and outputs
-   are all quantized run in integer precision.
+0. A plan with specs but no node precisions (a QDQ import that skipped the importer) gets
+   them from the core's ``InferPrecisions`` pass, as ``mpcompile.load`` would have given.
 1. A node the writer cannot emit in its integer precision (no kernel, or an attribute
    TFLite cannot express) runs in FP32 — or, with ``fallback="error"``, the whole list of
    such nodes is reported. An int16 node without a 16x8 kernel goes to FP32 rather than
@@ -32,6 +32,7 @@ from mpcompile.errors import UnsupportedOperatorError
 from mpcompile.ir.graph import Graph, Node
 from mpcompile.ir.quant import QuantSpec, weight_spec
 from mpcompile.ir.types import Precision, QType
+from mpcompile.passes.infer_precisions import InferPrecisions
 from mpcompile.planning import ops as plan_ops
 from mpcompile.planning.plan import refresh_bias_specs
 from mpcompile_tflite import ops
@@ -63,7 +64,7 @@ def legalize_for_tflite(plan: Graph, caps: Capabilities, fallback: str = "float"
         raise ValueError(f"fallback must be one of {FALLBACKS}, got {fallback!r}")
     g = plan.copy()
     deviations: list[Deviation] = []
-    _precisions_from_qdq(g, deviations)
+    InferPrecisions()(g)
     _node_precisions(g, fallback, deviations)
     g, shared = legalize_with_capabilities(g, caps, backend_name=BACKEND)
     deviations += shared
@@ -79,22 +80,6 @@ def legalize_for_tflite(plan: Graph, caps: Capabilities, fallback: str = "float"
     g, cleanup = legalize_with_capabilities(g, caps, backend_name=BACKEND)
     deviations += cleanup
     return g, deviations
-
-
-def _precisions_from_qdq(g: Graph, out: list[Deviation]) -> None:
-    """An imported QDQ model carries specs but no node precisions: a node whose float inputs and
-    outputs are all quantized runs in integer precision (int16 when they are all int16)."""
-    if any(n.precision is not None for n in g.nodes) or not any(t.quant is not None for t in g.tensors.values()):
-        return
-    for node in g.nodes:
-        names = [n for n in node.inputs + node.outputs if n and n in g.tensors]
-        acts = [g.tensors[n] for n in names if not g.tensors[n].is_constant and g.tensors[n].is_float]
-        if not acts or any(t.quant is None for t in acts):
-            continue
-        kinds = {t.quant.qtype for t in acts}
-        node.precision = Precision.INT16 if kinds == {QType.INT16} else Precision.INT8
-        node.precision_reason = "the QDQ model quantizes every input and output of this node"
-        out.append(Deviation(node.name, "node", f"unset → {node.precision.value}", node.precision_reason))
 
 
 def _node_precisions(g: Graph, fallback: str, out: list[Deviation]) -> None:

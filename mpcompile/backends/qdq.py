@@ -1,0 +1,105 @@
+"""Writing QuantizeLinear/DequantizeLinear into a copy of a plan: the mechanism every QDQ backend shares.
+
+Backends decide *where* Q/DQ go (ONNX Runtime's fusion patterns, TensorRT's rules); this
+class does the writing the same way for all of them:
+
+* ``store_constant``: the constant becomes an integer initializer feeding a
+  DequantizeLinear (explicit ``axis`` when per channel) whose output keeps the float name;
+* ``quantize_activation``: Q → DQ right after a value; consumers and graph outputs read the
+  dequantized value, under the original name (a graph input keeps its name and its
+  consumers move to the dequantized copy).
+
+``tensor_map`` maps IR tensor names to the artifact tensor holding the value the backend
+computes, for per-layer conformance. The fake-quant reference deliberately does *not* use
+this class, so that a placement bug cannot hide in both.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mpcompile.ir.graph import Graph, Node, Tensor
+from mpcompile.ir.quant import QuantSpec
+from mpcompile.ir.types import QType
+
+
+class QDQWriter:
+    def __init__(self, plan: Graph) -> None:
+        self.g = plan.copy()
+        self.tensor_map: dict[str, str] = {t.name: t.name for t in self.g.tensors.values() if not t.is_constant}
+        self.reindex()
+
+    def reindex(self) -> None:
+        """Rebuild the producer index after rewiring the graph by other means than this class.
+
+        Built once per placement pass (not per tensor): the writer keeps it current itself.
+        """
+        self._producers = self.g.producers()
+
+    # ------------------------------------------------------------------ building blocks
+    def node(self, op: str, inputs: list[str], output: str, dtype, shape=None, domain: str = "", **attrs) -> None:  # noqa: ANN001
+        g = self.g
+        if output not in g.tensors:
+            g.add_tensor(Tensor(output, dtype, shape))
+        g.nodes.append(Node(g.unique_name(f"{output}_{op}"), op, inputs, [output], attrs, domain=domain))
+        self._producers[output] = g.nodes[-1]
+
+    def params(self, base: str, spec: QuantSpec) -> tuple[str, str]:
+        """Scale and zero-point initializers (the zero-point's dtype is the quantized type)."""
+        g = self.g
+        scale = g.add_tensor(Tensor(g.unique_name(f"{base}_scale"), value=np.array(spec.scale, dtype=np.float32)))
+        zero = g.add_tensor(Tensor(g.unique_name(f"{base}_zero_point"), value=np.array(spec.zero_point)))
+        if spec.qtype == QType.INT16:
+            g.opset_imports.setdefault("com.microsoft", 1)
+        return scale.name, zero.name
+
+    @staticmethod
+    def attrs(spec: QuantSpec) -> dict:
+        """Q/DQ attributes and domain. The axis is always written when per channel: ONNX defaults
+        to 1, TensorRT's parser to 0. Standard int16 Q/DQ need opset 21; ORT's contrib ops take
+        int16 at any opset."""
+        attrs: dict = {} if spec.axis is None else {"axis": int(spec.axis)}
+        attrs["domain"] = "com.microsoft" if spec.qtype == QType.INT16 else ""
+        return attrs
+
+    # ------------------------------------------------------------------ placements
+    def store_constant(self, tensor: Tensor, spec: QuantSpec) -> None:
+        """Integer initializer → DequantizeLinear producing the constant's float name."""
+        g = self.g
+        assert tensor.value is not None
+        stored = g.add_tensor(Tensor(g.unique_name(f"{tensor.name}_quantized"), value=spec.quantize(tensor.value)))
+        scale, zero = self.params(tensor.name, spec)
+        g.tensors[tensor.name] = Tensor(tensor.name, np.float32, tensor.shape)
+        self.node("DequantizeLinear", [stored.name, scale, zero], tensor.name, np.float32, tensor.shape, **self.attrs(spec))
+
+    def quantize_activation(self, name: str, spec: QuantSpec) -> None:
+        """Q → DQ after the value; consumers and graph outputs then read the dequantized value."""
+        g = self.g
+        tensor = g.tensors[name]
+        producer = self._producers.get(name)
+        if producer is None and name not in g.inputs:
+            return  # nothing computes it: nothing to quantize
+        if producer is None:  # a graph input keeps its name; its consumers read the dequantized copy
+            source, target = name, g.unique_name(f"{name}_dequantized")
+            g.replace_uses(name, target)
+            g.outputs = [name if o == target else o for o in g.outputs]
+            self.tensor_map[name] = target
+        else:  # the producer writes a float temporary; the dequantized value takes the original name
+            source, target = g.unique_name(f"{name}_float"), name
+            producer.outputs = [source if o == name else o for o in producer.outputs]
+            self._producers[source] = producer
+            g.add_tensor(Tensor(source, tensor.dtype, tensor.shape))
+        scale, zero = self.params(name, spec)
+        quantized = g.unique_name(f"{name}_quantized")
+        attrs = self.attrs(spec)
+        self.node("QuantizeLinear", [source, scale, zero], quantized, spec.qtype.numpy_dtype, tensor.shape, **attrs)
+        self.node("DequantizeLinear", [quantized, scale, zero], target, np.float32, tensor.shape, **attrs)
+
+    def clear_plan(self) -> Graph:
+        """Drop the plan's annotations (now written as nodes) and restore topological order."""
+        for t in self.g.tensors.values():
+            t.quant = None
+        for n in self.g.nodes:
+            n.precision = None
+        self.g.toposort()
+        return self.g
