@@ -145,3 +145,31 @@ def test_write_atomic_leaves_nothing_on_failure(tmp_path):
     assert list(tmp_path.iterdir()) == []
     serde.write_atomic(target, b"ok")
     assert Path(target).read_bytes() == b"ok"
+
+
+def test_weights_handed_to_ort_in_memory_give_the_same_outputs(small_cnn_path):
+    """A session on in-memory weights (no protobuf copy) computes exactly what the serialized model does."""
+    from mpcompile.ortsession import inference_session
+
+    graph = importer.load(small_cnn_path)
+    payload, weights = serde.onnx_bytes_and_weights(graph)
+    assert weights and len(payload) < sum(w.nbytes for w in weights.values())
+    feeds = _feeds(graph, 3)
+    in_memory = inference_session(graph).run(None, feeds)[0]
+    np.testing.assert_array_equal(in_memory, _run(serde.onnx_bytes(graph), feeds)[0])
+
+
+def test_weights_with_only_constant_consumers_still_fold(tmp_path):
+    """Import lifts large weights out of the protobuf; one that folding needs (a transposed weight) still folds."""
+    w = np.arange(64 * 32, dtype=np.float32).reshape(32, 64) / 100
+    nodes = [helper.make_node("Transpose", ["w"], ["wt"], perm=[1, 0]), helper.make_node("MatMul", ["x", "wt"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 32])],
+                              initializer=[onnx.numpy_helper.from_array(w, "w")])
+    path = tmp_path / "t.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    imported = importer.load(path)
+    assert imported.op_counts() == {"MatMul": 1}
+    assert imported.inputs == ["x"]
+    x = np.ones((2, 64), np.float32)
+    np.testing.assert_allclose(_run(serde.onnx_bytes(imported), {"x": x})[0], x @ w.T, rtol=1e-5)

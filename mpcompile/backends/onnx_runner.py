@@ -16,6 +16,7 @@ from mpcompile.backends.base import Artifact, Runner
 from mpcompile.errors import BackendError
 from mpcompile.ir import serde
 from mpcompile.ir.graph import Graph
+from mpcompile.ortsession import inference_session
 
 
 class OnnxFileRunner(Runner):
@@ -59,9 +60,11 @@ class OnnxFileRunner(Runner):
         error = ""
         for index, variant in enumerate(self.graph_variants(graph)):
             unchanged = variant is graph and not intermediates
-            payload = str(self.path) if unchanged else serde.onnx_bytes(variant)
             try:
-                self._session = ort.InferenceSession(payload, options, providers=["CPUExecutionProvider"])
+                if unchanged:
+                    self._session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+                else:
+                    self._session = inference_session(variant, options)
             except Exception as exc:
                 error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 continue

@@ -187,7 +187,7 @@ class _Annotator:
         tensor = self.plan.tensors[name]
         symmetric = self.symmetric_for(qtype)
         if tensor.is_constant:
-            value = tensor.value.astype(np.float64)
+            value = tensor.value  # min/max are exact in the stored dtype: no float64 copy of a large weight
             lo, hi = (float(value.min()), float(value.max())) if value.size else (0.0, 0.0)
             provenance = {"role": "constant", "method": "minmax"}
         else:
