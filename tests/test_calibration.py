@@ -35,9 +35,15 @@ def test_minmax_matches_direct_computation(small_cnn_path, small_cnn_data):
     result = calibrate_graph(graph, _dataset(graph, small_cnn_data), batch_size=7, progress=False)
     truth = _all_intermediates(graph, {"input": np.load(small_cnn_data)["input"]})
     assert set(result.observers) | set(result.aliases) == set(truth)
-    assert result.aliases == {"p1": "r1", "f": "g"}  # max-pool and flatten outputs borrow their inputs' statistics
+    # max-pool and flatten outputs borrow their inputs' statistics; the convolutions' outputs, read
+    # only by a Relu, their Relu's (quantizing them to it changes nothing the Relu outputs)
+    assert result.aliases == {"p1": "r1", "f": "g", "c1": "r1", "c2": "r2"}
     for name, value in truth.items():
         s = result.summary(name)
+        if name in ("c1", "c2"):
+            relu = np.maximum(value, 0)
+            assert (s["min"], s["max"]) == (float(relu.min()), float(relu.max()))
+            continue
         if name in result.aliases:  # a stand-in range that contains the tensor's own
             assert s["min"] <= float(value.min()) and s["max"] >= float(value.max())
             continue
@@ -122,3 +128,26 @@ def test_minmax_batches_equal_one_pass(small_cnn_path, small_cnn_data):
     for name, value in zip(names, values):
         s = batched.summary(name)
         assert (s["min"], s["max"], s["count"]) == (float(value.min()), float(value.max()), value.size), name
+
+def test_relu_input_quantized_to_the_relu_range_computes_what_the_fused_pair_does(small_cnn_path, small_cnn_data):
+    """A Conv output read only by a Relu borrows the Relu's statistics. When the pair is split across
+    precisions, that spec reproduces what the pair computes fused."""
+    from mpcompile.conformance.reference import ReferenceRunner
+    from mpcompile.planning.config import Override, PlanConfig
+    from mpcompile.planning.plan import make_plan
+
+    graph = importer.load(small_cnn_path)
+    stats = calibrate_graph(graph, _dataset(graph, small_cnn_data), method="percentile", batch_size=16, progress=False)
+    feeds = {"input": np.load(small_cnn_data)["input"][:16]}
+    fused = make_plan(graph, stats, PlanConfig())
+    assert fused.tensors["c1"].quant is None
+    r1 = fused.tensors["r1"].quant
+    # int8 Conv, FP32 Relu: exactly the fused int8 pair
+    relu_float = make_plan(graph, stats, PlanConfig(overrides=(Override.parse("Relu=fp32"),)))
+    assert relu_float.tensors["c1"].quant == r1.replace(provenance=relu_float.tensors["c1"].quant.provenance)
+    np.testing.assert_array_equal(ReferenceRunner(relu_float).run(feeds, ["r1"])["r1"], ReferenceRunner(fused).run(feeds, ["r1"])["r1"])
+    # FP32 Conv, int8 Relu: the FP32 pair's output quantized to the Relu's spec
+    conv_float = make_plan(graph, stats, PlanConfig(overrides=(Override.parse("Conv=fp32"),)))
+    fp32 = ReferenceRunner(conv_float, float_reference=True).run(feeds, ["r1"])["r1"]
+    got = ReferenceRunner(conv_float).run(feeds, ["r1"])["r1"]
+    np.testing.assert_allclose(got, conv_float.tensors["r1"].quant.fake_quantize(fp32), rtol=0, atol=1e-6)

@@ -46,7 +46,7 @@ class CalibrationResult:
         self.method = method
         self.options = dict(options)
         self.observers = observers
-        #: tensor -> tensor whose statistics stand in for it (see ``value_preserving_aliases``)
+        #: tensor -> tensor whose statistics stand in for it (``value_preserving_aliases``, ``clamping_aliases``)
         self.aliases = dict(aliases or {})
         self.samples = samples
         self.seconds = 0.0
@@ -138,6 +138,35 @@ def value_preserving_aliases(graph: Graph, observed: set[str]) -> dict[str, str]
             t = graph.tensors.get(out)
             if out and t is not None and t.is_float and out not in graph.outputs:
                 aliases[out] = source
+    return aliases
+
+
+def clamping_aliases(graph: Graph, observed: set[str]) -> dict[str, str]:
+    """Tensors read only by a clamping activation (Relu, Clip): the activation's output stands in.
+
+    Quantizing such a tensor to its activation's output range changes nothing the activation
+    computes: a value below the range is one the activation raises to its low end (Relu: every
+    negative value becomes 0), a value above is one it caps. That is what every backend does
+    when it fuses Conv+Relu, and the planner needs the tensor's own range only when producer and
+    activation run in different precisions. Observing it anyway would cost half of a CNN's
+    calibration time. (Its FP16 overflow check is moot too: the activation maps -inf to its floor.)
+    """
+    from mpcompile.planning import ops
+
+    consumers = graph.consumers()
+    aliases: dict[str, str] = {}
+    for node in graph.nodes:
+        if node.op_type not in ops.FUSABLE_ACTIVATIONS or not node.inputs or not node.outputs:
+            continue
+        source, output = node.inputs[0], node.outputs[0]
+        if (
+            source in observed
+            and output in observed
+            and source not in graph.inputs
+            and source not in graph.outputs
+            and len(consumers.get(source, [])) == 1
+        ):
+            aliases[source] = output
     return aliases
 
 
@@ -292,6 +321,7 @@ def calibrate_graph(
     else:
         names = observed_tensors(graph)
         aliases = value_preserving_aliases(graph, set(names))
+        aliases.update(clamping_aliases(graph, set(names) - set(aliases)))
         names = [n for n in names if n not in aliases]
     make_observer(method, **options)  # validate method and options before any model run
     started = time.perf_counter()

@@ -21,6 +21,7 @@ Methods:
 from __future__ import annotations
 
 import abc
+import functools
 import inspect
 import math
 from collections.abc import Mapping
@@ -277,16 +278,20 @@ class _HistogramObserver(Observer):
             raise PlanError(f"{self.method} observer needs an integer number of bins >= 8, got {bins!r}")
         self._bins = int(bins)
         self.histogram = StreamingHistogram(self._bins * self._bins_per_option)
+        #: results derived from the current histogram (an entropy search costs milliseconds), dropped on change
+        self._derived: dict[Any, Any] = {}
 
     @property
     def _stats(self) -> RunningStats:
         return self.histogram.stats
 
     def update(self, x: Any) -> None:
+        self._derived.clear()
         self.histogram.update(x)
 
     def merge(self, other: Observer) -> None:
         self._check_merge(other)
+        self._derived.clear()
         self.histogram.merge(other.histogram)
 
     def _adopt(self, source: Observer, explicit_options: Mapping[str, Any]) -> None:
@@ -303,6 +308,7 @@ class _HistogramObserver(Observer):
                     "re-run calibration to change the resolution"
                 )
             self._bins = max(bins // self._bins_per_option, 1)
+        self._derived.clear()
         self.histogram = source.histogram.copy()
 
     def _state(self) -> dict[str, Any]:
@@ -314,6 +320,7 @@ class _HistogramObserver(Observer):
             raise ValueError(
                 f"histogram has {hist.bins} bins, {self.method} bins={self._bins} needs {self.histogram.bins}"
             )
+        self._derived.clear()
         self.histogram = hist
 
 
@@ -408,9 +415,14 @@ class EntropyObserver(_HistogramObserver):
         return self._threshold(bool(symmetric), quantization_levels(qtype_bits))
 
     def _threshold(self, symmetric: bool, levels: int) -> float:
-        grid = self.histogram.snapshot().fold_abs().from_zero(self._bins)
-        i = kl_threshold_bins(grid.counts, self.quant_bins_for(symmetric, levels))
-        return min(math.ldexp(i, grid.exponent), self.abs_max)
+        quant_bins = self.quant_bins_for(symmetric, levels)
+        # Signed data search with the same quantized bins symmetric or not: one search serves both.
+        key = ("kl", quant_bins)
+        if key not in self._derived:
+            grid = self.histogram.snapshot().fold_abs().from_zero(self._bins)
+            i = kl_threshold_bins(grid.counts, quant_bins)
+            self._derived[key] = min(math.ldexp(i, grid.exponent), self.abs_max)
+        return self._derived[key]
 
     def _range(self, symmetric: bool, levels: int) -> tuple[float, float]:
         t = self._threshold(symmetric, levels)
@@ -445,22 +457,26 @@ def kl_divergences(hist: np.ndarray, quant_bins: int) -> tuple[np.ndarray, np.nd
     if total <= 0:
         return candidates, np.full(candidates.size, np.inf)
     csum = np.concatenate(([0.0], np.cumsum(b)))
-    nonempty = np.concatenate(([0], np.cumsum(b > 0)))
+    nonempty = np.concatenate(([0.0], np.cumsum(b > 0)))
     blogb = np.concatenate(([0.0], np.cumsum(np.where(b > 0, b * np.log(np.where(b > 0, b, 1.0)), 0.0))))
     log_total = math.log(total)
 
     kl = np.empty(candidates.size)
-    groups = np.arange(quant_bins + 1, dtype=np.int64)
+    all_bounds = _group_bounds(quant_bins, n)
     rows = max(1, (1 << 20) // (quant_bins + 1))  # bound the temporaries to ~8 MB each
     for first in range(0, candidates.size, rows):
         i = candidates[first : first + rows]
-        # Group j of the i bins is [ceil(j*i/nq), ceil((j+1)*i/nq)): bin k goes to k*nq//i.
-        bounds = (groups[None, :] * i[:, None] + quant_bins - 1) // quant_bins
-        sums = csum[bounds[:, 1:]] - csum[bounds[:, :-1]]
-        counts = nonempty[bounds[:, 1:]] - nonempty[bounds[:, :-1]]
-        safe = sums > 0
+        bounds = all_bounds[first : first + rows]
+        cs = csum[bounds]
+        sums = cs[:, 1:] - cs[:, :-1]
+        ne = nonempty[bounds]
+        counts = ne[:, 1:] - ne[:, :-1]
+        last_count = counts[:, -1].copy()
         # sum_j S_j log(S_j / nnz_j): the sum over non-empty bins of b * log(unnormalized Q)
-        g = np.where(safe, sums * np.log(np.where(safe, sums, 1.0) / np.where(safe, counts, 1.0)), 0.0).sum(axis=1)
+        # (an empty group has ratio 0; flooring it at 1e-300 keeps 0 * log finite, real ratios are >= 1/n)
+        ratio = np.divide(sums, np.maximum(counts, 1.0, out=counts), out=counts)
+        logs = np.log(np.maximum(ratio, 1e-300, out=ratio), out=ratio)
+        g = np.einsum("ij,ij->i", sums, logs)
         inside = csum[i]
         outliers = total - inside
         last = b[i - 1]
@@ -470,7 +486,7 @@ def kl_divergences(hist: np.ndarray, quant_bins: int) -> tuple[np.ndarray, np.nd
             p_last > 0, p_last * np.log(np.where(p_last > 0, p_last, 1.0)), 0.0
         )
         # sum P log Q, Q normalized by its total (the mass below i)
-        last_group = np.where(counts[:, -1] > 0, sums[:, -1] / np.maximum(counts[:, -1], 1), 1.0)
+        last_group = np.where(last_count > 0, sums[:, -1] / np.maximum(last_count, 1), 1.0)
         sum_plogq = (
             g / total
             + np.where(outliers > 0, outliers / total * np.log(last_group), 0.0)
@@ -481,6 +497,25 @@ def kl_divergences(hist: np.ndarray, quant_bins: int) -> tuple[np.ndarray, np.nd
         chunk[((last == 0) & (outliers > 0)) | (inside <= 0)] = np.inf
         kl[first : first + rows] = chunk
     return candidates, kl
+
+
+
+@functools.lru_cache(maxsize=8)
+def _group_bounds_table(quant_bins: int, size: int) -> np.ndarray:
+    i = np.arange(quant_bins, size + 1, dtype=np.float64)
+    # ceil(j * i / nq) in float64 is exact: j * i is, and a quotient that is not whole lies
+    # at least 1/nq away from the next integer, far more than its rounding error.
+    table = np.ceil(np.multiply.outer(i, np.arange(quant_bins + 1, dtype=np.float64)) / quant_bins).astype(np.intp)
+    table.flags.writeable = False
+    return table
+
+
+def _group_bounds(quant_bins: int, n: int) -> np.ndarray:
+    """Row ``i - quant_bins``: the bin edges of the ``quant_bins`` groups of the first ``i`` bins
+    (group ``j`` is ``[ceil(j*i/nq), ceil((j+1)*i/nq))``), for every candidate ``i <= n``.
+    The same for every histogram, so computed once (it is most of a search's arithmetic)."""
+    size = max(2 * quant_bins, 1 << (n - 1).bit_length())
+    return _group_bounds_table(quant_bins, size)[: n - quant_bins + 1]
 
 
 _MSE_MAX_BINS = 2048
