@@ -358,10 +358,13 @@ def _calibrate_numpy(graph: Graph, dataset: Dataset, names: list[str], method: s
             for feeds in dataset.batches(batch_size, limit=samples):
                 n = next(iter(feeds.values())).shape[0] if feeds else 0
                 results = _run(session, out_names, feeds, seen, dataset)
-                for name, value in zip(out_names, results):
+                value = None
+                for index, name in enumerate(out_names):
+                    value, results[index] = results[index], None  # freed once observed
                     observer = observers.get(name)
                     if observer is not None:
                         _observe(observer, name, np.asarray(value), seen, nan_policy)
+                del value, results
                 seen += n
                 bar.advance(n)
             del session
