@@ -21,7 +21,6 @@ Methods:
 from __future__ import annotations
 
 import abc
-import functools
 import inspect
 import math
 from collections.abc import Mapping
@@ -462,11 +461,13 @@ def kl_divergences(hist: np.ndarray, quant_bins: int) -> tuple[np.ndarray, np.nd
     log_total = math.log(total)
 
     kl = np.empty(candidates.size)
-    all_bounds = _group_bounds(quant_bins, n)
+    groups = np.arange(quant_bins + 1, dtype=np.float64)
     rows = max(1, (1 << 15) // (quant_bins + 1))  # 256 KiB temporaries: cache-resident (2x faster than one pass)
     for first in range(0, candidates.size, rows):
         i = candidates[first : first + rows]
-        bounds = all_bounds[first : first + rows]
+        # Group j of the i bins is [ceil(j*i/nq), ceil((j+1)*i/nq)). In float64 this is exact: j*i
+        # is, and a quotient that is not whole lies at least 1/nq from the next integer.
+        bounds = np.ceil(np.multiply.outer(i.astype(np.float64), groups) / quant_bins).astype(np.intp)
         cs = csum[bounds]
         sums = cs[:, 1:] - cs[:, :-1]
         ne = nonempty[bounds]
@@ -498,24 +499,6 @@ def kl_divergences(hist: np.ndarray, quant_bins: int) -> tuple[np.ndarray, np.nd
         kl[first : first + rows] = chunk
     return candidates, kl
 
-
-
-@functools.lru_cache(maxsize=8)
-def _group_bounds_table(quant_bins: int, size: int) -> np.ndarray:
-    i = np.arange(quant_bins, size + 1, dtype=np.float64)
-    # ceil(j * i / nq) in float64 is exact: j * i is, and a quotient that is not whole lies
-    # at least 1/nq away from the next integer, far more than its rounding error.
-    table = np.ceil(np.multiply.outer(i, np.arange(quant_bins + 1, dtype=np.float64)) / quant_bins).astype(np.intp)
-    table.flags.writeable = False
-    return table
-
-
-def _group_bounds(quant_bins: int, n: int) -> np.ndarray:
-    """Row ``i - quant_bins``: the bin edges of the ``quant_bins`` groups of the first ``i`` bins
-    (group ``j`` is ``[ceil(j*i/nq), ceil((j+1)*i/nq))``), for every candidate ``i <= n``.
-    The same for every histogram, so computed once (it is most of a search's arithmetic)."""
-    size = max(2 * quant_bins, 1 << (n - 1).bit_length())
-    return _group_bounds_table(quant_bins, size)[: n - quant_bins + 1]
 
 
 _MSE_MAX_BINS = 2048
