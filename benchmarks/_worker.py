@@ -211,14 +211,15 @@ def compile_ours(a: dict[str, Any]) -> dict[str, Any]:
     from mpcompile.errors import MpcompileError
 
     out = Path(a["out"])
+    kw = {"input_shapes": {k: tuple(v) for k, v in a["input_shapes"].items()}} if a.get("input_shapes") else {}
     try:
-        _ours_compile(a["model"], a["data"], a["backends"], str(out / "warmup"), a["batch"], a["batch"])
+        _ours_compile(a["model"], a["data"], a["backends"], str(out / "warmup"), a["batch"], a["batch"], **kw)
     except MpcompileError as exc:
         return {"error": f"mpcompile.compile failed: {type(exc).__name__}: {_first_line(exc)}"}
     mem = reset_peak()
     t0 = time.perf_counter()
     try:
-        result = _ours_compile(a["model"], a["data"], a["backends"], str(out / "measured"), a["batch"], None)
+        result = _ours_compile(a["model"], a["data"], a["backends"], str(out / "measured"), a["batch"], None, **kw)
     except MpcompileError as exc:
         return {"error": f"mpcompile.compile failed: {type(exc).__name__}: {_first_line(exc)}"}
     seconds = time.perf_counter() - t0

@@ -325,17 +325,16 @@ def calibrate_graph(
         names = [n for n in names if n not in aliases]
     make_observer(method, **options)  # validate method and options before any model run
     started = time.perf_counter()
-    result = _calibrate_numpy(graph, dataset, names, method, options, batch_size, samples, nan_policy,
-                              memory_budget, progress)
+    result = _stream(graph, dataset, names, method, options, batch_size, samples, nan_policy, memory_budget, progress)
     result.aliases = aliases
     result.seconds = time.perf_counter() - started
     return result
 
 
-def _calibrate_numpy(graph: Graph, dataset: Dataset, names: list[str], method: str, options: dict[str, Any],
-                     batch_size: int, samples: int | None, nan_policy: str, memory_budget: int,
-                     progress: bool) -> CalibrationResult:
-    """Every activation copied out of ORT and streamed into numpy observers (any NaN policy, any option)."""
+def _stream(graph: Graph, dataset: Dataset, names: list[str], method: str, options: dict[str, Any],
+            batch_size: int, samples: int | None, nan_policy: str, memory_budget: int,
+            progress: bool) -> CalibrationResult:
+    """Each batch's activations, exposed as ORT outputs, streamed into the observers one at a time."""
     from mpcompile.progress import progress_bar
 
     observers = {name: make_observer(method, **options) for name in names}
