@@ -111,11 +111,18 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> None:
 
 
 def _serialize(model: onnx.ModelProto, what: str) -> bytes:
-    if model.ByteSize() > 2**31 - 1:
+    # No ByteSize() pre-check: it walks the whole message (0.08 s for 90 MB of weights), and
+    # protobuf itself refuses a message beyond 2 GB with a ValueError.
+    from google.protobuf.message import EncodeError
+
+    try:
+        return model.SerializeToString()
+    except (ValueError, EncodeError):  # upb says only "Failed to serialize proto"
+        if sum(len(t.raw_data) for t in model.graph.initializer) < 2**31 - (64 << 20):
+            raise
         raise UnsupportedOperatorError(
             f"{what} is larger than 2 GB; protobuf cannot hold it in one file (external data output is not supported yet)"
-        )
-    return model.SerializeToString()
+        ) from None
 
 
 # ============================================================================ import
@@ -207,7 +214,7 @@ def _lift_weights(model: onnx.ModelProto, source: str) -> dict[str, np.ndarray]:
     lifted: dict[str, np.ndarray] = {}
     remaining = []
     for init in g.initializer:
-        if init.name in keep or init.data_location == onnx.TensorProto.EXTERNAL or init.ByteSize() < _LIFT_MIN_BYTES:
+        if init.name in keep or init.data_location == onnx.TensorProto.EXTERNAL or _element_count(init) < _LIFT_MIN_BYTES // 4:
             remaining.append(init)
             continue
         try:
@@ -223,6 +230,13 @@ def _lift_weights(model: onnx.ModelProto, source: str) -> dict[str, np.ndarray]:
         del g.initializer[:]
         g.initializer.extend(remaining)
     return lifted
+
+
+def _element_count(tensor: onnx.TensorProto) -> int:
+    count = 1
+    for d in tensor.dims:
+        count *= int(d)
+    return count
 
 
 def _unlift_foldable(model: onnx.ModelProto, weights: dict[str, np.ndarray]) -> None:
