@@ -112,7 +112,7 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> None:
 
 def _serialize(model: onnx.ModelProto, what: str) -> bytes:
     # No ByteSize() pre-check: it walks the whole message (0.08 s for 90 MB of weights), and
-    # protobuf itself refuses a message beyond 2 GB with a ValueError.
+    # protobuf itself refuses a message beyond 2 GB (an EncodeError or ValueError, by implementation).
     from google.protobuf.message import EncodeError
 
     try:
@@ -196,8 +196,8 @@ def import_proto(model: onnx.ModelProto, source: str = "<model>", input_shapes: 
     return graph
 
 
-#: Initializers at least this large leave the protobuf while a model is imported.
-_LIFT_MIN_BYTES = 1024
+#: Initializers with at least this many elements leave the protobuf while a model is imported.
+_LIFT_MIN_ELEMENTS = 256
 
 
 def _lift_weights(model: onnx.ModelProto, source: str) -> dict[str, np.ndarray]:
@@ -214,7 +214,7 @@ def _lift_weights(model: onnx.ModelProto, source: str) -> dict[str, np.ndarray]:
     lifted: dict[str, np.ndarray] = {}
     remaining = []
     for init in g.initializer:
-        if init.name in keep or init.data_location == onnx.TensorProto.EXTERNAL or _element_count(init) < _LIFT_MIN_BYTES // 4:
+        if init.name in keep or init.data_location == onnx.TensorProto.EXTERNAL or _element_count(init) < _LIFT_MIN_ELEMENTS:
             remaining.append(init)
             continue
         try:
