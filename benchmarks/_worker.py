@@ -137,14 +137,15 @@ def calib_ours(a: dict[str, Any]) -> dict[str, Any]:
 
 
 # ============================================================================ ONNX Runtime calibration
-def _ort_calibrate(model: str, data: str, inputs: list[str] | None, method: str, batch: int, limit: int | None) -> int:
+def _ort_calibrate(model: str, data: str, inputs: list[str] | None, method: str, batch: int, limit: int | None,
+                   op_types: list[str] | None = None) -> int:
     from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator
 
     folder = tempfile.mkdtemp(prefix="ortcal.")
     try:
         calibrator = create_calibrator(
             model,
-            None,
+            op_types,
             augmented_model_path=os.path.join(folder, "augmented.onnx"),
             calibrate_method=getattr(CalibrationMethod, method),
         )
@@ -165,13 +166,13 @@ def calib_ort(a: dict[str, Any]) -> dict[str, Any]:
     method = ORT_METHODS[a["method"]]
     inputs = a.get("inputs")
     try:
-        _ort_calibrate(a["model"], a["data"], inputs, method, a["batch"], a["batch"])
+        _ort_calibrate(a["model"], a["data"], inputs, method, a["batch"], a["batch"], a.get("op_types"))
     except Exception as exc:  # noqa: BLE001 - the peer's own failure on this model is a result
         return {"error": f"ONNX Runtime {method} calibrator failed: {type(exc).__name__}: {_first_line(exc)}"}
     mem = reset_peak()
     t0 = time.perf_counter()
     try:
-        tensors = _ort_calibrate(a["model"], a["data"], inputs, method, a["batch"], None)
+        tensors = _ort_calibrate(a["model"], a["data"], inputs, method, a["batch"], None, a.get("op_types"))
     except Exception as exc:  # noqa: BLE001
         return {"error": f"ONNX Runtime {method} calibrator failed: {type(exc).__name__}: {_first_line(exc)}"}
     seconds = time.perf_counter() - t0

@@ -151,3 +151,22 @@ def test_relu_input_quantized_to_the_relu_range_computes_what_the_fused_pair_doe
     fp32 = ReferenceRunner(conv_float, float_reference=True).run(feeds, ["r1"])["r1"]
     got = ReferenceRunner(conv_float).run(feeds, ["r1"])["r1"]
     np.testing.assert_allclose(got, conv_float.tensors["r1"].quant.fake_quantize(fp32), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("method, options", [("percentile", {}), ("minmax", {}), ("minmax", {"moving_average": 0.5})])
+def test_batches_run_in_slices_give_the_same_statistics(small_cnn_path, small_cnn_data, monkeypatch, method, options):
+    """Batches are run in slices when their activations exceed ``RUN_BYTES``; the statistics do not change
+    (a moving average, which depends on batching, is never sliced)."""
+    from mpcompile.calibration import collect
+
+    graph = importer.load(small_cnn_path)
+    ds = _dataset(graph, small_cnn_data)
+    whole = calibrate_graph(graph, ds, method=method, method_options=options, batch_size=32, progress=False)
+    runs = []
+    real_run = collect._run
+    monkeypatch.setattr(collect, "_run", lambda session, names, feeds, *a: runs.append(len(feeds["input"])) or real_run(session, names, feeds, *a))
+    monkeypatch.setattr(collect, "RUN_BYTES", 1)
+    sliced = calibrate_graph(graph, ds, method=method, method_options=options, batch_size=32, progress=False)
+    assert set(runs) == ({32} if options else {1})
+    for name in whole.observers:
+        assert sliced.range(name, QType.INT8, False) == whole.range(name, QType.INT8, False), name

@@ -37,6 +37,11 @@ def _default_memory_budget() -> int:
 #: Bytes of exposed activations per batch above which observation is split into several passes.
 DEFAULT_MEMORY_BUDGET = _default_memory_budget()
 
+#: Exposed activation bytes per ONNX Runtime run above which batches are run in smaller slices
+#: (batch axis dynamic, statistics independent of batching). Time barely changes (MiniLM, 128
+#: samples, percentile: 32 per run 2.16 s, 8 per run 2.09 s); the activations held at once shrink.
+RUN_BYTES = 64 << 20
+
 
 class CalibrationResult:
     """Observers per tensor: the ``TensorStatistics`` the planner consumes."""
@@ -212,6 +217,12 @@ def _bytes_per_sample(graph: Graph, names: list[str], dims: dict[str, int] | Non
     return total
 
 
+def _batch_axis_dynamic(graph: Graph) -> bool:
+    """Every input takes any number of samples, so a batch can be run in slices."""
+    shapes = [graph.tensors[name].shape for name in graph.inputs]
+    return bool(shapes) and all(shape and not isinstance(shape[0], int) for shape in shapes)
+
+
 def _split(graph: Graph, names: list[str], batch_size: int, budget: int, dims: dict[str, int] | None = None) -> list[list[str]]:
     groups: list[list[str]] = []
     current: list[str] = []
@@ -346,6 +357,8 @@ def _stream(graph: Graph, dataset: Dataset, names: list[str], method: str, optio
     if len(groups) > 1:  # the estimate guessed unknown dims: read one batch to size them, then split again
         first = next(iter(dataset.batches(batch_size, limit=samples)), {})
         groups = _split(graph, names, batch_size, memory_budget, _symbolic_dims(graph, first))
+    # A moving average depends on how the data is batched: only then are batches run whole.
+    sliceable = _batch_axis_dynamic(graph) and not options.get("moving_average")
     total = _total(dataset, samples)
     seen = 0
     with progress_bar(progress, total=total * len(groups), description="calibrating") as bar:
@@ -353,23 +366,40 @@ def _stream(graph: Graph, dataset: Dataset, names: list[str], method: str, optio
             session = make_session(graph, group)
             out_names = [o.name for o in session.get_outputs()]
             seen = 0
-
-            for feeds in dataset.batches(batch_size, limit=samples):
-                n = next(iter(feeds.values())).shape[0] if feeds else 0
-                results = _run(session, out_names, feeds, seen, dataset)
-                value = None
-                for index, name in enumerate(out_names):
-                    value, results[index] = results[index], None  # freed once observed
-                    observer = observers.get(name)
-                    if observer is not None:
-                        _observe(observer, name, np.asarray(value), seen, nan_policy)
-                del value, results
-                seen += n
-                bar.advance(n)
+            run = 1 if sliceable else batch_size  # one sample first, to measure the exposed bytes per sample
+            sized = not sliceable
+            for batch in dataset.batches(batch_size, limit=samples):
+                n = next(iter(batch.values())).shape[0] if batch else 0
+                start = 0
+                while start < n:
+                    m = min(run, n - start)
+                    feeds = batch if m == n else {k: v[start : start + m] for k, v in batch.items()}
+                    exposed = _observe_run(session, out_names, feeds, observers, seen, dataset, nan_policy)
+                    if not sized:
+                        run = max(1, min(batch_size, RUN_BYTES // max(1, exposed // m)))
+                        sized = True
+                    seen += m
+                    start += m
+                    bar.advance(m)
             del session
             if group_index == 0 and seen == 0:
                 raise DataError(f"calibration data {dataset.source} contains no samples")
     return CalibrationResult(method, options, observers, seen)
+
+
+def _observe_run(session, out_names: list[str], feeds: dict, observers: dict[str, Observer], seen: int,  # noqa: ANN001
+                 dataset: Dataset, nan_policy: str) -> int:
+    """One ORT run; each exposed activation goes into its observer and is freed. Returns the bytes exposed."""
+    results = _run(session, out_names, feeds, seen, dataset)
+    exposed = 0
+    for index, name in enumerate(out_names):
+        value, results[index] = np.asarray(results[index]), None  # freed once observed
+        exposed += value.nbytes
+        observer = observers.get(name)
+        if observer is not None:
+            _observe(observer, name, value, seen, nan_policy)
+        del value
+    return exposed
 
 
 def _observe(observer: Observer, name: str, value: np.ndarray, first_sample: int, nan_policy: str) -> None:

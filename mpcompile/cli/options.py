@@ -36,7 +36,11 @@ def data_options(required: bool = False) -> Callable[[F], F]:
             help="Image-folder preprocessing, e.g. 'resize=256,crop=224,mean=0.485:0.456:0.406,std=0.229:0.224:0.225,layout=NCHW'.",
         ),
         click.option("--samples", type=click.IntRange(min=1), default=None, help="Use at most N samples."),
-        click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Samples per inference batch."),
+        click.option(
+            "--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
+            help="Samples read per batch. A batch whose exposed activations exceed 64 MiB runs in slices "
+                 "(same statistics, less memory).",
+        ),
     )
 
 
