@@ -217,6 +217,19 @@ def _bytes_per_sample(graph: Graph, names: list[str], dims: dict[str, int] | Non
     return total
 
 
+def _static_sample_sizes(graph: Graph, names: list[str]) -> bool:
+    """Whether every tensor's size per sample is known without running the model."""
+    return all(
+        graph.tensors[name].shape is not None and all(isinstance(d, int) for d in graph.tensors[name].shape[1:])
+        for name in names
+    )
+
+
+def _run_size(batch_size: int, bytes_per_sample: int) -> int:
+    """Samples per ORT run: the batch, or fewer if their exposed activations would exceed ``RUN_BYTES``."""
+    return max(1, min(batch_size, RUN_BYTES // max(1, bytes_per_sample)))
+
+
 def _batch_axis_dynamic(graph: Graph) -> bool:
     """Every input takes any number of samples, so a batch can be run in slices."""
     shapes = [graph.tensors[name].shape for name in graph.inputs]
@@ -366,8 +379,11 @@ def _stream(graph: Graph, dataset: Dataset, names: list[str], method: str, optio
             session = make_session(graph, group)
             out_names = [o.name for o in session.get_outputs()]
             seen = 0
-            run = 1 if sliceable else batch_size  # one sample first, to measure the exposed bytes per sample
-            sized = not sliceable
+            run, sized = batch_size, not sliceable
+            if sliceable and _static_sample_sizes(graph, group):
+                run = _run_size(batch_size, _bytes_per_sample(graph, group))
+            elif sliceable:
+                run, sized = 1, False  # one sample first, to measure the exposed bytes per sample
             for batch in dataset.batches(batch_size, limit=samples):
                 n = next(iter(batch.values())).shape[0] if batch else 0
                 start = 0
@@ -376,8 +392,7 @@ def _stream(graph: Graph, dataset: Dataset, names: list[str], method: str, optio
                     feeds = batch if m == n else {k: v[start : start + m] for k, v in batch.items()}
                     exposed = _observe_run(session, out_names, feeds, observers, seen, dataset, nan_policy)
                     if not sized:
-                        run = max(1, min(batch_size, RUN_BYTES // max(1, exposed // m)))
-                        sized = True
+                        run, sized = _run_size(batch_size, exposed // m), True
                     seen += m
                     start += m
                     bar.advance(m)

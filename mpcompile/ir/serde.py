@@ -276,6 +276,8 @@ def _fold_constants(model: onnx.ModelProto, source: str) -> onnx.ModelProto:
 
     Quantize/Dequantize nodes are never folded: they carry the numbers of a QDQ model.
     """
+    if not _foldable(model):
+        return model
     import onnx_graphsurgeon as gs
     from onnx_graphsurgeon.logger import G_LOGGER
 
@@ -303,6 +305,20 @@ def _fold_constants(model: onnx.ModelProto, source: str) -> onnx.ModelProto:
     folded.metadata_props.extend(model.metadata_props)
     folded.producer_name = model.producer_name
     return folded
+
+
+def _foldable(model: onnx.ModelProto) -> bool:
+    """Whether folding could change anything: a node computing only from constants, or shape arithmetic."""
+    g = model.graph
+    constant = {init.name for init in g.initializer}
+    for node in g.node:
+        if node.op_type == "Constant":
+            constant.update(node.output)
+        elif node.op_type in ("Shape", "Size") or (
+            node.op_type not in ("QuantizeLinear", "DequantizeLinear") and all(i in constant for i in node.input if i)
+        ):
+            return True
+    return False
 
 
 # ============================================================================ proto -> IR
