@@ -173,3 +173,12 @@ def test_weights_with_only_constant_consumers_still_fold(tmp_path):
     assert imported.inputs == ["x"]
     x = np.ones((2, 64), np.float32)
     np.testing.assert_allclose(_run(serde.onnx_bytes(imported), {"x": x})[0], x @ w.T, rtol=1e-5)
+
+
+def test_nodes_no_output_depends_on_are_dropped(tmp_path):
+    nodes = [helper.make_node("Relu", ["x"], ["y"]), helper.make_node("Sigmoid", ["x"], ["unused"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    path = tmp_path / "dead.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    assert importer.load(path).op_counts() == {"Relu": 1}

@@ -308,7 +308,8 @@ def _fold_constants(model: onnx.ModelProto, source: str) -> onnx.ModelProto:
 
 
 def _foldable(model: onnx.ModelProto) -> bool:
-    """Whether folding could change anything: a node computing only from constants, or shape arithmetic."""
+    """Whether folding and cleanup could change anything: a node computing only from constants,
+    shape arithmetic, or a node no output depends on."""
     g = model.graph
     constant = {init.name for init in g.initializer}
     for node in g.node:
@@ -318,6 +319,11 @@ def _foldable(model: onnx.ModelProto) -> bool:
             node.op_type not in ("QuantizeLinear", "DequantizeLinear") and all(i in constant for i in node.input if i)
         ):
             return True
+    needed = {o.name for o in g.output}
+    for node in reversed(g.node):  # topologically sorted (the checker has made sure)
+        if not needed.intersection(node.output):
+            return True
+        needed.update(node.input)
     return False
 
 
