@@ -218,7 +218,7 @@ def _lift_weights(model: onnx.ModelProto, source: str) -> dict[str, np.ndarray]:
             remaining.append(init)
             continue
         try:
-            lifted[init.name] = numpy_helper.to_array(init).copy()
+            lifted[init.name] = numpy_helper.to_array(init)  # read-only: IR constants are never written in place
         except Exception as exc:
             raise ModelLoadError(
                 f"{source}: initializer {init.name!r} cannot be read ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
