@@ -27,7 +27,7 @@ from mpcompile.ir import serde
 from mpcompile.ir.graph import Graph
 from mpcompile.ir.types import QType
 from mpcompile.planning.config import Override, PlanConfig
-from mpcompile.planning.plan import make_plan
+from mpcompile.planning.plan import make_plan, tensors_next_to_integer_nodes
 
 Model = str | os.PathLike | Graph
 
@@ -177,6 +177,9 @@ def calibrate(
         result = CalibrationResult.load(stats).with_method(method, **(method_options or {}))
     elif needs_stats and (data is not None or precision in ("int8", "int16", "mixed", "auto")):
         dataset = open_data(graph, data, preprocess)
+        # A uniform integer plan annotates only tensors next to integer nodes: observe just those
+        # (MiniLM: GELU's float interior is a quarter of the values). Saved statistics stay complete.
+        needed = tensors_next_to_integer_nodes(graph, config) if precision in ("int8", "int16") and save_stats is None else None
         result = calibrate_graph(
             graph,
             dataset,
@@ -186,6 +189,7 @@ def calibrate(
             samples=samples,
             nan_policy=nan_policy,
             progress=progress,
+            needed=needed,
         )
     if save_stats is not None and result is not None:
         result.save(save_stats)

@@ -170,3 +170,29 @@ def test_batches_run_in_slices_give_the_same_statistics(small_cnn_path, small_cn
     assert set(runs) == ({32} if options else {1})
     for name in whole.observers:
         assert sliced.range(name, QType.INT8, False) == whole.range(name, QType.INT8, False), name
+
+
+def test_integer_plans_observe_only_tensors_next_to_integer_nodes(tmp_path):
+    """Tensors between two float nodes are not observed for a uniform integer plan, and the plan is
+    exactly the one full statistics give."""
+    from mpcompile import pipeline
+
+    rng = np.random.default_rng(0)
+    w1, w2 = rng.standard_normal((8, 16)).astype(np.float32), rng.standard_normal((16, 4)).astype(np.float32)
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["h"]),
+        helper.make_node("Sin", ["h"], ["s"]),
+        helper.make_node("Cos", ["s"], ["c"]),
+        helper.make_node("MatMul", ["c", "w2"], ["y"]),
+    ]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
+                              initializer=[onnx.numpy_helper.from_array(w1, "w1"), onnx.numpy_helper.from_array(w2, "w2")])
+    model = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), model)
+    data = tmp_path / "d.npz"
+    np.savez(data, x=rng.standard_normal((64, 8)).astype(np.float32))
+    pruned = pipeline.calibrate(model, data, method="percentile", progress=False)
+    full = pipeline.calibrate(model, data, method="percentile", progress=False, save_stats=tmp_path / "stats.json")
+    assert "s" in full.stats.observers and "s" not in pruned.stats.observers
+    assert serde.plan_hash(pruned.plan) == serde.plan_hash(full.plan)

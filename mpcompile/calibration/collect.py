@@ -332,8 +332,13 @@ def calibrate_graph(
     tensors: Iterable[str] | None = None,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     progress: bool = True,
+    needed: Iterable[str] | None = None,
 ) -> CalibrationResult:
-    """Observe every float activation of ``graph`` over ``dataset`` and return the statistics."""
+    """Observe every float activation of ``graph`` over ``dataset`` and return the statistics.
+
+    ``needed``: only these tensors' statistics will be asked for (see
+    ``planning.plan.tensors_next_to_integer_nodes``); no other tensor is observed.
+    """
     if nan_policy not in ("error", "ignore"):
         raise DataError(f"--nan-policy must be 'error' or 'ignore', not {nan_policy!r}")
     if batch_size < 1:
@@ -347,6 +352,10 @@ def calibrate_graph(
         aliases = value_preserving_aliases(graph, set(names))
         aliases.update(clamping_aliases(graph, set(names) - set(aliases)))
         names = [n for n in names if n not in aliases]
+        if needed is not None:
+            wanted = {aliases.get(n, n) for n in needed}
+            names = [n for n in names if n in wanted]
+            aliases = {k: v for k, v in aliases.items() if v in wanted}
     make_observer(method, **options)  # validate method and options before any model run
     started = time.perf_counter()
     result = _stream(graph, dataset, names, method, options, batch_size, samples, nan_policy, memory_budget, progress)

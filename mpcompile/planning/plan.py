@@ -43,6 +43,24 @@ def make_plan(graph: Graph, stats: TensorStatistics | None, config: PlanConfig) 
     return plan
 
 
+def tensors_next_to_integer_nodes(graph: Graph, config: PlanConfig) -> set[str]:
+    """Every tensor at a node that may run in integer under ``config``: all a plan can annotate.
+
+    Precisions are assigned without statistics. Statistics can only keep more nodes in float
+    (sentinel values, half-precision overflow), never fewer, so the real plan's integer nodes
+    are among these, and calibration need not observe any other tensor.
+    """
+    plan = graph.copy()
+    assign_precisions(plan, None, config)
+    return {
+        name
+        for node in plan.nodes
+        if node.precision is not None and node.precision.is_integer
+        for name in node.inputs + node.outputs
+        if name
+    }
+
+
 # ============================================================================ node precisions
 def _has_float_io(graph: Graph, node: Node) -> bool:
     names = [n for n in node.inputs + node.outputs if n]
