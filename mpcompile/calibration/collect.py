@@ -2,9 +2,10 @@
 
 ONNX Runtime runs a copy of the model whose graph outputs include the tensors to observe.
 Each batch's values go straight into per-tensor observers and are dropped: nothing per
-sample is kept, so memory does not grow with the number of samples. When exposing every
-tensor at once would need too much memory per batch, the tensors are split into groups
-and the data is streamed once per group.
+sample is kept, so memory does not grow with the number of samples. A batch whose exposed
+activations would exceed ``RUN_BYTES`` runs in slices (the statistics do not depend on
+batching). Only when a single sample's activations exceed the memory budget are the tensors
+split into groups, and the data streamed once per group.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def _default_memory_budget() -> int:
         return 2 << 30
 
 
-#: Bytes of exposed activations per batch above which observation is split into several passes.
+#: Bytes of exposed activations per run above which observation is split into several passes.
 DEFAULT_MEMORY_BUDGET = _default_memory_budget()
 
 #: Exposed activation bytes per ONNX Runtime run above which batches are run in smaller slices
@@ -225,9 +226,9 @@ def _static_sample_sizes(graph: Graph, names: list[str]) -> bool:
     )
 
 
-def _run_size(batch_size: int, bytes_per_sample: int) -> int:
-    """Samples per ORT run: the batch, or fewer if their exposed activations would exceed ``RUN_BYTES``."""
-    return max(1, min(batch_size, RUN_BYTES // max(1, bytes_per_sample)))
+def _run_size(batch_size: int, bytes_per_sample: int, cap: int) -> int:
+    """Samples per ORT run: the batch, or fewer if their exposed activations would exceed ``cap`` bytes."""
+    return max(1, min(batch_size, cap // max(1, bytes_per_sample)))
 
 
 def _batch_axis_dynamic(graph: Graph) -> bool:
@@ -375,12 +376,14 @@ def _stream(graph: Graph, dataset: Dataset, names: list[str], method: str, optio
         histogram = getattr(observer, "histogram", None)
         if histogram is not None:
             histogram.track_min_abs_nonzero = False
-    groups = _split(graph, names, batch_size, memory_budget)
+    # A batch can run in slices (a moving average depends on how the data is batched: not then).
+    sliceable = _batch_axis_dynamic(graph) and not options.get("moving_average")
+    per_run = 1 if sliceable else batch_size  # the fewest samples a run will hold
+    cap = min(RUN_BYTES, memory_budget)
+    groups = _split(graph, names, per_run, memory_budget)
     if len(groups) > 1:  # the estimate guessed unknown dims: read one batch to size them, then split again
         first = next(iter(dataset.batches(batch_size, limit=samples)), {})
-        groups = _split(graph, names, batch_size, memory_budget, _symbolic_dims(graph, first))
-    # A moving average depends on how the data is batched: only then are batches run whole.
-    sliceable = _batch_axis_dynamic(graph) and not options.get("moving_average")
+        groups = _split(graph, names, per_run, memory_budget, _symbolic_dims(graph, first))
     total = _total(dataset, samples)
     seen = 0
     with progress_bar(progress, total=total * len(groups), description="calibrating") as bar:
@@ -390,7 +393,7 @@ def _stream(graph: Graph, dataset: Dataset, names: list[str], method: str, optio
             seen = 0
             run, sized = batch_size, not sliceable
             if sliceable and _static_sample_sizes(graph, group):
-                run = _run_size(batch_size, _bytes_per_sample(graph, group))
+                run = _run_size(batch_size, _bytes_per_sample(graph, group), cap)
             elif sliceable:
                 run, sized = 1, False  # one sample first, to measure the exposed bytes per sample
             for batch in dataset.batches(batch_size, limit=samples):
@@ -401,7 +404,7 @@ def _stream(graph: Graph, dataset: Dataset, names: list[str], method: str, optio
                     feeds = batch if m == n else {k: v[start : start + m] for k, v in batch.items()}
                     exposed = _observe_run(session, out_names, feeds, observers, seen, dataset, nan_policy)
                     if not sized:
-                        run, sized = _run_size(batch_size, exposed // m), True
+                        run, sized = _run_size(batch_size, exposed // m, cap), True
                     seen += m
                     start += m
                     bar.advance(m)
