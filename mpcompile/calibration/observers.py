@@ -500,7 +500,6 @@ def kl_divergences(hist: np.ndarray, quant_bins: int) -> tuple[np.ndarray, np.nd
     return candidates, kl
 
 
-
 _MSE_MAX_BINS = 2048
 
 
