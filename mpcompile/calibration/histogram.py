@@ -238,7 +238,34 @@ class BinnedCounts:
 
 
 # --------------------------------------------------------------------------- the streaming histogram
-class StreamingHistogram:
+class StatsView:
+    """``count``, ``min``, ``max``, ``abs_max`` and ``min_abs_nonzero`` of the object's ``_stats``."""
+
+    _stats: RunningStats
+
+    @property
+    def count(self) -> int:
+        return self._stats.count
+
+    @property
+    def min(self) -> float | None:
+        return self._stats.min
+
+    @property
+    def max(self) -> float | None:
+        return self._stats.max
+
+    @property
+    def abs_max(self) -> float | None:
+        return self._stats.abs_max
+
+    @property
+    def min_abs_nonzero(self) -> float | None:
+        """Smallest non-zero |x| seen (FP16 underflow checks); ``None`` if every value was 0."""
+        return self._stats.min_abs_nonzero
+
+
+class StreamingHistogram(StatsView):
     """Histogram of a stream of batches in O(bins) memory, on a power-of-two grid (see module docs).
 
     Also keeps the exact ``count``, ``min``, ``max``, ``abs_max`` and ``min_abs_nonzero``.
@@ -264,26 +291,6 @@ class StreamingHistogram:
     @property
     def stats(self) -> RunningStats:
         return self._stats
-
-    @property
-    def count(self) -> int:
-        return self._stats.count
-
-    @property
-    def min(self) -> float | None:
-        return self._stats.min
-
-    @property
-    def max(self) -> float | None:
-        return self._stats.max
-
-    @property
-    def abs_max(self) -> float | None:
-        return self._stats.abs_max
-
-    @property
-    def min_abs_nonzero(self) -> float | None:
-        return self._stats.min_abs_nonzero
 
     @property
     def exponent(self) -> int | None:

@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from mpcompile.calibration.histogram import BinnedCounts, RunningStats, StreamingHistogram
+from mpcompile.calibration.histogram import BinnedCounts, RunningStats, StatsView, StreamingHistogram
 from mpcompile.errors import DataError, PlanError
 from mpcompile.ir.types import QType
 
@@ -53,7 +53,7 @@ def quantization_levels(qtype: QTypeLike) -> int:
     return 1 << bits
 
 
-class Observer(abc.ABC):
+class Observer(StatsView, abc.ABC):
     """Collects statistics of one tensor over calibration batches and derives its clip range."""
 
     method: ClassVar[str]
@@ -89,28 +89,6 @@ class Observer(abc.ABC):
     @abc.abstractmethod
     def merge(self, other: Observer) -> None:
         """Add the data another observer of the same kind has seen (parallel calibration)."""
-
-    # ----------------------------------------------------------------- stats
-    @property
-    def count(self) -> int:
-        return self._stats.count
-
-    @property
-    def min(self) -> float | None:
-        return self._stats.min
-
-    @property
-    def max(self) -> float | None:
-        return self._stats.max
-
-    @property
-    def abs_max(self) -> float | None:
-        return self._stats.abs_max
-
-    @property
-    def min_abs_nonzero(self) -> float | None:
-        """Smallest non-zero |x| seen (FP16 underflow checks); ``None`` if every value was 0."""
-        return self._stats.min_abs_nonzero
 
     # ----------------------------------------------------------------- range
     def compute_range(

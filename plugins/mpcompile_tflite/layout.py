@@ -144,6 +144,12 @@ class _Planner:
             return len(self.g.tensors[name].shape or ())
         return len(t.shape)
 
+    def const_values(self, node: Node, index: int) -> list[float] | None:
+        """The values of the node's constant input ``index`` (flattened), or None if it is absent."""
+        if len(node.inputs) > index and node.inputs[index]:
+            return self.src.tensors[node.inputs[index]].value.reshape(-1).tolist()
+        return None
+
     def is_activation(self, name: str) -> bool:
         return bool(name) and not self.src.tensors[name].is_constant
 
@@ -283,6 +289,16 @@ def _keep_onnx_layout(pl: _Planner, node: Node) -> None:
     pl.emit(node, inputs, [TensorLayout(identity(pl.rank(o))) for o in node.outputs if o])
 
 
+def _onnx_layout_if_unflattened(handler: Callable[[_Planner, Node], None]) -> Callable[[_Planner, Node], None]:
+    """An axis-indexed op whose data input still carries an unflattened layout runs in ONNX layout."""
+    def guarded(pl: _Planner, node: Node) -> None:
+        if pl.layouts[node.inputs[0]].unflatten is not None:
+            _keep_onnx_layout(pl, node)
+        else:
+            handler(pl, node)
+    return guarded
+
+
 def _elementwise(pl: _Planner, node: Node) -> None:
     out = node.outputs[0]
     rank = pl.rank(out)
@@ -361,18 +377,16 @@ def _softmax(pl: _Planner, node: Node) -> None:
     pl.emit(node, [pl.ensure(x, perm)], [TensorLayout(perm)], axis=rank - 1)
 
 
+@_onnx_layout_if_unflattened
 def _reduce(pl: _Planner, node: Node) -> None:
     x = node.inputs[0]
     rank = pl.rank(x)
     axes = node.attr("axes")
-    if axes is None and len(node.inputs) > 1 and node.inputs[1]:
-        axes = [int(a) for a in pl.src.tensors[node.inputs[1]].value.reshape(-1)]
+    if axes is None:
+        axes = pl.const_values(node, 1)
     if axes is None or len(axes) == 0:
         axes = list(range(rank))
     axes = sorted(_axis(int(a), rank) for a in axes)
-    if pl.layouts[x].unflatten is not None:
-        _keep_onnx_layout(pl, node)
-        return
     perm = pl.perm(x)
     keep = bool(node.attr("keepdims", 1))
     if keep:
@@ -384,71 +398,52 @@ def _reduce(pl: _Planner, node: Node) -> None:
     pl.emit(node, [x], [TensorLayout(out_perm)], **node_attrs)
 
 
+@_onnx_layout_if_unflattened
 def _transpose(pl: _Planner, node: Node) -> None:
     x = node.inputs[0]
     rank = pl.rank(x)
     t = tuple(int(p) for p in node.attr("perm", list(reversed(range(rank)))))
-    if pl.layouts[x].unflatten is not None:
-        _keep_onnx_layout(pl, node)
-        return
     # Choose the output layout that makes the stored transpose the identity.
     px = pl.perm(x)
     out_perm = tuple(inverse(t)[p] for p in px)
     pl.emit(node, [x], [TensorLayout(out_perm)], perm=list(range(rank)))
 
 
+@_onnx_layout_if_unflattened
 def _split(pl: _Planner, node: Node) -> None:
     x = node.inputs[0]
     rank = pl.rank(x)
-    if pl.layouts[x].unflatten is not None:
-        _keep_onnx_layout(pl, node)
-        return
     perm = pl.perm(x)
     axis = _axis(int(node.attr("axis", 0)), rank)
     sizes = node.attr("split")
-    if sizes is None and len(node.inputs) > 1 and node.inputs[1]:
-        sizes = [int(s) for s in pl.src.tensors[node.inputs[1]].value.reshape(-1)]
+    if sizes is None:
+        sizes = pl.const_values(node, 1)
     if sizes is None:
         sizes = [int(pl.onnx_shape(o)[axis]) for o in node.outputs]
-    pl.emit(node, [x], [TensorLayout(perm) for o in node.outputs if o], axis=perm.index(axis), split=list(sizes))
+    pl.emit(node, [x], [TensorLayout(perm) for o in node.outputs if o], axis=perm.index(axis), split=[int(s) for s in sizes])
 
 
+@_onnx_layout_if_unflattened
 def _slice(pl: _Planner, node: Node) -> None:
     x = node.inputs[0]
     rank = pl.rank(x)
-    if pl.layouts[x].unflatten is not None:
-        _keep_onnx_layout(pl, node)
-        return
     perm = pl.perm(x)
-
-    def const(i: int) -> list[int] | None:
-        if len(node.inputs) > i and node.inputs[i]:
-            return [int(v) for v in pl.src.tensors[node.inputs[i]].value.reshape(-1)]
-        return None
-
-    starts, ends = const(1) or node.attr("starts"), const(2) or node.attr("ends")
-    axes = const(3) or node.attr("axes") or list(range(len(starts)))
-    steps = const(4) or [1] * len(starts)
+    starts, ends = pl.const_values(node, 1) or node.attr("starts"), pl.const_values(node, 2) or node.attr("ends")
+    axes = pl.const_values(node, 3) or node.attr("axes") or list(range(len(starts)))
+    steps = pl.const_values(node, 4) or [1] * len(starts)
     axes = [perm.index(_axis(int(a), rank)) for a in axes]
-    pl.emit(node, [x], [TensorLayout(perm)], starts=list(starts), ends=list(ends), axes=axes, steps=list(steps))
+    pl.emit(node, [x], [TensorLayout(perm)], starts=[int(v) for v in starts], ends=[int(v) for v in ends], axes=axes,
+            steps=[int(v) for v in steps])
 
 
+@_onnx_layout_if_unflattened
 def _pad(pl: _Planner, node: Node) -> None:
     x = node.inputs[0]
     rank = pl.rank(x)
-    if pl.layouts[x].unflatten is not None:
-        _keep_onnx_layout(pl, node)
-        return
     perm = pl.perm(x)
-    pads = node.attr("pads")
-    if len(node.inputs) > 1 and node.inputs[1]:
-        pads = [int(v) for v in pl.src.tensors[node.inputs[1]].value.reshape(-1)]
-    value = float(node.attr("value", 0.0))
-    if len(node.inputs) > 2 and node.inputs[2]:
-        value = float(pl.src.tensors[node.inputs[2]].value.reshape(-1)[0])
-    axes = list(range(rank))
-    if len(node.inputs) > 3 and node.inputs[3]:
-        axes = [_axis(int(a), rank) for a in pl.src.tensors[node.inputs[3]].value.reshape(-1)]
+    pads = pl.const_values(node, 1) or node.attr("pads")
+    value = float((pl.const_values(node, 2) or [node.attr("value", 0.0)])[0])
+    axes = [_axis(int(a), rank) for a in pl.const_values(node, 3) or range(rank)]
     full = [0] * (2 * rank)
     for k, a in enumerate(axes):
         full[a], full[a + rank] = int(pads[k]), int(pads[k + len(axes)])

@@ -716,14 +716,21 @@ def _quant_of(ctx: NodeContext, name: str):  # noqa: ANN202
     return None if spec is None else quant_params(spec)
 
 
+def _has_computed_input(graph: Graph, node: Node, indices: tuple[int, ...]) -> bool:
+    """Whether one of the node's (present) inputs at ``indices`` is computed at run time."""
+    return any(
+        len(node.inputs) > index and node.inputs[index] and not graph.tensors[node.inputs[index]].is_constant
+        for index in indices
+    )
+
+
 def _pad_check(graph: Graph, node: Node, integer: bool) -> str | None:
     mode = node.attr("mode", "constant")
     mode = mode.decode() if isinstance(mode, bytes) else mode
     if mode not in ("constant", "reflect"):
         return f"Pad {node.name!r}: mode {mode!r} has no TFLite operator"
-    for index in (1, 2, 3):
-        if len(node.inputs) > index and node.inputs[index] and not graph.tensors[node.inputs[index]].is_constant:
-            return f"Pad {node.name!r}: TFLite needs constant pads"
+    if _has_computed_input(graph, node, (1, 2, 3)):
+        return f"Pad {node.name!r}: TFLite needs constant pads"
     return None
 
 
@@ -760,9 +767,8 @@ def split(ctx: NodeContext, node: Node) -> None:
 
 
 def _slice_check(graph: Graph, node: Node, integer: bool) -> str | None:
-    for index in (1, 2, 3, 4):
-        if len(node.inputs) > index and node.inputs[index] and not graph.tensors[node.inputs[index]].is_constant:
-            return f"Slice {node.name!r}: TFLite needs constant starts/ends/axes/steps"
+    if _has_computed_input(graph, node, (1, 2, 3, 4)):
+        return f"Slice {node.name!r}: TFLite needs constant starts/ends/axes/steps"
     return None
 
 
