@@ -20,7 +20,7 @@ from mpcompile import __version__
 from mpcompile.backends.base import Artifact, Backend, Deviation
 from mpcompile.backends.registry import resolve_backends
 from mpcompile.calibration.collect import CalibrationResult, calibrate_graph
-from mpcompile.calibration.data import Dataset, InputSpec, open_dataset
+from mpcompile.data import Dataset, InputSpec, open_dataset
 from mpcompile.errors import DataError, MpcompileError, PlanError, UnsupportedOperatorError
 from mpcompile.importer import load
 from mpcompile.ir import serde

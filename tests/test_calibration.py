@@ -8,7 +8,7 @@ from onnx import TensorProto, helper
 
 from mpcompile import importer
 from mpcompile.calibration.collect import CalibrationResult, calibrate_graph, observed_tensors
-from mpcompile.calibration.data import InputSpec, open_dataset
+from mpcompile.data import InputSpec, open_dataset
 from mpcompile.errors import DataError
 from mpcompile.ir import serde
 from mpcompile.ir.types import QType

@@ -1,4 +1,4 @@
-"""Tests of the calibration/evaluation data loaders (mpcompile.calibration.data)."""
+"""Tests of the calibration/evaluation data loaders (mpcompile.data)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mpcompile.calibration.data import (
+from mpcompile.data import (
     ArrayDirectoryDataset,
     CallableDataset,
     ImageFolderDataset,

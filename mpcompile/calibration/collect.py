@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from mpcompile.calibration.data import Dataset
 from mpcompile.calibration.observers import MinMaxObserver, Observer, make_observer
+from mpcompile.data import Dataset
 from mpcompile.errors import DataError, MpcompileError, PlanError
 from mpcompile.ir import serde
 from mpcompile.ir.graph import Graph

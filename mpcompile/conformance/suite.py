@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 
 from mpcompile.backends.base import Runner
-from mpcompile.calibration.data import Dataset
 from mpcompile.conformance.metrics import Accumulator
 from mpcompile.conformance.reference import ReferenceRunner
+from mpcompile.data import Dataset
 from mpcompile.errors import MpcompileError
 from mpcompile.ir import serde
 from mpcompile.ir.graph import Graph

@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from mpcompile.calibration.data import Dataset
 from mpcompile.conformance.reference import ReferenceRunner
+from mpcompile.data import Dataset
 from mpcompile.errors import PlanError
 from mpcompile.ir.graph import Graph
 from mpcompile.ir.types import Precision

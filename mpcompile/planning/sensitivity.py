@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from mpcompile.calibration.collect import make_session, observed_tensors
-from mpcompile.calibration.data import Dataset
+from mpcompile.data import Dataset
 from mpcompile.ir.graph import Graph, Node, Tensor
 
 
