@@ -55,7 +55,7 @@ def lower(*args: Any, **kwargs: Any):  # noqa: ANN201
 
 
 def conform(*args: Any, **kwargs: Any):  # noqa: ANN201
-    """See ``mpcompile.conformance.suite.conform``."""
-    from mpcompile.conformance.suite import conform as _conform
+    """See ``mpcompile.pipeline.conform``."""
+    from mpcompile.pipeline import conform as _conform
 
     return _conform(*args, **kwargs)

@@ -1,29 +1,73 @@
-"""ONNX Runtime sessions on IR graphs, created without serializing the weights.
+"""ONNX Runtime sessions: the one place mpcompile creates them.
 
-Calibration, the fake-quant reference and the ONNX runner all run IR graphs in ONNX
-Runtime. Serializing a model into a protobuf copies every weight twice more (into the
-message, into the bytes) and ORT parses them back; handing ORT the large initializers as
-numpy-backed ``OrtValue``s skips both copies.
+Calibration, the fake-quant reference, sensitivity and the ONNX runner all run graphs in
+ONNX Runtime (CPU provider). IR graphs are handed over without serializing the weights:
+a protobuf would copy every weight twice more (into the message, into the bytes) and ORT
+would parse them back, so the large initializers go in as numpy-backed ``OrtValue``s.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable
 from typing import Any
 
+from mpcompile.errors import MpcompileError
 from mpcompile.ir import serde
 from mpcompile.ir.graph import Graph
 
+PROVIDERS = ["CPUExecutionProvider"]
 
-def inference_session(graph: Graph, options: Any = None) -> Any:
-    """An ``onnxruntime.InferenceSession`` (CPU) running ``graph``. ORT's own errors propagate."""
+
+def session_options(*, optimize: bool = True, threads: int | None = None) -> Any:
+    """``SessionOptions`` with ORT's own graph optimizations on (production) or off (exact numbers)."""
     import onnxruntime as ort
 
-    options = options if options is not None else ort.SessionOptions()
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.graph_optimization_level = (
+        ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    )
+    if threads:
+        options.intra_op_num_threads = threads
+    return options
+
+
+def inference_session(graph: Graph, options: Any = None) -> Any:
+    """An ``onnxruntime.InferenceSession`` running ``graph``. ORT's own errors propagate."""
+    import onnxruntime as ort
+
+    options = options if options is not None else session_options()
     payload, weights = serde.onnx_bytes_and_weights(graph)
     values = [ort.OrtValue.ortvalue_from_numpy(array) for array in weights.values()]
     if values:
         options.add_external_initializers(list(weights), values)
-    session = ort.InferenceSession(payload, options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(payload, options, providers=PROVIDERS)
     # ORT reads the initializers in place: they must live as long as the session does.
     session._mpcompile_weights = (weights, values)
     return session
+
+
+def file_session(path: str | os.PathLike, options: Any = None) -> Any:
+    """A session on a model file as written (the artifact itself, not a re-serialization)."""
+    import onnxruntime as ort
+
+    return ort.InferenceSession(str(path), options if options is not None else session_options(), providers=PROVIDERS)
+
+
+def exposing(graph: Graph, outputs: Iterable[str]) -> Graph:
+    """A copy of ``graph`` whose outputs also include ``outputs`` (any tensor names)."""
+    exposed = graph.copy()
+    extra = [o for o in dict.fromkeys(outputs) if o not in exposed.outputs]
+    exposed.outputs = list(exposed.outputs) + extra
+    for name in extra:
+        exposed.tensors[name].shape = None  # let ORT infer; a stale inferred shape must not make it reject the output
+    return exposed
+
+
+def make_session(graph: Graph, outputs: Iterable[str] = (), *, optimize: bool = True, threads: int | None = None) -> Any:
+    """A session on ``graph`` exposing ``outputs`` too; ORT's refusal becomes a user error naming the model."""
+    try:
+        return inference_session(exposing(graph, outputs), session_options(optimize=optimize, threads=threads))
+    except Exception as exc:
+        raise MpcompileError(f"ONNX Runtime cannot run model {graph.name!r}: {str(exc).splitlines()[0]}") from None

@@ -1,38 +1,55 @@
-"""The compiler's steps as a Python API: import → calibrate → plan → legalize → lower (→ conform).
+"""The only orchestrator: import → calibrate → plan → legalize → lower → conform.
 
-The CLI commands are thin layers over these functions.
+The CLI commands and the Python API (``mpcompile.compile`` …) are thin layers over these
+functions. Every backend of a run is a ``Target`` (a backend and its validated options) and
+is lowered on its own: one that cannot take the model is reported with its reason and the
+others are still written, conformed and listed in the manifest.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
-import shutil
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from mpcompile import __version__
-from mpcompile.backends.base import Artifact, Backend, Deviation
-from mpcompile.backends.registry import resolve_backends
+from mpcompile.backends.base import Artifact
+from mpcompile.backends.capabilities import Deviation
+from mpcompile.backends.options import BackendOptions
+from mpcompile.backends.registry import Skipped, resolve_targets
+from mpcompile.backends.targets import LowerResult, Target, lower_target, unsupported_ops
 from mpcompile.calibration.collect import CalibrationResult, calibrate_graph
-from mpcompile.data import Dataset, InputSpec, open_dataset
+from mpcompile.conformance import ConformanceReport, Tolerances, check_artifacts
+from mpcompile.data import open_data
 from mpcompile.errors import DataError, MpcompileError, PlanError, UnsupportedOperatorError
 from mpcompile.importer import load
 from mpcompile.ir import serde
 from mpcompile.ir.graph import Graph
 from mpcompile.ir.types import QType
+from mpcompile.outputs import staging_dir
 from mpcompile.planning.config import Override, PlanConfig
 from mpcompile.planning.plan import make_plan, tensors_next_to_integer_nodes
 
 Model = str | os.PathLike | Graph
+BackendOptionValues = Mapping[str, Mapping[str, Any] | BackendOptions]
+
+#: Exit codes of ``compile``/``lower``/``conform`` (the CLI's, documented in ``--help`` and the README).
+EXIT_OK = 0  # every requested backend produced an artifact (that conforms, when conformance ran)
+EXIT_NONCONFORMING = 1  # every artifact was written, and at least one is out of tolerance
+EXIT_USAGE = 2  # bad input: nothing was written
+EXIT_BACKEND_FAILED = 3  # at least one backend produced no artifact (the others were written)
+
+__all__ = [
+    "CalibrateResult", "CalibrationOptions", "CompileResult", "LowerResult", "calibrate", "compile", "conform", "lower",
+]
 
 
-# ============================================================================ helpers
+# ============================================================================ inputs
 def as_graph(model: Model, input_shapes: dict[str, tuple[int, ...]] | None = None) -> Graph:
     if isinstance(model, Graph):
         if input_shapes:
@@ -41,64 +58,69 @@ def as_graph(model: Model, input_shapes: dict[str, tuple[int, ...]] | None = Non
     return load(model, input_shapes)
 
 
-def model_inputs(graph: Graph) -> list[InputSpec]:
-    specs = []
-    for name in graph.inputs:
-        t = graph.tensor(name)
-        specs.append(InputSpec(name, tuple(t.shape) if t.shape is not None else (), t.dtype or "float32"))
-    return specs
-
-
-def open_data(graph: Graph, data: Any, preprocess: Any = None) -> Dataset:
-    if data is None:
-        raise DataError(f"model {graph.name!r} needs calibration data for an integer plan: pass --data (an .npz keyed by input names)")
-    if isinstance(data, Dataset):
-        return data
-    return open_dataset(data, model_inputs(graph), preprocess=preprocess)
-
-
-@contextlib.contextmanager
-def staging_dir(out_dir: str | os.PathLike) -> Iterator[Path]:
-    """Build outputs in a temporary sibling folder, then move them into ``out_dir`` only on success."""
-    out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if not out.exists():
-        os.replace(tmp, out)
-        return
-    for item in tmp.iterdir():
-        target = out / item.name
-        if target.is_dir() and not target.is_symlink():
-            shutil.rmtree(target)
-        os.replace(item, target)
-    shutil.rmtree(tmp, ignore_errors=True)
-
-
-def check_supported(plan: Graph, backends: Sequence[Backend]) -> None:
-    """Refuse early when a chosen backend cannot run some operator at all, not even in FP32."""
-    for backend in backends:
-        table = backend.supported_ops()
-        if table is None:
-            continue
-        missing = sorted({(n.op_type, n.name) for n in plan.nodes if n.op_type not in table})
-        if missing:
-            listing = ", ".join(f"{op} (node {name})" for op, name in missing[:6])
-            dynamic = {"Shape", "ConstantOfShape", "Range", "Size", "NonZero"} & {op for op, _ in missing}
-            hint = (
-                "; the model computes shapes at run time: freeze its inputs with --input-shape NAME=DIMS"
-                if dynamic else "; choose another backend with --backend"
-            )
-            raise UnsupportedOperatorError(
-                f"backend {backend.name!r} cannot run {len(missing)} node(s) of model {plan.name!r}: {listing}{hint}"
-            )
+def default_data(model: str | os.PathLike, kind: str) -> Path | None:
+    """``<model stem>.calib.npz`` / ``<model stem>.eval.npz`` next to the model, if present."""
+    path = Path(model)
+    candidate = path.with_name(f"{path.stem}.{kind}.npz")
+    return candidate if candidate.is_file() else None
 
 
 # ============================================================================ calibrate
+@dataclasses.dataclass(frozen=True)
+class CalibrationOptions:
+    """How a plan is made: the policy, the calibration method and the data handling.
+
+    The one list of these options: ``calibrate``, ``compile`` and ``conform`` take them as
+    keywords (``method="entropy"``) or as one object (``options=CalibrationOptions(...)``).
+    """
+
+    precision: str = "int8"
+    method: str = "minmax"
+    method_options: Mapping[str, Any] | None = None
+    activation_type: str = "int8"
+    symmetric: bool = False
+    per_channel: bool = True
+    weight_method: str = "minmax"
+    keep: Sequence[str] = ()
+    overrides: str | os.PathLike | None = None
+    batch_size: int = 32
+    samples: int | None = None
+    nan_policy: str = "error"
+    preprocess: Any = None
+    stats: str | os.PathLike | CalibrationResult | None = None
+    save_stats: str | os.PathLike | None = None
+    metric: str = "top1"
+    max_accuracy_drop: float = 0.01
+    metric_fn: str | None = None
+
+    @classmethod
+    def build(cls, options: CalibrationOptions | None, keywords: Mapping[str, Any]) -> CalibrationOptions:
+        """``options`` with ``keywords`` applied; an unknown keyword names the valid ones."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(keywords) - fields)
+        if unknown:
+            raise MpcompileError(
+                f"unknown option(s) {', '.join(map(repr, unknown))}; calibration options are {', '.join(sorted(fields))} "
+                f"(backend options go in backend_options={{'BACKEND': {{...}}}})"
+            )
+        return dataclasses.replace(options or cls(), **keywords)
+
+    def plan_config(self) -> PlanConfig:
+        return PlanConfig(
+            precision=self.precision,
+            activation_type=QType(self.activation_type) if self.precision != "int16" else QType.INT16,
+            symmetric_activations=self.symmetric,
+            per_channel=self.per_channel,
+            weight_method=self.weight_method,
+            overrides=tuple(Override.parse(k) for k in self.keep),
+        )
+
+    def summary(self) -> dict[str, Any]:
+        """The options as the manifest records them (no data objects)."""
+        skip = {"preprocess", "stats", "save_stats"}
+        return {k: (str(v) if isinstance(v, os.PathLike) else v) for k, v in dataclasses.asdict(self).items() if k not in skip}
+
+
 @dataclasses.dataclass
 class CalibrateResult:
     plan: Graph
@@ -107,104 +129,74 @@ class CalibrateResult:
     auto: Any = None  # planning.auto.AutoPlanResult for --precision auto
 
 
-def plan_config(
-    precision: str = "int8",
-    activation_type: str | QType = "int8",
-    symmetric: bool = False,
-    per_channel: bool = True,
-    weight_method: str = "minmax",
-    keep: Sequence[str] = (),
-) -> PlanConfig:
-    return PlanConfig(
-        precision=precision,
-        activation_type=QType(activation_type) if precision != "int16" else QType.INT16,
-        symmetric_activations=symmetric,
-        per_channel=per_channel,
-        weight_method=weight_method,
-        overrides=tuple(Override.parse(k) for k in keep),
-    )
-
-
 def calibrate(
     model: Model,
     data: Any = None,
     *,
-    method: str = "minmax",
-    method_options: dict[str, Any] | None = None,
-    precision: str = "int8",
-    activation_type: str = "int8",
-    symmetric: bool = False,
-    per_channel: bool = True,
-    weight_method: str = "minmax",
-    keep: Sequence[str] = (),
-    batch_size: int = 32,
-    samples: int | None = None,
-    nan_policy: str = "error",
-    stats: str | os.PathLike | CalibrationResult | None = None,
-    save_stats: str | os.PathLike | None = None,
-    preprocess: Any = None,
-    progress: bool = True,
     eval_data: Any = None,
-    metric: str = "top1",
-    max_accuracy_drop: float = 0.01,
-    metric_fn: str | None = None,
     input_shapes: dict[str, tuple[int, ...]] | None = None,
-    overrides: str | os.PathLike | None = None,
+    progress: bool = True,
+    options: CalibrationOptions | None = None,
+    **keywords: Any,
 ) -> CalibrateResult:
     """Calibrate ``model`` on ``data`` and return the plan (see ``mpcompile calibrate --help``).
 
-    ``precision="auto"`` searches the plan with the most INT8 layers whose ``metric`` on
-    ``eval_data`` (default: the calibration data) drops at most ``max_accuracy_drop``.
-    ``input_shapes`` freezes dynamic input dimensions at import (shape subgraphs fold away).
+    Keywords are ``CalibrationOptions`` fields. ``precision="auto"`` searches the plan with
+    the most INT8 layers whose ``metric`` on ``eval_data`` (default: the calibration data)
+    drops at most ``max_accuracy_drop``. ``input_shapes`` freezes dynamic input dimensions at
+    import (shape subgraphs fold away).
     """
+    opts = CalibrationOptions.build(options, keywords)
     graph = as_graph(model, input_shapes)
-    config = plan_config(precision, activation_type, symmetric, per_channel, weight_method, keep)
+    config = opts.plan_config()
     pins: dict[str, Any] = {}
-    if overrides is not None:
+    if opts.overrides is not None:
         from mpcompile.planning.overrides import precision_overrides, read_overrides
 
-        pins = read_overrides(overrides)
+        pins = read_overrides(opts.overrides)
         config = dataclasses.replace(config, overrides=config.overrides + precision_overrides(pins))
-    if graph.metadata.get("mpcompile.policy") == "qdq-import" and precision == "int8" and data is None and stats is None:
+    if graph.metadata.get("mpcompile.policy") == "qdq-import" and opts.precision == "int8" and data is None and opts.stats is None:
         # A QDQ model (QAT, another quantizer) already is a plan: keep its numbers exactly.
         return CalibrateResult(graph, None, config)
-    needs_stats = precision in ("int8", "int16", "mixed", "auto") or any(o.precision.is_integer for o in config.overrides)
-    needs_stats = needs_stats or precision in ("fp16", "bf16")  # range checks for half precision
+    integer_policy = opts.precision in ("int8", "int16", "mixed", "auto")
+    needs_stats = integer_policy or opts.precision in ("fp16", "bf16") or any(o.precision.is_integer for o in config.overrides)
+    method_options = dict(opts.method_options or {})
     result: CalibrationResult | None = None
-    if isinstance(stats, CalibrationResult):
-        result = stats.with_method(method, **(method_options or {}))
-    elif stats is not None:
-        result = CalibrationResult.load(stats).with_method(method, **(method_options or {}))
-    elif needs_stats and (data is not None or precision in ("int8", "int16", "mixed", "auto")):
-        dataset = open_data(graph, data, preprocess)
+    if isinstance(opts.stats, CalibrationResult):
+        result = opts.stats.with_method(opts.method, **method_options)
+    elif opts.stats is not None:
+        result = CalibrationResult.load(opts.stats).with_method(opts.method, **method_options)
+    elif needs_stats and (data is not None or integer_policy):
+        dataset = open_data(graph, data, opts.preprocess)
         # A uniform integer plan annotates only tensors next to integer nodes: observe just those
         # (MiniLM: GELU's float interior is a quarter of the values). Saved statistics stay complete.
-        needed = tensors_next_to_integer_nodes(graph, config) if precision in ("int8", "int16") and save_stats is None else None
+        uniform = opts.precision in ("int8", "int16") and opts.save_stats is None
         result = calibrate_graph(
             graph,
             dataset,
-            method=method,
+            method=opts.method,
             method_options=method_options,
-            batch_size=batch_size,
-            samples=samples,
-            nan_policy=nan_policy,
+            batch_size=opts.batch_size,
+            samples=opts.samples,
+            nan_policy=opts.nan_policy,
             progress=progress,
-            needed=needed,
+            needed=tensors_next_to_integer_nodes(graph, config) if uniform else None,
         )
-    if save_stats is not None and result is not None:
-        result.save(save_stats)
-    if precision == "auto":
+    if opts.save_stats is not None and result is not None:
+        result.save(opts.save_stats)
+    if opts.precision == "auto":
         from mpcompile.planning.auto import auto_plan
 
         if result is None:
             raise DataError(f"--precision auto on model {graph.name!r} needs calibration data (--data) or --stats")
-        evaluation = open_data(graph, eval_data if eval_data is not None else data, preprocess)
-        auto = auto_plan(graph, result, config, evaluation, metric=metric, max_drop=max_accuracy_drop,
-                         metric_fn=metric_fn, samples=samples or 256, batch_size=batch_size, progress=progress)
-        _pin(auto.plan, pins, overrides)
+        evaluation = open_data(graph, eval_data if eval_data is not None else data, opts.preprocess)
+        auto = auto_plan(graph, result, config, evaluation, metric=opts.metric, max_drop=opts.max_accuracy_drop,
+                         metric_fn=opts.metric_fn, samples=opts.samples or 256, batch_size=opts.batch_size,
+                         progress=progress)
+        _pin(auto.plan, pins, opts.overrides)
         return CalibrateResult(auto.plan, result, config, auto)
     plan = make_plan(graph, result, config)
-    _pin(plan, pins, overrides)
+    _pin(plan, pins, opts.overrides)
     return CalibrateResult(plan, result, config)
 
 
@@ -216,23 +208,36 @@ def _pin(plan: Graph, pins: dict[str, Any], source: Any) -> None:
 
 
 # ============================================================================ lower
-@dataclasses.dataclass
-class LowerResult:
-    backend: str
-    artifact: Artifact
-    plan: Graph  # the legalized plan the artifact implements
-    deviations: list[Deviation]
-    seconds: float
+def _stem(graph: Graph) -> str:
+    source = graph.metadata.get("source")
+    return Path(source).stem if source else (graph.name or "model")
 
 
-def lower_one(backend: Backend, plan: Graph, out_dir: Path, stem: str = "model", **options: Any) -> LowerResult:
-    started = time.perf_counter()
-    legal, deviations = backend.legalize(plan)
-    backend_dir = out_dir / backend.name
-    backend_dir.mkdir(parents=True, exist_ok=True)
-    artifact = backend.lower(legal, backend_dir, stem=stem, **options)
-    artifact.deviations = list(deviations) + [d for d in artifact.deviations if d not in deviations]
-    return LowerResult(backend.name, artifact, legal, artifact.deviations, time.perf_counter() - started)
+def _refuse_if_none_can_run(graph: Graph, targets: Sequence[Target]) -> None:
+    """Before any calibration: when no requested backend can run the model at all, say why now."""
+    refusals = [unsupported_ops(graph, t.backend) for t in targets]
+    if refusals and all(refusals):
+        raise UnsupportedOperatorError("; ".join(r for r in refusals if r))
+
+
+def _lower_all(targets: Sequence[Target], plan: Graph, out_dir: Path, stem: str) -> dict[str, LowerResult]:
+    return {t.name: lower_target(t, plan, out_dir, stem) for t in targets}
+
+
+def _relocate(results: Mapping[str, LowerResult], tmp: Path, out: Path) -> None:
+    """Point artifacts at their final location after the staging folder moved."""
+    for r in results.values():
+        if r.artifact is not None:
+            r.artifact.path = out / r.artifact.path.relative_to(tmp)
+            r.artifact.files = [out / f.relative_to(tmp) for f in r.artifact.files]
+
+
+def exit_code(results: Mapping[str, LowerResult], report: ConformanceReport | None) -> int:
+    if any(not r.ok for r in results.values()):
+        return EXIT_BACKEND_FAILED
+    if report is not None and not report.passed:
+        return EXIT_NONCONFORMING
+    return EXIT_OK
 
 
 def lower(
@@ -241,42 +246,28 @@ def lower(
     out_dir: str | os.PathLike = "mpcompile-out",
     *,
     stem: str | None = None,
-    **options: Any,
+    backend_options: BackendOptionValues | None = None,
 ) -> dict[str, LowerResult]:
     """Legalize and lower a plan for each backend into ``out_dir`` (with ``manifest.json``).
 
-    ``options`` go to every backend's ``lower`` (e.g. ``onnx_only=True`` for TensorRT).
+    ``backend_options`` maps a backend name to its options (``{"tflite": {"io": "int8"}}``);
+    an unknown key or a wrong type raises ``BackendOptionError`` before anything is written.
+    A backend that cannot lower the plan has ``error`` set on its result; the others are written.
     """
-    options = {k: v for k, v in options.items() if v}
+    targets, _ = resolve_targets(list(backends) if backends else None, backend_options)
     graph = as_graph(plan)
     if not graph.is_annotated:
         raise PlanError(f"{plan}: not a plan; run `mpcompile calibrate` first (or use `mpcompile compile`)")
-    chosen = resolve_backends(list(backends) if backends else None, **options)
-    check_supported(graph, chosen)
-    results: dict[str, LowerResult] = {}
+    _refuse_if_none_can_run(graph, targets)
     with staging_dir(out_dir) as tmp:
-        for backend in chosen:
-            result = lower_one(backend, graph, tmp, stem or _stem(graph), **options)
-            results[backend.name] = result
+        results = _lower_all(targets, graph, tmp, stem or _stem(graph))
         _write_manifest(tmp, graph, results, model_path=None, extra={})
-    return _relocate(results, tmp, Path(out_dir))
-
-
-def _stem(graph: Graph) -> str:
-    source = graph.metadata.get("source")
-    return Path(source).stem if source else (graph.name or "model")
-
-
-def _relocate(results: dict[str, LowerResult], tmp: Path, out: Path) -> dict[str, LowerResult]:
-    """Point artifacts at their final location after the staging folder moved."""
-    for r in results.values():
-        r.artifact.path = out / r.artifact.path.relative_to(tmp)
-        r.artifact.files = [out / f.relative_to(tmp) for f in r.artifact.files]
+    _relocate(results, tmp, Path(out_dir))
     return results
 
 
 def _write_manifest(
-    out: Path, plan: Graph, results: dict[str, LowerResult], model_path: str | None, extra: dict[str, Any]
+    out: Path, plan: Graph, results: Mapping[str, LowerResult], model_path: str | None, extra: dict[str, Any]
 ) -> Path:
     def rel(p: Path) -> str:
         try:
@@ -300,7 +291,9 @@ def _write_manifest(
                 "lower_seconds": round(r.seconds, 4),
             }
             for name, r in results.items()
+            if r.artifact is not None
         },
+        "failed": {name: r.error for name, r in results.items() if not r.ok},
         **extra,
     }
     path = out / "manifest.json"
@@ -314,13 +307,30 @@ class CompileResult:
     out_dir: Path
     plan: Graph
     plan_path: Path
-    artifacts: dict[str, Artifact]
-    deviations: dict[str, list[Deviation]]
+    results: dict[str, LowerResult]
     manifest_path: Path
     timings: dict[str, float]
-    conformance: Any = None  # ConformanceReport when requested
+    skipped: list[Skipped] = dataclasses.field(default_factory=list)
+    conformance: ConformanceReport | None = None
     stats: CalibrationResult | None = None
     auto: Any = None  # AutoPlanResult for precision="auto"
+
+    @property
+    def artifacts(self) -> dict[str, Artifact]:
+        return {k: r.artifact for k, r in self.results.items() if r.artifact is not None}
+
+    @property
+    def deviations(self) -> dict[str, list[Deviation]]:
+        return {k: r.deviations for k, r in self.results.items() if r.ok}
+
+    @property
+    def failures(self) -> dict[str, str]:
+        """Backends that produced no artifact, and why."""
+        return {k: r.error for k, r in self.results.items() if r.error is not None}
+
+    @property
+    def exit_code(self) -> int:
+        return exit_code(self.results, self.conformance)
 
     @property
     def manifest(self) -> dict[str, Any]:
@@ -333,63 +343,30 @@ def compile(  # noqa: A001 - the natural name for a compiler's entry point
     backends: Sequence[str] | None = None,
     out_dir: str | os.PathLike = "mpcompile-out",
     *,
-    precision: str = "int8",
-    method: str = "minmax",
-    method_options: dict[str, Any] | None = None,
-    activation_type: str = "int8",
-    symmetric: bool = False,
-    per_channel: bool = True,
-    weight_method: str = "minmax",
-    keep: Sequence[str] = (),
-    batch_size: int = 32,
-    samples: int | None = None,
-    nan_policy: str = "error",
-    preprocess: Any = None,
     conform: bool = False,
     eval_data: Any = None,
-    progress: bool = True,
-    metric: str = "top1",
-    max_accuracy_drop: float = 0.01,
-    metric_fn: str | None = None,
+    backend_options: BackendOptionValues | None = None,
     input_shapes: dict[str, tuple[int, ...]] | None = None,
-    overrides: str | os.PathLike | None = None,
-    **lower_options: Any,
+    progress: bool = True,
+    options: CalibrationOptions | None = None,
+    **keywords: Any,
 ) -> CompileResult:
     """Import → calibrate → plan → legalize → lower for each backend; optionally run conformance.
 
-    Writes ``out_dir/plan.onnx``, one folder per backend with its artifact, and
-    ``out_dir/manifest.json``. Nothing is left behind if any step fails.
+    Keywords are ``CalibrationOptions`` fields; ``backend_options`` maps a backend name to its
+    options. Writes ``out_dir/plan.onnx``, one folder per backend that lowered, and
+    ``out_dir/manifest.json`` (``failed`` lists the backends that could not, with the reason).
+    Nothing is written if calibration or the inputs fail. ``result.exit_code`` is the CLI's.
     """
+    opts = CalibrationOptions.build(options, keywords)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    lower_options = {k: v for k, v in lower_options.items() if v}
-    chosen = resolve_backends(list(backends) if backends else None, **lower_options)
+    targets, skipped = resolve_targets(list(backends) if backends else None, backend_options)
     graph = as_graph(model, input_shapes)
     timings["import"] = time.perf_counter() - t0
-    check_supported(graph, chosen)
+    _refuse_if_none_can_run(graph, targets)
     t1 = time.perf_counter()
-    calibrated = calibrate(
-        graph,
-        data,
-        method=method,
-        method_options=method_options,
-        precision=precision,
-        activation_type=activation_type,
-        symmetric=symmetric,
-        per_channel=per_channel,
-        weight_method=weight_method,
-        keep=keep,
-        batch_size=batch_size,
-        samples=samples,
-        nan_policy=nan_policy,
-        preprocess=preprocess,
-        progress=progress,
-        eval_data=eval_data,
-        metric=metric,
-        max_accuracy_drop=max_accuracy_drop,
-        metric_fn=metric_fn,
-        overrides=overrides,
-    )
+    calibrated = calibrate(graph, data, eval_data=eval_data, progress=progress, options=opts)
     timings["calibrate"] = time.perf_counter() - t1
     plan = calibrated.plan
     plan.metadata.setdefault("source", str(model))
@@ -397,16 +374,20 @@ def compile(  # noqa: A001 - the natural name for a compiler's entry point
     report = None
     with staging_dir(out) as tmp:
         plan_path = serde.save_plan(plan, tmp / "plan.onnx")
-        results: dict[str, LowerResult] = {}
-        for backend in chosen:
-            results[backend.name] = lower_one(backend, plan, tmp, _stem(graph), **lower_options)
-            timings[f"lower:{backend.name}"] = results[backend.name].seconds
+        results = _lower_all(targets, plan, tmp, _stem(graph))
+        for name, r in results.items():
+            timings[f"lower:{name}"] = r.seconds
         extra: dict[str, Any] = {
             "plan": "plan.onnx",
-            "policy": dataclasses.asdict(calibrated.config) | {"overrides": [f"{o.pattern}={o.precision.value}" for o in calibrated.config.overrides], "activation_type": calibrated.config.activation_type.value},
-            "calibration": None
-            if calibrated.stats is None
-            else {"method": calibrated.stats.method, "options": calibrated.stats.options, "samples": calibrated.stats.samples, "seconds": round(calibrated.stats.seconds, 4)},
+            "policy": dataclasses.asdict(calibrated.config) | {
+                "overrides": [f"{o.pattern}={o.precision.value}" for o in calibrated.config.overrides],
+                "activation_type": calibrated.config.activation_type.value,
+            },
+            "calibration": None if calibrated.stats is None else {
+                "method": calibrated.stats.method, "options": calibrated.stats.options,
+                "samples": calibrated.stats.samples, "seconds": round(calibrated.stats.seconds, 4),
+            },
+            "skipped": {s.name: s.reason for s in skipped},
         }
         if calibrated.auto is not None:
             extra["auto"] = {
@@ -415,14 +396,12 @@ def compile(  # noqa: A001 - the natural name for a compiler's entry point
                 "chosen": calibrated.auto.chosen.to_dict(),
                 "pareto": [row.to_dict() for row in calibrated.auto.rows],
             }
-        if conform:
-            from mpcompile.conformance.suite import conform_results
-
+        if conform and any(r.ok for r in results.values()):
             t2 = time.perf_counter()
             check_data = eval_data if eval_data is not None else data
-            report = conform_results(
-                plan, results, open_data(graph, check_data, preprocess), samples=samples, batch_size=batch_size,
-                backends={b.name: b for b in chosen},
+            report = check_artifacts(
+                plan, results, {t.name: t for t in targets}, open_data(graph, check_data, opts.preprocess),
+                samples=opts.samples, batch_size=opts.batch_size,
             )
             timings["conform"] = time.perf_counter() - t2
             report.save_json(tmp / "conformance.json")
@@ -436,18 +415,82 @@ def compile(  # noqa: A001 - the natural name for a compiler's entry point
         out_dir=out,
         plan=plan,
         plan_path=out / plan_path.name,
-        artifacts={k: r.artifact for k, r in results.items()},
-        deviations={k: r.deviations for k, r in results.items()},
+        results=results,
         manifest_path=out / manifest_path.name,
         timings=timings,
+        skipped=skipped,
         conformance=report,
         stats=calibrated.stats,
         auto=calibrated.auto,
     )
 
 
-def default_data(model: str | os.PathLike, kind: str) -> Path | None:
-    """``<model stem>.calib.npz`` / ``<model stem>.eval.npz`` next to the model, if present."""
-    path = Path(model)
-    candidate = path.with_name(f"{path.stem}.{kind}.npz")
-    return candidate if candidate.is_file() else None
+# ============================================================================ conform
+def conform(
+    model: Any,
+    backends: Sequence[str] | None = None,
+    data: Any = None,
+    *,
+    calibration_data: Any = None,
+    per_layer: bool = False,
+    tolerances: Tolerances | None = None,
+    artifacts: Mapping[str, str | os.PathLike] | None = None,
+    out_dir: str | os.PathLike | None = None,
+    reference_engine: str = "onnxruntime",
+    backend_options: BackendOptionValues | None = None,
+    options: CalibrationOptions | None = None,
+    **keywords: Any,
+) -> ConformanceReport:
+    """Conformance of ``model`` (a plan, or a model calibrated on ``calibration_data or data``).
+
+    Each backend lowers the plan into ``out_dir`` (default: a temporary folder, removed
+    afterwards) or is held to the given ``artifacts[backend]``; then every artifact and the
+    reference run on ``data``. A backend that cannot lower is reported with its reason.
+    """
+    opts = CalibrationOptions.build(options, keywords)
+    targets, _ = resolve_targets(list(backends) if backends else None, backend_options)
+    graph = as_graph(model)
+    if not graph.is_annotated:
+        graph = calibrate(graph, calibration_data if calibration_data is not None else data, progress=False,
+                          options=opts).plan
+    _refuse_if_none_can_run(graph, targets)
+    dataset = open_data(graph, data, opts.preprocess)
+    with _work_dir(out_dir) as work:
+        lowered: dict[str, LowerResult] = {}
+        for target in targets:
+            if artifacts and target.name in artifacts:
+                lowered[target.name] = _given_artifact(target, graph, Path(artifacts[target.name]))
+            else:
+                lowered[target.name] = lower_target(target, graph, work, "model")
+        report = check_artifacts(
+            graph, lowered, {t.name: t for t in targets}, dataset, samples=opts.samples, batch_size=opts.batch_size,
+            per_layer=per_layer, tolerances=tolerances, reference_engine=reference_engine,
+        )
+    return report
+
+
+def _given_artifact(target: Target, plan: Graph, path: Path) -> LowerResult:
+    """A user-supplied artifact, held to the legalized plan with the tensor names it carries."""
+    legal, deviations = target.backend.legalize(plan, target.options)
+    if not path.is_file():
+        return LowerResult(target.name, None, legal, deviations, 0.0,
+                           f"artifact {path} for backend {target.name!r} does not exist (check --artifact)")
+    return LowerResult(target.name, Artifact(target.name, path, [path]), legal, deviations, 0.0)
+
+
+def _work_dir(out_dir: str | os.PathLike | None) -> Any:
+    if out_dir is not None:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        return _Given(Path(out_dir))
+    return tempfile.TemporaryDirectory(prefix="mpcompile-conform-")
+
+
+class _Given:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __enter__(self) -> Path:
+        return self.path
+
+    def __exit__(self, *exc: object) -> None:
+        return None

@@ -117,7 +117,8 @@ def test_wrong_shape_is_a_data_error(small_cnn_path, tmp_path):
 
 def test_minmax_batches_equal_one_pass(small_cnn_path, small_cnn_data):
     """Min/max streamed in batches equal the extremes of every value seen in one pass."""
-    from mpcompile.calibration.collect import make_session, observed_tensors
+    from mpcompile.calibration.collect import observed_tensors
+    from mpcompile.ortsession import make_session
 
     graph = importer.load(small_cnn_path)
     ds = _dataset(graph, small_cnn_data)
@@ -132,9 +133,9 @@ def test_minmax_batches_equal_one_pass(small_cnn_path, small_cnn_data):
 def test_relu_input_quantized_to_the_relu_range_computes_what_the_fused_pair_does(small_cnn_path, small_cnn_data):
     """A Conv output read only by a Relu borrows the Relu's statistics. When the pair is split across
     precisions, that spec reproduces what the pair computes fused."""
-    from mpcompile.conformance.reference import ReferenceRunner
     from mpcompile.planning.config import Override, PlanConfig
     from mpcompile.planning.plan import make_plan
+    from mpcompile.reference import ReferenceRunner
 
     graph = importer.load(small_cnn_path)
     stats = calibrate_graph(graph, _dataset(graph, small_cnn_data), method="percentile", batch_size=16, progress=False)

@@ -177,7 +177,7 @@ def test_tensorrt_onnx_only_without_tensorrt(tmp_path):
     plan = tmp_path / "plan.onnx"
     assert run("calibrate", MNIST, "--data", MNIST_CALIB, "-o", plan, "--quiet").returncode == 0
     out = tmp_path / "trt"
-    result = run("lower", plan, "--backend", "tensorrt", "--onnx-only", "-o", out)
+    result = run("lower", plan, "--backend", "tensorrt", "--backend-option", "tensorrt.onnx_only=true", "-o", out)
     assert result.returncode == 0, result.stderr
     assert "trtexec" in result.stdout and "--stronglyTyped" in result.stdout
     assert list(out.glob("tensorrt/*.trt.onnx")) and list(out.glob("tensorrt/*.cache"))

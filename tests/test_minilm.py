@@ -3,8 +3,7 @@
 import pytest
 
 from mpcompile.backends.registry import available_backends
-from mpcompile.conformance.suite import conform
-from mpcompile.pipeline import calibrate
+from mpcompile.pipeline import calibrate, conform
 
 pytestmark = pytest.mark.slow
 SAMPLES = 64

@@ -8,8 +8,7 @@ import onnxruntime as ort
 from conftest import MNIST, MNIST_CALIB, MNIST_EVAL
 from onnx import numpy_helper
 
-from mpcompile.conformance.suite import conform
-from mpcompile.pipeline import calibrate, compile, lower
+from mpcompile.pipeline import calibrate, compile, conform, lower
 
 
 def _optimized_ops(path, tmp_path):

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import inspect
 import json
 import re
 import sys
@@ -32,12 +31,12 @@ from mpcompile_tensorrt import environment, lowering
 from mpcompile_tensorrt.qdq import cache_scales, tensorrt_violations
 
 from mpcompile.backends.base import Artifact
-from mpcompile.conformance.cases import CASES
-from mpcompile.conformance.testsuite import MODES
 from mpcompile.errors import BackendError, BackendUnavailableError, PlanError
 from mpcompile.ir import serde
 from mpcompile.ir.quant import spec_from_range, weight_spec
 from mpcompile.ir.types import Precision, QType
+from mpcompile.testing.cases import CASES
+from mpcompile.testing.testsuite import MODES
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ROOT / "models"
@@ -70,7 +69,24 @@ def mnist_plan():
 
 @pytest.fixture(scope="module")
 def mnist_legal(mnist_plan):
-    return mt.backend.legalize(mnist_plan)
+    return _legalize(mnist_plan)
+
+
+def _opts(**options: Any):
+    return mt.backend.options(options)
+
+
+def _legalize(plan, **options: Any):
+    return mt.backend.legalize(plan, _opts(**options))
+
+
+def _lower(legal, out_dir: Path, stem: str = "model", **options: Any) -> Artifact:
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    return mt.backend.lower(legal, Path(out_dir), stem=stem, options=_opts(**options))
+
+
+def _runner(artifact: Artifact, **options: Any):
+    return mt.backend.runner(artifact, _opts(**options))
 
 
 def _save_model(tmp_path: Path, model: onnx.ModelProto, name: str, samples: int = 48, seed: int = 0) -> tuple[Path, Path]:
@@ -90,12 +106,14 @@ def _plan(tmp_path: Path, model: onnx.ModelProto, name: str, **calibrate_options
     return calibrate(str(path), str(data), progress=False, **calibrate_options).plan, data
 
 
-def _conform(plan, legal, deviations, artifact: Artifact, data: Path, **kw: Any):
-    from mpcompile.conformance.suite import conform_results
-    from mpcompile.pipeline import LowerResult, open_data
+def _conform(plan, legal, deviations, artifact: Artifact, data: Path, options: dict | None = None, **kw: Any):
+    from mpcompile.backends.targets import LowerResult, Target
+    from mpcompile.conformance import check_artifacts
+    from mpcompile.data import open_data
 
     lowered = {"tensorrt": LowerResult("tensorrt", artifact, legal, deviations, 0.0)}
-    return conform_results(plan, lowered, open_data(plan, str(data)), backends={"tensorrt": mt.backend}, **kw)
+    target = Target(mt.backend, _opts(**(options or {})))
+    return check_artifacts(plan, lowered, {"tensorrt": target}, open_data(plan, str(data)), **kw)
 
 
 # ============================================================================ import hygiene and availability
@@ -119,8 +137,8 @@ def test_check_available_names_the_missing_package_and_the_fix(monkeypatch):
     message = str(info.value)
     assert "tensorrt" in message and "pip install 'mpcompile[tensorrt]'" in message and "NVIDIA" in message
     assert mt.backend.version() == "not installed"
-    assert mt.backend.can_lower_without_runtime(onnx_only=True)
-    assert not mt.backend.can_lower_without_runtime()
+    assert mt.backend.can_lower_without_runtime(_opts(onnx_only=True))
+    assert not mt.backend.can_lower_without_runtime(_opts())
 
 
 def test_check_available_without_a_cuda_device(monkeypatch):
@@ -133,7 +151,7 @@ def test_check_available_without_a_cuda_device(monkeypatch):
 def test_engine_lowering_without_tensorrt_is_a_clean_user_error(monkeypatch, mnist_legal, tmp_path):
     monkeypatch.setitem(sys.modules, "tensorrt", None)
     with pytest.raises(BackendUnavailableError, match="onnx|pip install"):
-        mt.backend.lower(mnist_legal[0], tmp_path)
+        _lower(mnist_legal[0], tmp_path)
 
 
 # ============================================================================ calibration cache
@@ -245,7 +263,7 @@ def test_legalization_makes_activations_symmetric_from_the_statistics(mnist_plan
     bias = legal.tensors[conv.inputs[2]].quant
     s_in, s_w = legal.tensors[conv.inputs[0]].quant.scale, legal.tensors[conv.inputs[1]].quant.scale
     assert np.array_equal(bias.scale, (np.float32(s_in) * s_w).astype(np.float32))
-    again, more = mt.backend.legalize(legal)
+    again, more = _legalize(legal)
     assert more == [] and again == legal  # idempotent
 
 
@@ -253,7 +271,7 @@ def test_legalization_uint8_and_constant_operands(tmp_path):
     from modelgen import residual_mlp
 
     plan, _ = _plan(tmp_path, residual_mlp(), "mlp", activation_type="uint8")
-    legal, deviations = mt.backend.legalize(plan)
+    legal, deviations = _legalize(plan)
     assert tensorrt_violations(legal) == []
     by_subject = {d.subject: d for d in deviations}
     assert "uint8" in by_subject["x"].change and "int8" in by_subject["x"].change
@@ -271,20 +289,20 @@ def test_legalization_int16_leftovers_and_per_channel_constants(mnist_legal, tmp
     name = "/relu2/Relu_output_0"
     amax = legal.tensors[name].quant.provenance["symmetric_amax"]
     legal.tensors[name].quant = spec_from_range(-amax, amax, QType.INT16, symmetric=True, provenance={"symmetric_amax": amax})
-    fixed, deviations = mt.backend.legalize(legal)
+    fixed, deviations = _legalize(legal)
     assert fixed.tensors[name].quant.qtype == QType.INT8
     assert any(d.subject == name and "int16 → int8" in d.reason for d in deviations)
     # Per-channel scales on a constant that is not a weight become per tensor.
     plan, _ = _plan(tmp_path, residual_mlp(), "mlp")
     plan.tensors["b1"].quant = weight_spec(plan.tensors["b1"].value, 0)
-    fixed, deviations = mt.backend.legalize(plan)
+    fixed, deviations = _legalize(plan)
     assert fixed.tensors["b1"].quant.axis is None
     assert any(d.subject == "b1" and "per-tensor" in d.reason for d in deviations)
     # int16 nodes: no int16 node or spec is left (the shared pass picks their fallback precision).
     from modelgen import small_cnn
 
     plan16, _ = _plan(tmp_path, small_cnn(), "cnn16", precision="int16")
-    fixed, deviations = mt.backend.legalize(plan16)
+    fixed, deviations = _legalize(plan16)
     assert tensorrt_violations(fixed) == []
     assert all(n.precision != Precision.INT16 for n in fixed.nodes)
     assert any(d.kind == "node" and "int16" in d.change for d in deviations)
@@ -292,7 +310,7 @@ def test_legalization_int16_leftovers_and_per_channel_constants(mnist_legal, tmp
 
 def test_lowering_an_unlegalized_plan_is_refused(mnist_plan, tmp_path):
     with pytest.raises(PlanError, match="legalize"):
-        mt.backend.lower(mnist_plan, tmp_path, onnx_only=True)
+        _lower(mnist_plan, tmp_path, onnx_only=True)
 
 
 # ============================================================================ the TensorRT-ready QDQ ONNX
@@ -353,7 +371,7 @@ def test_small_conv_model_qdq_onnx(tmp_path):
     from modelgen import small_cnn
 
     plan, data = _plan(tmp_path, small_cnn(with_bn=True), "cnn")
-    legal, deviations = mt.backend.legalize(plan)
+    legal, deviations = _legalize(plan)
     artifact = mt.lower_onnx_only(legal, tmp_path / "out", legalize=False)
     counts = assert_tensorrt_ready(artifact.path)
     assert counts["weights"] == 3
@@ -372,7 +390,7 @@ def test_residual_add_reads_qdq_on_both_inputs(tmp_path):
     from modelgen import residual_mlp
 
     plan, data = _plan(tmp_path, residual_mlp(), "mlp")
-    legal, deviations = mt.backend.legalize(plan)
+    legal, deviations = _legalize(plan)
     artifact = mt.lower_onnx_only(legal, tmp_path / "out", legalize=False)
     assert_tensorrt_ready(artifact.path)
     graph = serde.read_graph(artifact.path)
@@ -388,7 +406,7 @@ def test_half_precision_nodes_are_typed_tensors(tmp_path):
     from modelgen import small_cnn
 
     plan, data = _plan(tmp_path, small_cnn(softmax=True), "mixed", keep=["conv2=fp16", "gap=fp16", "fc=fp32"])
-    legal, deviations = mt.backend.legalize(plan)
+    legal, deviations = _legalize(plan)
     artifact = mt.lower_onnx_only(legal, tmp_path / "out", legalize=False)
     assert_tensorrt_ready(artifact.path)
     graph = serde.read_graph(artifact.path)
@@ -399,11 +417,11 @@ def test_half_precision_nodes_are_typed_tensors(tmp_path):
     casts = [n for n in graph.nodes if n.op_type == "Cast"]
     assert len(casts) == 4  # in/out of conv2 and of gap
     # ONNX Runtime runs the FP16 kernels as written …
-    with mt.backend.runner(artifact) as runner:
+    with _runner(artifact) as runner:
         runner.run({"input": np.zeros((2, 3, 16, 16), np.float32)})
         assert not runner.emulated
     # … and, with FP16 emulated as the reference does (float32 math between FP16 roundings), it conforms exactly.
-    report = _conform(plan, legal, deviations, artifact, data, runner_options={"tensorrt": {"emulate_half": True}})
+    report = _conform(plan, legal, deviations, artifact, data, options={"emulate_half": True})
     assert report.passed and report.backends[0].outputs["probs"].max_lsb == 0.0, report.format_text()
     native = _conform(plan, legal, deviations, artifact, data)
     assert native.backends[0].outputs["probs"].cosine > 0.999
@@ -413,14 +431,14 @@ def test_bf16_nodes_run_emulated_on_cpu(tmp_path):
     from modelgen import small_cnn
 
     plan, data = _plan(tmp_path, small_cnn(), "bf16", keep=["conv2=bf16"])
-    legal, deviations = mt.backend.legalize(plan)
+    legal, deviations = _legalize(plan)
     artifact = mt.lower_onnx_only(legal, tmp_path / "out", legalize=False)
     assert_tensorrt_ready(artifact.path)
     graph = serde.read_graph(artifact.path)
     assert graph.tensors[graph.node("conv2").inputs[1]].value.dtype.name == "bfloat16"
     report = _conform(plan, legal, deviations, artifact, data)
     assert report.passed, report.format_text()
-    with mt.backend.runner(artifact) as runner:
+    with _runner(artifact) as runner:
         runner.run({"input": np.zeros((1, 3, 16, 16), np.float32)})
         assert runner.emulated  # no BF16 Conv kernel on ONNX Runtime's CPU provider
 
@@ -430,7 +448,7 @@ def test_bf16_nodes_run_emulated_on_cpu(tmp_path):
 def test_conformance_suite_cases_onnx_only(case, mode, tmp_path):
     """mpcompile's conformance suite (every case × precision mode) on the TensorRT-ready ONNX, on CPU."""
     plan, data = _plan(tmp_path, CASES[case](), case, **MODES[mode])
-    legal, deviations = mt.backend.legalize(plan)
+    legal, deviations = _legalize(plan)
     artifact = mt.lower_onnx_only(legal, tmp_path / "out", legalize=False)
     if any(t.quant is not None for t in legal.tensors.values()):
         assert_tensorrt_ready(artifact.path)
@@ -462,7 +480,7 @@ def test_trtexec_mixed_precision_and_static_shapes(tmp_path):
     from modelgen import small_cnn
 
     plan, _ = _plan(tmp_path, small_cnn(batch=4), "static", keep=["conv2=fp16", "fc=fp32"])
-    legal, _ = mt.backend.legalize(plan)
+    legal, _ = _legalize(plan)
     artifact = mt.lower_onnx_only(legal, tmp_path / "out", legalize=False, batch_size=8)
     commands = artifact.metadata["trtexec"]
     implicit = commands["10.x implicit"]
@@ -477,16 +495,17 @@ def test_profiles_from_options_and_errors(mnist_legal, tmp_path):
     shapes = {"input": {"min": (1, 1, 28, 28), "opt": (8, 1, 28, 28), "max": (64, 1, 28, 28)}}
     artifact = mt.lower_onnx_only(legal, tmp_path, legalize=False, shapes=shapes)
     assert "--maxShapes=input:64x1x28x28" in artifact.metadata["trtexec"]["11.x"]
-    artifact = mt.lower_onnx_only(legal, tmp_path, legalize=False, batch_size=16, max_batch_size=128, unrelated_option=1)
+    artifact = mt.lower_onnx_only(legal, tmp_path, legalize=False, batch_size=16, max_batch_size=128)
     assert artifact.metadata["profiles"]["input"]["max"] == [128, 1, 28, 28]
-    assert artifact.metadata["ignored_options"] == ["unrelated_option"]
+    with pytest.raises(BackendError, match="no option 'unrelated_option'; valid options: batch_size"):
+        mt.lower_onnx_only(legal, tmp_path, legalize=False, unrelated_option=1)
     for bad, message in [
         ({"shapes": {"input": (1, 3, 28, 28)}}, "dim 1 must be 1"),
         ({"shapes": {"nope": (1, 1, 28, 28)}}, "not inputs"),
         ({"quantization": "dynamic"}, "explicit"),
-        ({"calibrator": "percentile"}, "plan, entropy, minmax"),
+        ({"calibrator": "percentile"}, "'plan', 'entropy' or 'minmax'"),
         ({"quantization": "explicit", "calibrator": "entropy"}, "implicit"),
-        ({"batch_size": 0}, "positive"),
+        ({"batch_size": 0}, "greater than or equal to 1"),
         ({"max_batch_size": 4}, "max_batch_size"),
     ]:
         with pytest.raises(BackendError, match=message):
@@ -944,7 +963,7 @@ def test_builder_selection_by_major_version():
 
 def test_tensorrt_11_path_never_touches_removed_api(fake_gpu, mnist_legal, tmp_path):
     fake = fake_gpu("11.1.0")
-    artifact = mt.backend.lower(mnist_legal[0], tmp_path, stem="mnist")
+    artifact = _lower(mnist_legal[0], tmp_path, stem="mnist")
     assert artifact.path == tmp_path / "mnist.engine" and artifact.path.read_bytes().startswith(b"FAKE-ENGINE 11.1.0")
     meta = artifact.metadata
     assert meta["quantization"] == "explicit" and meta["tensorrt"] == "11.1.0" and meta["tensorrt_major"] == 11
@@ -966,7 +985,7 @@ def test_tensorrt_11_refuses_implicit_quantization(fake_gpu, mnist_legal, tmp_pa
 
     fake = fake_gpu("11.0.0")
     with pytest.raises(BackendError, match="removed in TensorRT 11"):
-        mt.backend.lower(mnist_legal[0], tmp_path, quantization="implicit")
+        _lower(mnist_legal[0], tmp_path, quantization="implicit")
     with pytest.raises(BackendError, match="removed in TensorRT 11"):
         calibrator_base(fake, "entropy")
     # The 10.x implicit builder, run against 11.x, fails on the removed names: the switch is what keeps it away.
@@ -978,14 +997,14 @@ def test_tensorrt_11_refuses_implicit_quantization(fake_gpu, mnist_legal, tmp_pa
 
 def _request(tmp_path: Path, legal, **kw: Any):
     from mpcompile_tensorrt.build_common import BuildRequest
-    from mpcompile_tensorrt.options import LowerOptions
+    from mpcompile_tensorrt.options import TensorRTOptions
     from mpcompile_tensorrt.profiles import input_profiles
     from mpcompile_tensorrt.qdq import node_precisions
 
-    files = lowering.write_files(legal, tmp_path, LowerOptions(), "11.0.0")
+    files = lowering.write_files(legal, tmp_path, "model", TensorRTOptions(), "11.0.0")
     values = {
         "qdq_onnx": files.qdq_onnx, "float_onnx": files.float_onnx, "quantization": "explicit",
-        "profiles": input_profiles(legal, LowerOptions()), "workspace": 1 << 20, "cache": files.cache_text.encode(),
+        "profiles": input_profiles(legal, TensorRTOptions()), "workspace": 1 << 20, "cache": files.cache_text.encode(),
         "node_precisions": node_precisions(legal),
     }
     return BuildRequest(**{**values, **kw})
@@ -993,7 +1012,7 @@ def _request(tmp_path: Path, legal, **kw: Any):
 
 def test_tensorrt_10_implicit_int8_uses_the_plan_cache(fake_gpu, mnist_legal, tmp_path):
     fake = fake_gpu("10.16.1")
-    artifact = mt.backend.lower(mnist_legal[0], tmp_path)
+    artifact = _lower(mnist_legal[0], tmp_path)
     meta = artifact.metadata
     assert meta["quantization"] == "implicit" and meta["tensorrt_major"] == 10
     assert meta["build"]["builder_flags"] == ["INT8"] and meta["build"]["calibrator"] == "plan"
@@ -1016,7 +1035,7 @@ def test_tensorrt_10_implicit_int8_uses_the_plan_cache(fake_gpu, mnist_legal, tm
 
 def test_tensorrt_10_explicit_is_strongly_typed(fake_gpu, mnist_legal, tmp_path):
     fake = fake_gpu("10.16.1")
-    artifact = mt.backend.lower(mnist_legal[0], tmp_path, quantization="explicit")
+    artifact = _lower(mnist_legal[0], tmp_path, quantization="explicit")
     assert artifact.metadata["quantization"] == "explicit"
     build = fake.last_build
     assert build["network"]._source == "model.trt.onnx" and build["config"]._flags == []
@@ -1026,7 +1045,7 @@ def test_tensorrt_10_explicit_is_strongly_typed(fake_gpu, mnist_legal, tmp_path)
 def test_tensorrt_10_rejected_cache_fails_instead_of_calibrating_on_nothing(fake_gpu, mnist_legal, tmp_path):
     fake_gpu("10.16.1")
     with pytest.raises(BackendError, match="rejected the cache"):
-        mt.backend.lower(mnist_legal[0], tmp_path, tensorrt_version="10.3.0")  # header for another version
+        _lower(mnist_legal[0], tmp_path, tensorrt_version="10.3.0")  # header for another version
 
 
 def test_tensorrt_10_mixed_precision_pins_float_layers(fake_gpu, tmp_path):
@@ -1034,8 +1053,8 @@ def test_tensorrt_10_mixed_precision_pins_float_layers(fake_gpu, tmp_path):
 
     fake = fake_gpu("10.8.0")
     plan, _ = _plan(tmp_path, small_cnn(), "mixed", keep=["conv2=fp16", "fc=fp32"])
-    legal, _ = mt.backend.legalize(plan)
-    artifact = mt.backend.lower(legal, tmp_path / "out")
+    legal, _ = _legalize(plan)
+    artifact = _lower(legal, tmp_path / "out")
     build = artifact.metadata["build"]
     assert build["builder_flags"] == ["INT8", "FP16", "PREFER_PRECISION_CONSTRAINTS"]
     assert build["constrained_layers"] == 2 and build["unmatched_float_nodes"] == []
@@ -1047,7 +1066,7 @@ def test_tensorrt_10_mixed_precision_pins_float_layers(fake_gpu, tmp_path):
 
 def test_tensorrt_10_calibrates_on_the_data_with_device_buffers(fake_gpu, mnist_legal, tmp_path):
     fake = fake_gpu("10.16.1")
-    artifact = mt.backend.lower(
+    artifact = _lower(
         mnist_legal[0], tmp_path, calibrator="minmax", calibration_data=str(MNIST_CALIB), batch_size=64, calibration_samples=200
     )
     batches = fake.calibration["batches"]
@@ -1089,8 +1108,8 @@ def test_calibrator_classes(mnist_legal):
 def test_tensorrt_runner_drives_execute_async_v3(fake_gpu, mnist_legal, tmp_path):
     for version in ("10.16.1", "11.1.0"):
         fake = fake_gpu(version)
-        artifact = mt.backend.lower(mnist_legal[0], tmp_path / version, quantization="explicit")
-        runner = mt.backend.runner(artifact)
+        artifact = _lower(mnist_legal[0], tmp_path / version, quantization="explicit")
+        runner = _runner(artifact)
         x = np.random.default_rng(0).random((3, 1, 28, 28), dtype=np.float32)
         out = runner.run({"input": x.astype(np.float64)})  # cast to the engine's input type
         assert out["logits"].shape == (3, 10) and out["logits"].dtype == np.float32
@@ -1107,22 +1126,19 @@ def test_engine_mismatch_is_reported(fake_gpu, tmp_path):
     engine = tmp_path / "model.engine"
     engine.write_bytes(b"not an engine")
     with pytest.raises(BackendError, match="could not deserialize"):
-        mt.backend.runner(Artifact("tensorrt", engine, [engine], metadata={"tensorrt": "10.3.0", "gpu": "A100"}))
+        _runner(Artifact("tensorrt", engine, [engine], metadata={"tensorrt": "10.3.0", "gpu": "A100"}))
 
 
 # ============================================================================ pipeline integration
 def test_pipeline_lower_onnx_only_writes_manifest(mnist_plan, tmp_path):
-    from mpcompile.backends.base import Backend
     from mpcompile.pipeline import lower
 
-    if not hasattr(Backend, "can_lower_without_runtime"):
-        pytest.skip("this mpcompile core has no onnx-only hook for unavailable backends")
     if importlib.util.find_spec("tensorrt") is None:
         from mpcompile.backends.registry import get_backend
 
         with pytest.raises(BackendUnavailableError):
             get_backend("tensorrt")
-    results = lower(mnist_plan, ["tensorrt"], tmp_path / "out", onnx_only=True)
+    results = lower(mnist_plan, ["tensorrt"], tmp_path / "out", backend_options={"tensorrt": {"onnx_only": True}})
     artifact = results["tensorrt"].artifact
     assert artifact.path == tmp_path / "out" / "tensorrt" / f"{MNIST.stem}.trt.onnx" and artifact.path.is_file()
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
@@ -1132,11 +1148,10 @@ def test_pipeline_lower_onnx_only_writes_manifest(mnist_plan, tmp_path):
 
 
 def test_conform_onnx_only_through_the_suite(mnist_plan, tmp_path):
-    from mpcompile.conformance.suite import conform
+    from mpcompile.pipeline import conform
 
-    if "onnx_only" not in inspect.signature(conform).parameters:
-        pytest.skip("this mpcompile core's conform() has no onnx_only option")
-    report = conform(mnist_plan, ["tensorrt"], str(MNIST_EVAL), samples=256, out_dir=tmp_path, onnx_only=True)
+    report = conform(mnist_plan, ["tensorrt"], str(MNIST_EVAL), samples=256, out_dir=tmp_path,
+                     backend_options={"tensorrt": {"onnx_only": True}})
     assert report.passed, report.format_text()
     assert report.backends[0].accuracy >= 0.965
 
@@ -1166,7 +1181,7 @@ def test_gpu_mnist_engine_is_accurate_and_conforms(real_tensorrt, mnist_plan, mn
     legal, deviations = mnist_legal
     for options in _gpu_modes(real_tensorrt):
         out = tmp_path / options["quantization"]
-        artifact = mt.backend.lower(legal, out, **options)
+        artifact = _lower(legal, out, **options)
         assert artifact.path.suffix == ".engine" and artifact.metadata["gpu"]
         report = _conform(mnist_plan, legal, deviations, artifact, MNIST_EVAL)
         trt = report.backends[0]
@@ -1181,9 +1196,9 @@ def test_gpu_mnist_engine_is_accurate_and_conforms(real_tensorrt, mnist_plan, mn
 def test_gpu_tensorrt_10_entropy_calibration(real_tensorrt, mnist_legal, tmp_path):
     if environment.major_version(real_tensorrt) != 10:
         pytest.skip("implicit INT8 calibration exists on TensorRT 10 only")
-    artifact = mt.backend.lower(mnist_legal[0], tmp_path, calibrator="entropy", calibration_data=str(MNIST_CALIB))
+    artifact = _lower(mnist_legal[0], tmp_path, calibrator="entropy", calibration_data=str(MNIST_CALIB))
     assert artifact.metadata["build"]["calibration_batches"] > 0
     assert (tmp_path / "model.tensorrt.calib.cache").is_file()
-    with mt.backend.runner(artifact) as runner:
+    with _runner(artifact) as runner:
         x = np.load(MNIST_EVAL)["input"][:32]
         assert runner.run({"input": x})["logits"].shape == (32, 10)

@@ -33,13 +33,18 @@ from tflite_models import (  # noqa: E402
     single_op,
 )
 
-from mpcompile.conformance.cases import depthwise_cnn  # noqa: E402
-from mpcompile.conformance.reference import ReferenceRunner  # noqa: E402
-from mpcompile.conformance.suite import Tolerances, conform  # noqa: E402
+from mpcompile.conformance import Tolerances  # noqa: E402
 from mpcompile.errors import UnsupportedOperatorError  # noqa: E402
 from mpcompile.ir.quant import QuantSpec  # noqa: E402
 from mpcompile.ir.types import Precision, QType  # noqa: E402
-from mpcompile.pipeline import calibrate, compile, lower  # noqa: E402
+from mpcompile.pipeline import (  # noqa: E402
+    calibrate,
+    compile,
+    conform,  # noqa: E402
+    lower,
+)
+from mpcompile.reference import ReferenceRunner  # noqa: E402
+from mpcompile.testing.cases import depthwise_cnn  # noqa: E402
 
 pytestmark = pytest.mark.tflite
 
@@ -59,15 +64,16 @@ def _prepare(model: onnx.ModelProto, tmp_path: Path, samples: int = 16, **calibr
 
 
 def _lower(plan, tmp_path: Path, **options):  # noqa: ANN001, ANN202
-    backend = TFLiteBackend(**options)
-    legal, deviations = backend.legalize(plan)
-    return backend, legal, backend.lower(legal, tmp_path, stem="model"), deviations
+    backend = TFLiteBackend()
+    opts = backend.options(options)
+    legal, deviations = backend.legalize(plan, opts)
+    return backend, legal, backend.lower(legal, tmp_path, stem="model", options=opts), deviations
 
 
 def _lsb(backend, legal, artifact, inputs, **runner_options) -> dict[str, float]:  # noqa: ANN001
     """Max |TFLite − reference| per output, in LSB of its scale (relative to max(1, |reference|) for float outputs)."""
     reference = ReferenceRunner(legal).run(inputs)
-    with backend.runner(artifact, **runner_options) as runner:
+    with backend.runner(artifact, backend.options(runner_options)) as runner:
         got = runner.run(inputs)
     result = {}
     for name in legal.outputs:
@@ -258,13 +264,15 @@ def test_mnist_compile_reaches_accuracy_and_conforms(tmp_path):
     artifact = result.artifacts["tflite"]
     assert artifact.path.suffix == ".tflite" and artifact.path.is_file()
     assert result.manifest["backends"]["tflite"]["metadata"]["ops"]["TRANSPOSE"] == 1  # the NCHW input only
-    from mpcompile.conformance.suite import conform_results
-    from mpcompile.pipeline import LowerResult, open_data
+    from mpcompile.backends.targets import LowerResult, Target
+    from mpcompile.conformance import check_artifacts
+    from mpcompile.data import open_data
 
-    legal, deviations = TFLiteBackend().legalize(result.plan)
-    reference_kernels = conform_results(result.plan, {"tflite": LowerResult("tflite", artifact, legal, deviations, 0.0)},
-                                        open_data(result.plan, MNIST_EVAL), per_layer=True,
-                                        runner_options={"tflite": {"reference_kernels": True}})
+    backend = TFLiteBackend()
+    target = Target(backend, backend.options({"reference_kernels": True}))
+    legal, deviations = backend.legalize(result.plan, target.options)
+    reference_kernels = check_artifacts(result.plan, {"tflite": LowerResult("tflite", artifact, legal, deviations, 0.0)},
+                                        {"tflite": target}, open_data(result.plan, MNIST_EVAL), per_layer=True)
     assert reference_kernels.passed, reference_kernels.format_text()
     assert reference_kernels.backends[0].outputs["logits"].max_lsb <= 1.01  # measured: 1 (+ float rounding)
     assert all(acc.max_lsb <= 1.01 for acc in reference_kernels.backends[0].per_layer.values())
@@ -288,7 +296,7 @@ def test_dynamic_batch_is_resized_at_run_time(tmp_path):
     backend, legal, artifact, _ = _lower(plan, tmp_path)
     record = {r.name: r for r in read_tensors(artifact.path.read_bytes())}[artifact.metadata["inputs"][0]["tensor"]]
     assert record.shape[0] == 1 and record.signature[0] == -1
-    with backend.runner(artifact) as runner:
+    with backend.runner(artifact, backend.options()) as runner:
         for batch in (1, 5, 16):
             feed = {"x": inputs["x"][:batch]}
             got = runner.run(feed)["y"]
@@ -342,13 +350,14 @@ def test_fallback_float_records_deviations_and_error_lists_nodes(tmp_path):
     model = single_op("HardSigmoid", (2, 4, 6, 6))
     plan, data, _ = _prepare(model, tmp_path)
     assert plan.node("hardsigmoid").precision == Precision.INT8
-    legal, deviations = TFLiteBackend().legalize(plan)
+    backend = TFLiteBackend()
+    legal, deviations = backend.legalize(plan, backend.options())
     assert legal.node("hardsigmoid").precision == Precision.FP32
     assert any(d.subject == "hardsigmoid" and "no int8 kernel" in d.reason for d in deviations)
     with pytest.raises(UnsupportedOperatorError, match="hardsigmoid"):
-        TFLiteBackend(fallback="error").legalize(plan)
-    with pytest.raises(UnsupportedOperatorError, match="hardsigmoid"):
-        TFLiteBackend().lower(plan, tmp_path, fallback="error")
+        backend.legalize(plan, backend.options({"fallback": "error"}))
+    refused = lower(plan, ["tflite"], tmp_path / "refused", backend_options={"tflite": {"fallback": "error"}})["tflite"]
+    assert refused.artifact is None and "hardsigmoid" in refused.error
     assert conform(plan, backends=["tflite"], data=data, out_dir=tmp_path / "c").passed
 
 
@@ -367,7 +376,7 @@ def test_fallback_before_a_fused_relu_moves_the_relu_to_float(tmp_path):
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     plan, data, _ = _prepare(model, tmp_path)
-    legal, deviations = TFLiteBackend().legalize(plan)
+    legal, deviations = TFLiteBackend().legalize(plan, TFLiteBackend().options())
     assert [legal.node(n).precision for n in ("scaled", "relu", "head")] == [Precision.FP32, Precision.FP32, Precision.INT8]
     assert any(d.subject == "relu" and "not quantized" in d.reason for d in deviations)
     report = conform(plan, backends=["tflite"], data=data, out_dir=tmp_path / "c")
@@ -379,7 +388,7 @@ def test_tflite_constraints_become_deviations(tmp_path):
     wrong = QuantSpec(QType.INT8, np.float32(0.01), -100, None, False, False, {"role": "test"})
     plan.tensors["probs"].quant = wrong  # softmax output: TFLite fixes 1/256, -128
     plan.tensors["p1"].quant = wrong  # max-pool output: must equal its input's
-    legal, deviations = TFLiteBackend().legalize(plan)
+    legal, deviations = TFLiteBackend().legalize(plan, TFLiteBackend().options())
     by_subject = {d.subject: d for d in deviations}
     assert "fixed output quantization" in by_subject["probs"].reason
     assert float(legal.tensors["probs"].quant.scale) == 1 / 256 and int(legal.tensors["probs"].quant.zero_point) == -128
@@ -504,7 +513,7 @@ def test_exact_gelu_patterns_become_one_gelu_operator(form, tmp_path):
     fused = form != "intermediate_output"
     assert artifact.metadata["fused"] == ({"Gelu": 1} if fused else {})
     assert ("GELU" in artifact.metadata["ops"]) == fused
-    with backend.runner(artifact) as runner:
+    with backend.runner(artifact, backend.options()) as runner:
         got = runner.run(inputs)["y"]
     x = inputs["x"].astype(np.float64)
     from math import erf

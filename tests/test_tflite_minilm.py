@@ -24,8 +24,11 @@ pytest.importorskip("ai_edge_litert")
 
 from mpcompile_tflite.flatbuffer import read_operators, read_tensors  # noqa: E402
 
-from mpcompile.conformance.suite import Tolerances, conform  # noqa: E402
-from mpcompile.pipeline import calibrate  # noqa: E402
+from mpcompile.conformance import Tolerances  # noqa: E402
+from mpcompile.pipeline import (
+    calibrate,  # noqa: E402
+    conform,  # noqa: E402
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.tflite]
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from mpcompile.backends.base import Capabilities, Deviation
+from mpcompile.backends.capabilities import Capabilities, Deviation
 from mpcompile.ir.graph import Graph
+from mpcompile.ir.numerics import refresh_bias_specs
 from mpcompile.ir.quant import QuantSpec, spec_from_range
 from mpcompile.ir.types import Precision, QType
-from mpcompile.planning.plan import refresh_bias_specs
 
 
 def legalize_with_capabilities(plan: Graph, caps: Capabilities, backend_name: str) -> tuple[Graph, list[Deviation]]:

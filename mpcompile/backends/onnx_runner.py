@@ -16,16 +16,18 @@ from mpcompile.backends.base import Artifact, Runner
 from mpcompile.errors import BackendError
 from mpcompile.ir import serde
 from mpcompile.ir.graph import Graph
-from mpcompile.ortsession import inference_session
+from mpcompile.ortsession import exposing, file_session, inference_session, session_options
 
 
 class OnnxFileRunner(Runner):
     supports_intermediates = True
 
-    def __init__(self, artifact: Artifact, *, path: Path | None = None, optimize: bool = True) -> None:
+    def __init__(self, artifact: Artifact, *, path: Path | None = None, optimize: bool = True,
+                 threads: int | None = None) -> None:
         self.artifact = artifact
         self.path = Path(path or artifact.path)
         self.optimize = optimize
+        self.threads = threads
         self.tensor_map: dict[str, str] = dict(artifact.metadata.get("tensor_map", {}))
         self._session = None
         self._outputs: list[str] = []
@@ -43,26 +45,17 @@ class OnnxFileRunner(Runner):
     def _session_for(self, intermediates: tuple[str, ...]):  # noqa: ANN202
         if self._session is not None and self._exposed == intermediates:
             return self._session
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        options.graph_optimization_level = (
-            ort.GraphOptimizationLevel.ORT_ENABLE_ALL if self.optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        )
+        options = session_options(optimize=self.optimize, threads=self.threads)
         graph = serde.read_graph(self.path)
         self._outputs = list(graph.outputs)
         if intermediates:
-            wanted = [w for w in dict.fromkeys(self.tensor_map.get(n, n) for n in intermediates) if w in graph.tensors]
-            graph.outputs = self._outputs + [w for w in wanted if w not in self._outputs]
-            for w in wanted:
-                graph.tensors[w].shape = None  # let ORT infer; never reject an output over a stale shape
+            graph = exposing(graph, [w for w in (self.tensor_map.get(n, n) for n in intermediates) if w in graph.tensors])
         error = ""
         for index, variant in enumerate(self.graph_variants(graph)):
             unchanged = variant is graph and not intermediates
             try:
                 if unchanged:
-                    self._session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+                    self._session = file_session(self.path, options)
                 else:
                     self._session = inference_session(variant, options)
             except Exception as exc:

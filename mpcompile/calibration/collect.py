@@ -21,10 +21,11 @@ import numpy as np
 
 from mpcompile.calibration.observers import MinMaxObserver, Observer, make_observer
 from mpcompile.data import Dataset
-from mpcompile.errors import DataError, MpcompileError, PlanError
+from mpcompile.errors import DataError, PlanError
 from mpcompile.ir import serde
 from mpcompile.ir.graph import Graph
 from mpcompile.ir.types import QType
+from mpcompile.ortsession import make_session
 
 CACHE_FORMAT = "mpcompile-calibration-cache/1"
 def _default_memory_budget() -> int:
@@ -131,7 +132,7 @@ def value_preserving_aliases(graph: Graph, observed: set[str]) -> dict[str, str]
     with them, and where it needs a range or a magnitude (a float-precision neighbour, the
     FP16 overflow check) the input's is a safe, slightly wider stand-in.
     """
-    from mpcompile.planning import ops
+    from mpcompile.ir import ops
 
     aliases: dict[str, str] = {}
     for node in graph.nodes:
@@ -157,7 +158,7 @@ def clamping_aliases(graph: Graph, observed: set[str]) -> dict[str, str]:
     activation run in different precisions. Observing it anyway would cost half of a CNN's
     calibration time. (Its FP16 overflow check is moot too: the activation maps -inf to its floor.)
     """
-    from mpcompile.planning import ops
+    from mpcompile.ir import ops
 
     consumers = graph.consumers()
     aliases: dict[str, str] = {}
@@ -251,33 +252,6 @@ def _split(graph: Graph, names: list[str], batch_size: int, budget: int, dims: d
     if current:
         groups.append(current)
     return groups
-
-
-def make_session(graph: Graph, outputs: list[str], *, optimize: bool = True, threads: int | None = None):  # noqa: ANN201
-    """An ONNX Runtime session on ``graph`` exposing ``outputs`` (any tensor names) as graph outputs."""
-    import onnxruntime as ort
-
-    from mpcompile.ortsession import inference_session
-
-    exposed = graph.copy()
-    extra = [o for o in outputs if o not in exposed.outputs]
-    exposed.outputs = list(exposed.outputs) + extra
-    for name in extra:
-        t = exposed.tensors[name]
-        t.shape = None  # let ORT infer; a stale inferred shape must not make it reject the output
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.graph_optimization_level = (
-        ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    )
-    if threads:
-        options.intra_op_num_threads = threads
-    try:
-        return inference_session(exposed, options)
-    except Exception as exc:
-        raise MpcompileError(
-            f"ONNX Runtime cannot run model {graph.name!r}: {str(exc).splitlines()[0]}"
-        ) from None
 
 
 def _check_finite(name: str, value: np.ndarray, first_sample: int, nan_policy: str) -> np.ndarray | None:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import click
 
-from mpcompile.cli.options import backend_option
+from mpcompile.cli.options import EXIT_CODES_HELP, backend_option, backend_options
 
 
-@click.command("conform")
+@click.command("conform", epilog=EXIT_CODES_HELP)
 @click.argument("model_or_plan", type=click.Path(dir_okay=False))
 @backend_option
 @click.option("--data", required=True, help="Inputs to run (an .npz keyed by input names; 'labels' adds accuracy).")
@@ -22,23 +22,21 @@ from mpcompile.cli.options import backend_option
               show_default=True, help="Engine for the fake-quant reference (ORT with all optimizations off, or onnx.reference).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write the full report as JSON.")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False), default=None, help="Write an HTML report with a per-layer error plot.")
-@click.option("--onnx-only", is_flag=True, help="TensorRT: check the TensorRT-ready QDQ ONNX on CPU (ONNX Runtime) instead of an engine.")
 def conform_command(model_or_plan: str, backends: tuple[str, ...], data: str, calibration_data: str | None, samples: int | None,
                     batch_size: int, per_layer: bool, tolerance: tuple[str, ...], artifacts: tuple[str, ...],
-                    reference_engine: str, json_path: str | None, html_path: str | None, onnx_only: bool) -> None:
+                    reference_engine: str, json_path: str | None, html_path: str | None, backend_option_items: tuple[str, ...]) -> None:
     """Lower MODEL_OR_PLAN for each backend, run every artifact and the fake-quant reference
     on the same inputs, and compare them: max |diff| in LSB of each output's scale, share
     beyond tolerance, cosine, SQNR, top-1 agreement, and the accuracy cost against FP32.
-
-    Exit code 0 when every backend is within tolerance, 1 when one is not.
 
     \b
     Examples:
       mpcompile conform plan.onnx --backend onnxruntime --backend tflite --data eval.npz --html report.html
       mpcompile conform plan.onnx --backend onnxruntime --artifact onnxruntime=out/model.qdq.onnx --data eval.npz --per-layer
     """
-    from mpcompile.conformance.suite import Tolerances, conform
+    from mpcompile.conformance import Tolerances
     from mpcompile.errors import MpcompileError
+    from mpcompile.pipeline import EXIT_BACKEND_FAILED, EXIT_NONCONFORMING, conform
 
     given = {}
     for item in artifacts:
@@ -58,7 +56,7 @@ def conform_command(model_or_plan: str, backends: tuple[str, ...], data: str, ca
         tolerances=Tolerances.parse(tolerance),
         artifacts=given or None,
         reference_engine=reference_engine,
-        onnx_only=onnx_only,
+        backend_options=backend_options(click.get_current_context().params),
     )
     click.echo(report.format_text())
     if json_path:
@@ -67,5 +65,9 @@ def conform_command(model_or_plan: str, backends: tuple[str, ...], data: str, ca
     if html_path:
         report.save_html(html_path)
         click.echo(f"html report: {html_path}")
+    for name, reason in report.failed.items():
+        click.echo(f"{name}: FAILED: {reason}", err=True)
+    if report.failed:
+        raise SystemExit(EXIT_BACKEND_FAILED)
     if not report.passed:
-        raise SystemExit(1)
+        raise SystemExit(EXIT_NONCONFORMING)

@@ -124,12 +124,39 @@ def method_options(method: str, percentile: float | None) -> dict[str, Any]:
     return {}
 
 
-backend_option = click.option(
-    "--backend",
-    "backends",
-    multiple=True,
-    help="Backend to target (repeatable), or 'all'. Default: every available backend (see `mpcompile backends`).",
+backend_option = _stack(
+    click.option(
+        "--backend",
+        "backends",
+        multiple=True,
+        help="Backend to target (repeatable), or 'all'. Default: every available backend (see `mpcompile backends`).",
+    ),
+    click.option(
+        "--backend-option",
+        "backend_option_items",
+        multiple=True,
+        metavar="BACKEND.KEY=VALUE",
+        help="An option of one backend, e.g. tflite.io=int8 or tensorrt.onnx_only=true (repeatable). "
+        "`mpcompile backends BACKEND` lists a backend's options with types and defaults.",
+    ),
 )
+
+
+def backend_options(params: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """``--backend-option`` items as ``{backend: {key: value}}`` (values are validated by each backend)."""
+    from mpcompile.backends.options import parse_assignments
+
+    return parse_assignments(params.get("backend_option_items", ()))
+
+
+#: The exit codes of compile, lower and conform, for their --help.
+EXIT_CODES_HELP = """\b
+Exit codes:
+  0  every requested backend produced an artifact (that conforms, when conformance ran)
+  1  every artifact was written, and at least one is out of tolerance
+  2  bad input (model, data, plan, option): nothing was written
+  3  at least one backend could not produce an artifact (the others were written;
+     the reasons are printed and in manifest.json under "failed")"""
 
 
 #: CLI parameters that map one to one onto ``pipeline.calibrate``/``compile`` keywords.
@@ -147,3 +174,20 @@ def calibration_kwargs(params: dict[str, Any]) -> dict[str, Any]:
     kwargs["input_shapes"] = parse_input_shapes(params.get("input_shape", ()))
     kwargs["progress"] = not params.get("quiet", False)
     return kwargs
+
+
+def print_lowering(results: Any, deviations_shown: int = 0) -> None:
+    """One line per backend: its artifact (and how many deviations), or why it produced none."""
+    for name, r in results.items():
+        if r.artifact is None:
+            click.echo(f"{name}: FAILED: {r.error}", err=True)
+            continue
+        devs = r.deviations
+        click.echo(f"{name}: {r.artifact.path}" + (f"  ({len(devs)} deviation(s) from the plan, see manifest)" if devs else ""))
+        for d in devs[:deviations_shown]:
+            click.echo(f"    {d}")
+        if deviations_shown and len(devs) > deviations_shown:
+            click.echo(f"    … {len(devs) - deviations_shown} more in manifest.json")
+        for key, value in r.artifact.metadata.items():
+            if key.startswith("trtexec") and deviations_shown:
+                click.echo(f"    {key}: {value}")

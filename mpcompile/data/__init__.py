@@ -53,6 +53,7 @@ from mpcompile.data.callables import CallableDataset
 from mpcompile.data.dataset import Dataset
 from mpcompile.data.dispatch import open_dataset
 from mpcompile.data.images import IMAGE_SUFFIXES, ImageFolderDataset, ImagePreprocess
+from mpcompile.data.model import model_inputs, open_data
 from mpcompile.data.specs import InputSpec, effective_batch_size
 
 __all__ = [
@@ -67,5 +68,7 @@ __all__ = [
     "NpyDataset",
     "NpzDataset",
     "effective_batch_size",
+    "model_inputs",
+    "open_data",
     "open_dataset",
 ]

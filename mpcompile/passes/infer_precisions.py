@@ -6,10 +6,10 @@ INT8 (INT16 when its activations are 16-bit). Other nodes with float values run 
 
 from __future__ import annotations
 
+from mpcompile.ir import ops
 from mpcompile.ir.graph import Graph
 from mpcompile.ir.types import Precision, QType
 from mpcompile.passes.base import GraphPass, PassResult
-from mpcompile.planning import ops
 
 
 class InferPrecisions(GraphPass):

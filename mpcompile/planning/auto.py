@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 
-from mpcompile.conformance.reference import ReferenceRunner
 from mpcompile.data import Dataset
 from mpcompile.errors import PlanError
 from mpcompile.ir.graph import Graph
@@ -29,6 +28,7 @@ from mpcompile.planning.config import Override, PlanConfig
 from mpcompile.planning.plan import make_plan
 from mpcompile.planning.sensitivity import local_sensitivity, node_cost
 from mpcompile.planning.stats import TensorStatistics
+from mpcompile.reference import ReferenceRunner
 
 METRICS = ("top1", "cosine", "sqnr", "mse")
 MetricFn = Callable[[dict[str, np.ndarray], dict[str, np.ndarray]], float]

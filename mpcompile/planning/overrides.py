@@ -61,7 +61,7 @@ def precision_overrides(data: dict[str, Any]) -> tuple[Override, ...]:
 
 def apply_tensor_pins(plan: Graph, data: dict[str, Any], source: str = "overrides") -> None:
     """Replace the specs of pinned tensors (after planning), keeping their qtype and symmetry."""
-    from mpcompile.planning.plan import refresh_bias_specs
+    from mpcompile.ir.numerics import refresh_bias_specs
 
     for name, pin in (data.get("tensors") or {}).items():
         tensor = plan.tensors.get(name)

@@ -11,10 +11,11 @@ from __future__ import annotations
 import numpy as np
 
 from mpcompile.errors import PlanError
+from mpcompile.ir import ops
 from mpcompile.ir.graph import Graph, Node, Tensor
+from mpcompile.ir.numerics import bias_spec, fixed_output_spec
 from mpcompile.ir.quant import QuantSpec, spec_from_range, weight_spec
 from mpcompile.ir.types import Precision, QType
-from mpcompile.planning import ops
 from mpcompile.planning.config import PlanConfig
 from mpcompile.planning.stats import TensorStatistics
 
@@ -223,19 +224,7 @@ class _Annotator:
         return spec_from_range(lo, hi, qtype, symmetric=symmetric, provenance=provenance)
 
     def fixed_output(self, node: Node, qtype: QType) -> QuantSpec:
-        op = node.op_type
-        if qtype == QType.INT16:
-            scale = 1.0 / 32768.0
-            return QuantSpec(qtype, np.float32(scale), 0, None, True, False, {"role": "fixed", "op": op})
-        if op in ("Softmax", "Sigmoid"):
-            zp = -128 if qtype == QType.INT8 else 0
-            return QuantSpec(qtype, np.float32(1 / 256), zp, None, False, False, {"role": "fixed", "op": op})
-        if op == "Tanh":
-            zp = 0 if qtype == QType.INT8 else 128
-            return QuantSpec(qtype, np.float32(1 / 128), zp, None, qtype == QType.INT8, False, {"role": "fixed", "op": op})
-        # LogSoftmax: output in (-inf, 0]; TFLite fixes 16/256 with zero-point 127.
-        zp = 127 if qtype == QType.INT8 else 255
-        return QuantSpec(qtype, np.float32(16 / 256), zp, None, False, False, {"role": "fixed", "op": op})
+        return fixed_output_spec(node.op_type, qtype)
 
     def is_fused_intermediate(self, name: str) -> bool:
         """A producer output that only feeds a fusable activation stays unquantized (fused in every backend)."""
@@ -323,40 +312,6 @@ class _Annotator:
         spec = bias_spec(self.plan, node)
         if spec is not None and bias.is_constant:
             self.set(bias.name, spec)
-
-
-def bias_spec(plan: Graph, node: Node) -> QuantSpec | None:
-    """int32 bias spec at scale s_in × s_w (per channel when the weight is), zero-point 0."""
-    w_index, b_index = ops.WEIGHTED[node.op_type]
-    x = plan.tensors.get(node.inputs[0])
-    w = plan.tensors.get(node.inputs[w_index])
-    bias = plan.tensors.get(node.inputs[b_index]) if b_index is not None else None
-    if x is None or w is None or bias is None or x.quant is None or w.quant is None or not bias.is_constant:
-        return None
-    if bias.value.ndim != 1:
-        return None
-    s_in = np.float32(x.quant.scale)
-    s_w = w.quant.scale.astype(np.float32)
-    scale = (s_in * s_w).astype(np.float32)
-    if w.quant.axis is None:
-        scale = scale.reshape(())
-        axis = None
-        zp = np.int32(0)
-    else:
-        axis = 0
-        zp = np.zeros(scale.shape, dtype=np.int32)
-        if scale.shape[0] != bias.value.shape[0]:
-            return None
-    return QuantSpec(QType.INT32, scale, zp, axis, True, False, {"role": "bias", "input": x.name, "weight": w.name})
-
-
-def refresh_bias_specs(plan: Graph) -> None:
-    """Recompute every bias spec from its (possibly changed) input and weight specs."""
-    for node in plan.nodes:
-        if node.op_type in ops.WEIGHTED and node.precision is not None and node.precision.is_integer:
-            b_index = ops.WEIGHTED[node.op_type][1]
-            if b_index is not None and len(node.inputs) > b_index and node.inputs[b_index]:
-                plan.tensors[node.inputs[b_index]].quant = bias_spec(plan, node)
 
 
 def _mse_amax(w: np.ndarray, axis: int | None, grid: int = 64) -> np.ndarray:

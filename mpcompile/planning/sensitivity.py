@@ -20,9 +20,11 @@ from typing import Any
 
 import numpy as np
 
-from mpcompile.calibration.collect import make_session, observed_tensors
+from mpcompile.calibration.collect import observed_tensors
 from mpcompile.data import Dataset
 from mpcompile.ir.graph import Graph, Node, Tensor
+from mpcompile.ortsession import make_session
+from mpcompile.reference.metrics import sqnr_db
 
 
 @dataclasses.dataclass
@@ -39,18 +41,12 @@ class LayerSensitivity:
 
 def _sqnr(reference: np.ndarray, candidate: np.ndarray) -> float:
     ref = reference.astype(np.float64)
-    noise = float(np.sum((candidate.astype(np.float64) - ref) ** 2))
-    signal = float(np.sum(ref * ref))
-    if noise == 0:
-        return math.inf
-    if signal == 0:
-        return -math.inf
-    return 10 * math.log10(signal / noise)
+    return sqnr_db(float(np.sum(ref * ref)), float(np.sum((candidate.astype(np.float64) - ref) ** 2)))
 
 
 def node_cost(graph: Graph, node: Node) -> tuple[int, int]:
     """(multiply-accumulates per sample, weight bytes in int8) for Conv/Gemm/MatMul; (0, 0) otherwise."""
-    from mpcompile.planning import ops
+    from mpcompile.ir import ops
 
     if node.op_type not in ops.WEIGHTED or len(node.inputs) < 2:
         return 0, 0
@@ -140,5 +136,4 @@ def _one_node(plan: Graph, node: Node, cache: dict[str, list[np.ndarray]]) -> La
         ref = cache[out][index].astype(np.float64)
         signal += float(np.sum(ref * ref))
         noise += float(np.sum((got.astype(np.float64) - ref) ** 2))
-    sqnr = math.inf if noise == 0 else (-math.inf if signal == 0 else 10 * math.log10(signal / noise))
-    return LayerSensitivity(node.name, node.op_type, sqnr, macs, wbytes)
+    return LayerSensitivity(node.name, node.op_type, sqnr_db(signal, noise), macs, wbytes)

@@ -1,15 +1,27 @@
-"""ONNX Runtime backend: lowers a plan to a QDQ ONNX model and runs it with ONNX Runtime."""
+"""ONNX Runtime backend: lowers a plan to a QDQ ONNX model and runs it with ONNX Runtime.
+
+The room: ``options.py`` (``OnnxRuntimeOptions``), ``legalize.py`` (the shared rules from
+the capabilities below), ``lowering.py`` (Q/DQ placement that ORT's CPU provider fuses into
+integer kernels), ``runner.py`` (the core's ONNX runner).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-from mpcompile.backends.base import Artifact, Backend, Capabilities, Runner, op_table
-from mpcompile.ir import serde
-from mpcompile.ir.graph import Graph
-from mpcompile.ir.types import Precision, QType
-from mpcompile.planning import ops
+from mpcompile.backends.api import (
+    Artifact,
+    Backend,
+    Capabilities,
+    Deviation,
+    Graph,
+    Precision,
+    QType,
+    Runner,
+    op_table,
+    ops,
+)
+from mpcompile_onnxruntime.options import OnnxRuntimeOptions
 
 
 class OnnxRuntimeBackend(Backend):
@@ -17,6 +29,7 @@ class OnnxRuntimeBackend(Backend):
     description = "QDQ ONNX model for ONNX Runtime (CPU provider fuses it into integer kernels)"
     install_hint = "pip install onnxruntime"
     artifact_suffix = ".onnx"
+    Options = OnnxRuntimeOptions
 
     @property
     def capabilities(self) -> Capabilities:
@@ -41,27 +54,22 @@ class OnnxRuntimeBackend(Backend):
 
         return onnxruntime.__version__
 
-    def lower(self, plan: Graph, out_dir: Path, **options: Any) -> Artifact:
-        from mpcompile_onnxruntime.lowering import lower_to_qdq
+    def legalize(self, plan: Graph, options: OnnxRuntimeOptions) -> tuple[Graph, list[Deviation]]:
+        from mpcompile_onnxruntime.legalize import legalize_for_onnxruntime
 
-        graph, tensor_map = lower_to_qdq(plan)
-        out_dir = Path(out_dir)
-        path = out_dir / f"{options.get('stem', plan.name or 'model')}.qdq.onnx"
-        serde.save_onnx(graph, path)
-        return Artifact(
-            self.name,
-            path,
-            [path],
-            metadata={"onnxruntime": self.version(), "tensor_map": tensor_map, "format": "QDQ ONNX"},
-        )
+        return legalize_for_onnxruntime(plan, self.capabilities)
 
-    def runner(self, artifact: Artifact, **options: Any) -> Runner:
-        from mpcompile.backends.onnx_runner import OnnxFileRunner
+    def lower(self, plan: Graph, out_dir: Path, *, stem: str, options: OnnxRuntimeOptions) -> Artifact:
+        from mpcompile_onnxruntime.lowering import write_qdq_model
 
-        # ORT's production session defaults (every graph optimization) unless optimize=False.
-        return OnnxFileRunner(artifact, optimize=options.get("optimize", True))
+        return write_qdq_model(plan, out_dir, stem, self.version())
+
+    def runner(self, artifact: Artifact, options: OnnxRuntimeOptions) -> Runner:
+        from mpcompile_onnxruntime.runner import ort_runner
+
+        return ort_runner(artifact, options)
 
 
 backend = OnnxRuntimeBackend()
 
-__all__ = ["OnnxRuntimeBackend", "backend"]
+__all__ = ["OnnxRuntimeBackend", "OnnxRuntimeOptions", "backend"]

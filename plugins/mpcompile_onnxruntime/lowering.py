@@ -14,10 +14,9 @@ Placement follows what ORT's QDQ fusion recognises (QLinearConv, QLinearMatMul, 
 
 from __future__ import annotations
 
-from mpcompile.backends.qdq import QDQWriter
-from mpcompile.ir.graph import Graph
-from mpcompile.ir.quant import QuantSpec
-from mpcompile.planning import ops
+from pathlib import Path
+
+from mpcompile.backends.api import Artifact, Graph, QDQWriter, QuantSpec, ops, serde
 
 
 class QDQPlacer(QDQWriter):
@@ -57,3 +56,11 @@ def lower_to_qdq(plan: Graph) -> tuple[Graph, dict[str, str]]:
     placer = QDQPlacer(plan)
     graph = placer.place()
     return graph, placer.tensor_map
+
+
+def write_qdq_model(plan: Graph, out_dir: Path, stem: str, version: str) -> Artifact:
+    graph, tensor_map = lower_to_qdq(plan)
+    path = Path(out_dir) / f"{stem}.qdq.onnx"
+    serde.save_onnx(graph, path)
+    metadata = {"onnxruntime": version, "tensor_map": tensor_map, "format": "QDQ ONNX"}
+    return Artifact("onnxruntime", path, [path], metadata=metadata)

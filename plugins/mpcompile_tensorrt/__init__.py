@@ -19,11 +19,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from mpcompile.backends.base import Artifact, Backend, Capabilities, Deviation, Runner, op_table
-from mpcompile.ir.graph import Graph
-from mpcompile.ir.types import Precision, QType
-from mpcompile.planning import ops
+from mpcompile.backends.api import (
+    Artifact,
+    Backend,
+    Capabilities,
+    Deviation,
+    Graph,
+    Precision,
+    QType,
+    Runner,
+    op_table,
+    ops,
+)
 from mpcompile_tensorrt.environment import INSTALL_HINT
+from mpcompile_tensorrt.options import TensorRTOptions
 from mpcompile_tensorrt.runner import OnnxOnlyRunner
 
 _ALL = {Precision.INT8, Precision.FP16, Precision.BF16, Precision.FP32}
@@ -35,6 +44,7 @@ class TensorRTBackend(Backend):
     description = "TensorRT engine: 10.x implicit INT8 (plan scales via calibration cache) or explicit Q/DQ; 11.x explicit Q/DQ"
     install_hint = INSTALL_HINT
     artifact_suffix = ".engine"
+    Options = TensorRTOptions
 
     @property
     def capabilities(self) -> Capabilities:
@@ -64,11 +74,11 @@ class TensorRTBackend(Backend):
         select_builder(trt)
         cuda_device()
 
-    def can_lower_without_runtime(self, **options: Any) -> bool:
-        return bool(options.get("onnx_only"))
+    def can_lower_without_runtime(self, options: TensorRTOptions) -> bool:
+        return options.onnx_only
 
     def version(self) -> str:
-        from mpcompile.errors import BackendUnavailableError
+        from mpcompile.backends.api import BackendUnavailableError
         from mpcompile_tensorrt.environment import import_tensorrt, tensorrt_version
 
         try:
@@ -76,32 +86,30 @@ class TensorRTBackend(Backend):
         except BackendUnavailableError:
             return "not installed"
 
-    def legalize(self, plan: Graph) -> tuple[Graph, list[Deviation]]:
+    def legalize(self, plan: Graph, options: TensorRTOptions) -> tuple[Graph, list[Deviation]]:
         from mpcompile_tensorrt.legalize import legalize_for_tensorrt
 
         return legalize_for_tensorrt(plan, self.capabilities, backend_name=self.name)
 
-    def lower(self, plan: Graph, out_dir: Path, **options: Any) -> Artifact:
-        """Lower a *legalized* plan (``legalize`` first, as ``pipeline.lower_one`` does); see ``LowerOptions``."""
+    def lower(self, plan: Graph, out_dir: Path, *, stem: str, options: TensorRTOptions) -> Artifact:
+        """Lower a *legalized* plan: the TensorRT-ready files, and the engine unless ``onnx_only``."""
         from mpcompile_tensorrt.lowering import lower_engine, lower_onnx_files
-        from mpcompile_tensorrt.options import LowerOptions
 
-        parsed = LowerOptions.parse(options)
-        if parsed.onnx_only:
-            return lower_onnx_files(plan, Path(out_dir), parsed, _installed_version())
-        return lower_engine(plan, Path(out_dir), parsed)
+        if options.onnx_only:
+            return lower_onnx_files(plan, Path(out_dir), stem, options, _installed_version())
+        return lower_engine(plan, Path(out_dir), stem, options)
 
-    def runner(self, artifact: Artifact, **options: Any) -> Runner:
+    def runner(self, artifact: Artifact, options: TensorRTOptions) -> Runner:
         """``OnnxOnlyRunner`` (CPU) for an ``onnx_only`` artifact, else ``TensorRTRunner`` on the engine."""
-        if artifact.metadata.get("onnx_only") or Path(artifact.path).suffix == ".onnx" or options.get("onnx_only"):
-            return OnnxOnlyRunner(artifact, optimize=bool(options.get("optimize", False)), emulate_half=options.get("emulate_half"))
+        if artifact.metadata.get("onnx_only") or Path(artifact.path).suffix == ".onnx" or options.onnx_only:
+            return OnnxOnlyRunner(artifact, optimize=options.optimize, emulate_half=options.emulate_half)
         from mpcompile_tensorrt.runner import TensorRTRunner
 
-        return TensorRTRunner(artifact, device_library=options.get("device_library"))
+        return TensorRTRunner(artifact, device_library=options.device_library)
 
 
 def _installed_version() -> str | None:
-    from mpcompile.errors import BackendUnavailableError
+    from mpcompile.backends.api import BackendUnavailableError
     from mpcompile_tensorrt.environment import import_tensorrt, tensorrt_version
 
     try:
@@ -115,18 +123,20 @@ def lower_onnx_only(plan: Graph, out_dir: str | Path, stem: str = "model", *, le
 
     ``plan`` is legalized first (``legalize=False`` when it already is: legalization is
     idempotent either way); the deviations are on the returned artifact. ``options`` are
-    those of ``LowerOptions`` (``shapes``, ``batch_size``, ``max_batch_size``, ``workspace``,
+    ``TensorRTOptions`` fields (``shapes``, ``batch_size``, ``max_batch_size``, ``workspace``,
     ``tensorrt_version``…). The artifact's ``metadata["trtexec"]`` holds the command lines that
     build the engine on the target machine, from its folder.
     """
+    parsed = backend.options({**options, "onnx_only": True})
     deviations: list[Deviation] = []
     if legalize:
-        plan, deviations = backend.legalize(plan)
-    artifact = backend.lower(plan, Path(out_dir), **{**options, "stem": stem, "onnx_only": True})
+        plan, deviations = backend.legalize(plan, parsed)
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    artifact = backend.lower(plan, Path(out_dir), stem=stem, options=parsed)
     artifact.deviations = deviations + [d for d in artifact.deviations if d not in deviations]
     return artifact
 
 
 backend = TensorRTBackend()
 
-__all__ = ["OnnxOnlyRunner", "TensorRTBackend", "backend", "lower_onnx_only"]
+__all__ = ["OnnxOnlyRunner", "TensorRTBackend", "TensorRTOptions", "backend", "lower_onnx_only"]

@@ -16,8 +16,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from mpcompile.errors import BackendError
-from mpcompile.ir.types import Precision
+from mpcompile.backends.api import BackendError, Precision
 from mpcompile_tensorrt.profiles import InputProfile, any_dynamic
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mpcompile.errors import BackendError
+from mpcompile.backends.api import BackendError
 
 ALGORITHMS = {"entropy": "EntropyCalibration2", "minmax": "MinMaxCalibration"}
 _HEADER = re.compile(r"^TRT-(\d+)-([A-Za-z0-9]+)$")
@@ -124,10 +124,10 @@ def read_cache(text: str | bytes) -> CalibrationCache:
 
 
 def save_cache(path: str | Path, scales: Mapping[str, float | np.floating], version: str | int, algorithm: str = "entropy") -> Path:
-    from mpcompile.ir.serde import write_atomic
+    from mpcompile.backends.api import serde
 
     path = Path(path)
-    write_atomic(path, write_cache(scales, version, algorithm).encode("utf-8"))
+    serde.write_atomic(path, write_cache(scales, version, algorithm).encode("utf-8"))
     return path
 
 

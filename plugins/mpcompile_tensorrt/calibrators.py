@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from mpcompile.errors import BackendError
+from mpcompile.backends.api import BackendError
 
 _BASES = {"entropy": "IInt8EntropyCalibrator2", "minmax": "IInt8MinMaxCalibrator"}
 
@@ -157,8 +157,8 @@ def dataset_calibrator(
         def write_calibration_cache(self, data: Any, *_: Any) -> None:
             self.written = _bytes(data)
             if cache_path:
-                from mpcompile.ir.serde import write_atomic
+                from mpcompile.backends.api import serde
 
-                write_atomic(cache_path, self.written)
+                serde.write_atomic(cache_path, self.written)
 
     return DatasetCalibrator()

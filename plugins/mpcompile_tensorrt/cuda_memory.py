@@ -16,7 +16,7 @@ import abc
 
 import numpy as np
 
-from mpcompile.errors import BackendUnavailableError
+from mpcompile.backends.api import BackendUnavailableError
 from mpcompile_tensorrt.environment import INSTALL_HINT, cuda_check, cuda_device, cudart
 
 

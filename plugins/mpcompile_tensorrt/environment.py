@@ -12,7 +12,7 @@ import importlib
 import re
 from types import ModuleType
 
-from mpcompile.errors import BackendUnavailableError
+from mpcompile.backends.api import BackendUnavailableError
 
 INSTALL_HINT = (
     "pip install 'mpcompile[tensorrt]' on a machine with a CUDA GPU (the full TensorRT wheels come "

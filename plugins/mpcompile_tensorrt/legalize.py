@@ -21,13 +21,19 @@ from typing import Any
 
 import numpy as np
 
-from mpcompile.backends.base import Capabilities, Deviation
-from mpcompile.backends.legalize import legalize_with_capabilities
-from mpcompile.ir.graph import Graph, Tensor
-from mpcompile.ir.quant import QuantSpec, spec_from_range, weight_spec
-from mpcompile.ir.types import QType
-from mpcompile.planning import ops
-from mpcompile.planning.plan import refresh_bias_specs
+from mpcompile.backends.api import (
+    Capabilities,
+    Deviation,
+    Graph,
+    QType,
+    QuantSpec,
+    Tensor,
+    legalize_with_capabilities,
+    ops,
+    refresh_bias_specs,
+    spec_from_range,
+    weight_spec,
+)
 
 _BIAS_QTYPES = (QType.INT32, QType.INT64)
 

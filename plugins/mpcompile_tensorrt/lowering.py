@@ -19,13 +19,10 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from mpcompile.backends.base import Artifact, Deviation
-from mpcompile.errors import BackendError, BackendUnavailableError
-from mpcompile.ir import serde
-from mpcompile.ir.graph import Graph
+from mpcompile.backends.api import Artifact, BackendError, BackendUnavailableError, Deviation, Graph, open_data, serde
 from mpcompile_tensorrt import cache as calib_cache
 from mpcompile_tensorrt.environment import DEFAULT_TRT10_VERSION
-from mpcompile_tensorrt.options import LowerOptions
+from mpcompile_tensorrt.options import TensorRTOptions
 from mpcompile_tensorrt.profiles import InputProfile, input_profiles, trtexec_commands
 from mpcompile_tensorrt.qdq import cache_scales, float_graph, node_precisions, tensorrt_qdq_graph
 
@@ -58,10 +55,9 @@ class WrittenFiles:
         }
 
 
-def write_files(plan: Graph, out_dir: Path, options: LowerOptions, cache_version: str) -> WrittenFiles:
+def write_files(plan: Graph, out_dir: Path, stem: str, options: TensorRTOptions, cache_version: str) -> WrittenFiles:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = options.stem
     qdq = tensorrt_qdq_graph(plan)
     qdq_path = serde.save_onnx(qdq.graph, out_dir / f"{stem}.trt.onnx")
     float_path = serde.save_onnx(float_graph(plan), out_dir / f"{stem}.fp32.onnx")
@@ -73,19 +69,17 @@ def write_files(plan: Graph, out_dir: Path, options: LowerOptions, cache_version
     )
 
 
-def _sample_shapes(plan: Graph, options: LowerOptions) -> tuple[Any, dict[str, tuple[int, ...]] | None]:
+def _sample_shapes(plan: Graph, options: TensorRTOptions) -> tuple[Any, dict[str, tuple[int, ...]] | None]:
     """The calibration dataset (opened) and the shapes of its first batch, if data was given."""
     if options.calibration_data is None:
         return None, None
-    from mpcompile.pipeline import open_data
-
     dataset = open_data(plan, options.calibration_data)
     first = next(iter(dataset.batches(options.batch_size, limit=options.calibration_samples)), None)
     return dataset, None if first is None else {k: tuple(v.shape) for k, v in first.items()}
 
 
 def _metadata(
-    plan: Graph, files: WrittenFiles, profiles: dict[str, InputProfile], options: LowerOptions
+    plan: Graph, files: WrittenFiles, profiles: dict[str, InputProfile], options: TensorRTOptions
 ) -> dict[str, Any]:
     meta: dict[str, Any] = {
         "files": files.names(),
@@ -96,18 +90,18 @@ def _metadata(
         "placement": {**PLACEMENT, "notes": list(files.notes)},
         "tensor_map": files.tensor_map,
     }
-    if options.ignored:
-        meta["ignored_options"] = list(options.ignored)
     return meta
 
 
 # ============================================================================ onnx_only
-def lower_onnx_files(plan: Graph, out_dir: Path, options: LowerOptions, installed_version: str | None = None) -> Artifact:
+def lower_onnx_files(
+    plan: Graph, out_dir: Path, stem: str, options: TensorRTOptions, installed_version: str | None = None
+) -> Artifact:
     """The ``onnx_only`` artifact: QDQ ONNX + float ONNX + calibration cache, no TensorRT needed."""
     version = options.tensorrt_version or installed_version or DEFAULT_TRT10_VERSION
     _, sample = _sample_shapes(plan, options)
     profiles = input_profiles(plan, options, sample)
-    files = write_files(plan, out_dir, options, version)
+    files = write_files(plan, out_dir, stem, options, version)
     meta = _metadata(plan, files, profiles, options)
     meta.update(
         {
@@ -146,7 +140,7 @@ def select_builder(trt: ModuleType) -> ModuleType:
     )
 
 
-def lower_engine(plan: Graph, out_dir: Path, options: LowerOptions) -> Artifact:
+def lower_engine(plan: Graph, out_dir: Path, stem: str, options: TensorRTOptions) -> Artifact:
     from mpcompile_tensorrt.build_common import BuildRequest
     from mpcompile_tensorrt.environment import cuda_device, import_tensorrt, major_version, tensorrt_version
 
@@ -164,7 +158,7 @@ def lower_engine(plan: Graph, out_dir: Path, options: LowerOptions) -> Artifact:
     device = cuda_device(prefer=options.device_library)
     dataset, sample = _sample_shapes(plan, options)
     profiles = input_profiles(plan, options, sample)
-    files = write_files(plan, out_dir, options, options.tensorrt_version or version)
+    files = write_files(plan, out_dir, stem, options, options.tensorrt_version or version)
     buffers = None
     if options.calibrator != "plan":
         from mpcompile_tensorrt.cuda_memory import device_buffers
@@ -183,7 +177,7 @@ def lower_engine(plan: Graph, out_dir: Path, options: LowerOptions) -> Artifact:
         calibration_samples=options.calibration_samples,
         batch_size=options.batch_size,
         device=buffers,
-        calibration_cache_out=files.calibration_cache.with_name(f"{options.stem}.tensorrt.calib.cache")
+        calibration_cache_out=files.calibration_cache.with_name(f"{stem}.tensorrt.calib.cache")
         if options.calibrator != "plan"
         else None,
     )

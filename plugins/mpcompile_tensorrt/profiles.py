@@ -13,10 +13,8 @@ import shlex
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from mpcompile.errors import BackendError
-from mpcompile.ir.graph import Graph
-from mpcompile.ir.types import Precision
-from mpcompile_tensorrt.options import LowerOptions
+from mpcompile.backends.api import BackendError, Graph, Precision
+from mpcompile_tensorrt.options import TensorRTOptions
 
 Shape = tuple[int, ...]
 
@@ -48,7 +46,7 @@ def _shape(value: Any, name: str, rank: int) -> Shape:
 
 
 def input_profiles(
-    plan: Graph, options: LowerOptions, sample_shapes: Mapping[str, Sequence[int]] | None = None
+    plan: Graph, options: TensorRTOptions, sample_shapes: Mapping[str, Sequence[int]] | None = None
 ) -> dict[str, InputProfile]:
     """One profile per graph input; ``sample_shapes`` (one batch of data) fills non-batch dynamic dims."""
     given = dict(options.shapes or {})
@@ -130,7 +128,7 @@ def trtexec_commands(
     plan: Graph,
     profiles: Mapping[str, InputProfile],
     files: Mapping[str, str],
-    options: LowerOptions,
+    options: TensorRTOptions,
 ) -> dict[str, str]:
     """The ``trtexec`` command lines that build the engine from the written files (run in their folder)."""
     engine = files["engine"]

@@ -35,12 +35,7 @@ import dataclasses
 
 import numpy as np
 
-from mpcompile.backends.qdq import QDQWriter
-from mpcompile.errors import PlanError
-from mpcompile.ir.graph import Graph, Node, Tensor
-from mpcompile.ir.quant import QuantSpec
-from mpcompile.ir.types import Precision, QType
-from mpcompile.planning import ops
+from mpcompile.backends.api import Graph, Node, PlanError, Precision, QDQWriter, QType, QuantSpec, Tensor, ops
 
 MIN_OPSET = 13  # per-channel QuantizeLinear/DequantizeLinear (``axis``)
 #: Conv, ConvTranspose and the pooling ops accept bfloat16 from opset 22 on.

@@ -18,10 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mpcompile.backends.base import Artifact, Runner
-from mpcompile.backends.onnx_runner import OnnxFileRunner
-from mpcompile.errors import BackendError
-from mpcompile.ir.graph import Graph, Node, Tensor
+from mpcompile.backends.api import Artifact, BackendError, Graph, Node, OnnxFileRunner, Runner, Tensor
 from mpcompile_tensorrt.qdq import half_cast_code
 
 _HALF = (10, 16)  # Cast "to" codes of FLOAT16 and BFLOAT16

@@ -23,8 +23,7 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Any
 
-from mpcompile.errors import BackendError
-from mpcompile.ir.types import Precision
+from mpcompile.backends.api import BackendError, Precision
 from mpcompile_tensorrt import build_common
 from mpcompile_tensorrt.build_common import BuildRequest, BuildResult
 from mpcompile_tensorrt.calibrators import dataset_calibrator, plan_calibrator

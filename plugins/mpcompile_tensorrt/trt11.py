@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from mpcompile.errors import BackendError
+from mpcompile.backends.api import BackendError
 from mpcompile_tensorrt import build_common
 from mpcompile_tensorrt.build_common import BuildRequest, BuildResult
 

@@ -18,8 +18,7 @@ import math
 
 import numpy as np
 
-from mpcompile.ir.graph import Graph, Node
-from mpcompile.ir.types import Precision
+from mpcompile.backends.api import Graph, Node, Precision
 
 FLOAT_PRECISIONS = (Precision.FP32, Precision.FP16, Precision.BF16)
 

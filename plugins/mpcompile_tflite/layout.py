@@ -28,10 +28,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from mpcompile.errors import InternalError
-from mpcompile.ir.graph import Dim, Graph, Node, Tensor
-from mpcompile.ir.quant import QuantSpec
-from mpcompile.ir.types import Precision, QType
+from mpcompile.backends.api import Dim, Graph, InternalError, Node, Precision, QType, QuantSpec, Tensor
 
 Perm = tuple[int, ...]
 NHWC: Perm = (0, 2, 3, 1)

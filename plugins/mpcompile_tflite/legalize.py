@@ -26,35 +26,35 @@ from __future__ import annotations
 
 import numpy as np
 
-from mpcompile.backends.base import Capabilities, Deviation
-from mpcompile.backends.legalize import legalize_with_capabilities
-from mpcompile.errors import UnsupportedOperatorError
-from mpcompile.ir.graph import Graph, Node
-from mpcompile.ir.quant import QuantSpec, weight_spec
-from mpcompile.ir.types import Precision, QType
-from mpcompile.passes.infer_precisions import InferPrecisions
-from mpcompile.planning import ops as plan_ops
-from mpcompile.planning.plan import refresh_bias_specs
+from mpcompile.backends.api import (
+    Capabilities,
+    Deviation,
+    Graph,
+    InferPrecisions,
+    Node,
+    Precision,
+    QType,
+    QuantSpec,
+    UnsupportedOperatorError,
+    fixed_output_spec,
+    legalize_with_capabilities,
+    refresh_bias_specs,
+    weight_spec,
+)
+from mpcompile.backends.api import ops as plan_ops
 from mpcompile_tflite import ops
 
 BACKEND = "tflite"
 
-#: (op, activation type) -> (scale, zero-point) TFLite's kernels require at the output
-FIXED_OUTPUTS: dict[tuple[str, QType], tuple[float, int]] = {
-    ("Softmax", QType.INT8): (1.0 / 256.0, -128),
-    ("Sigmoid", QType.INT8): (1.0 / 256.0, -128),
-    ("Tanh", QType.INT8): (1.0 / 128.0, 0),
-    ("LogSoftmax", QType.INT8): (16.0 / 256.0, 127),
-    ("Softmax", QType.INT16): (1.0 / 32768.0, 0),
-    ("Sigmoid", QType.INT16): (1.0 / 32768.0, 0),
-    ("Tanh", QType.INT16): (1.0 / 32768.0, 0),
+#: The lookup-table kernels whose output quantization TFLite fixes (the numerics contract's values).
+FIXED_OUTPUT_KERNELS = {
+    ("Softmax", QType.INT8), ("Sigmoid", QType.INT8), ("Tanh", QType.INT8), ("LogSoftmax", QType.INT8),
+    ("Softmax", QType.INT16), ("Sigmoid", QType.INT16), ("Tanh", QType.INT16),
 }
 
-#: TFLite kernels that copy or select integers: input and output quantization must be equal.
-SHARED_QUANTIZATION = {
-    "MaxPool", "AveragePool", "GlobalMaxPool", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose",
-    "Slice", "Split", "Gather", "Pad", "Resize", "DepthToSpace", "SpaceToDepth", "ReduceMax", "ReduceMin", "Expand",
-}
+#: TFLite kernels that copy or select integers: input and output quantization must be equal. The
+#: scale-preserving ops of the contract, less those the lowering removes or whose kernel requantizes.
+SHARED_QUANTIZATION = plan_ops.SCALE_PRESERVING - {"Identity", "Dropout", "Tile"}
 
 FALLBACKS = ("float", "error")
 
@@ -214,13 +214,13 @@ def _fixed_outputs(g: Graph, out: list[Deviation]) -> None:
         spec = t.quant
         if spec is None:
             continue
-        fixed = FIXED_OUTPUTS.get((node.op_type, spec.qtype))
-        if fixed is None:
+        if (node.op_type, spec.qtype) not in FIXED_OUTPUT_KERNELS:
             continue
-        scale, zp = np.float32(fixed[0]), fixed[1]
+        fixed = fixed_output_spec(node.op_type, spec.qtype)
+        scale, zp = fixed.scale, int(fixed.zero_point)
         if spec.axis is None and spec.scale.view(np.uint32) == scale.view(np.uint32) and int(spec.zero_point) == zp:
             continue
-        new = QuantSpec(spec.qtype, scale, zp, None, zp == 0, False, {"role": "fixed", "op": node.op_type, "legalized": BACKEND})
+        new = fixed.replace(provenance={**dict(fixed.provenance), "legalized": BACKEND})
         t.quant = new
         out.append(Deviation(t.name, "tensor", f"scale {float(spec.scale):.6g} zp {int(spec.zero_point)} → "
                              f"scale {float(scale):.6g} zp {zp}",

@@ -18,10 +18,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from mpcompile.errors import UnsupportedOperatorError
-from mpcompile.ir.graph import Graph, Node
-from mpcompile.ir.types import Precision
-from mpcompile_tflite.writer import NodeContext, clip_bounds, fused_activation_name, quant_params, same_numbers
+from mpcompile.backends.api import Graph, Node, Precision, UnsupportedOperatorError
+from mpcompile_tflite.emit import NodeContext, clip_bounds, fused_activation_name, quant_params, same_numbers
 
 I8, I16, F16, F32 = Precision.INT8, Precision.INT16, Precision.FP16, Precision.FP32
 INTEGER = (I8, I16)

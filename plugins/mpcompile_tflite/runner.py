@@ -17,8 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from mpcompile.backends.base import Artifact, Runner
-from mpcompile.errors import BackendError, DataError
+from mpcompile.backends.api import Artifact, BackendError, DataError, Runner
 from mpcompile_tflite.flatbuffer import TensorRecord, read_tensors
 from mpcompile_tflite.layout import TensorLayout
 from mpcompile_tflite.model import QuantParams

@@ -9,19 +9,27 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from mpcompile.backends.base import Artifact, Backend, Capabilities, Runner, op_table
-from mpcompile.ir.types import Precision
+from mpcompile.backends.api import (
+    Artifact,
+    Backend,
+    BackendOptions,
+    Capabilities,
+    FakeQuantGraph,
+    Graph,
+    Precision,
+    Runner,
+    onnx_evaluator,
+    op_table,
+    serde,
+)
 
 
 class ReferenceEvaluatorRunner(Runner):
     def __init__(self, path: Path) -> None:
-        from mpcompile.conformance.onnx_reference import evaluator
-
-        self._evaluator = evaluator(str(path))
+        self._evaluator = onnx_evaluator(str(path))
 
     def run(self, feeds: Mapping[str, np.ndarray], intermediates: Iterable[str] = ()) -> dict[str, np.ndarray]:
         names = list(self._evaluator.output_names)
@@ -49,15 +57,12 @@ class OnnxReferenceBackend(Backend):
 
         return onnx.__version__
 
-    def lower(self, plan: Any, out_dir: Path, **options: Any) -> Artifact:
-        from mpcompile.conformance.reference import FakeQuantGraph
-        from mpcompile.ir import serde
-
-        path = Path(out_dir) / f"{options.get('stem', 'model')}.fakequant.onnx"
+    def lower(self, plan: Graph, out_dir: Path, *, stem: str, options: BackendOptions) -> Artifact:
+        path = Path(out_dir) / f"{stem}.fakequant.onnx"
         serde.save_onnx(FakeQuantGraph(plan).graph, path)
         return Artifact(self.name, path, [path], metadata={"onnx": self.version()})
 
-    def runner(self, artifact: Artifact, **options: Any) -> Runner:
+    def runner(self, artifact: Artifact, options: BackendOptions) -> Runner:
         return ReferenceEvaluatorRunner(artifact.path)
 
 

@@ -12,6 +12,19 @@ import math
 import numpy as np
 
 
+def sqnr_db(signal_power: float, noise_power: float) -> float:
+    """Signal-to-quantization-noise ratio in dB: +inf without noise, -inf without signal.
+
+    The one SQNR of the project (conformance, sensitivity, auto search): powers are sums of
+    squares over the same elements, so any batching of the sums gives the same value.
+    """
+    if noise_power == 0:
+        return math.inf
+    if signal_power == 0:
+        return -math.inf
+    return 10.0 * math.log10(signal_power / noise_power)
+
+
 @dataclasses.dataclass
 class Accumulator:
     """Sums needed for max |diff|, LSB counts, cosine, SQNR and top-1 agreement."""
@@ -70,11 +83,7 @@ class Accumulator:
 
     @property
     def sqnr_db(self) -> float:
-        if self.noise_sq == 0:
-            return math.inf
-        if self.ref_sq == 0:
-            return -math.inf
-        return 10.0 * math.log10(self.ref_sq / self.noise_sq)
+        return sqnr_db(self.ref_sq, self.noise_sq)
 
     @property
     def top1(self) -> float | None:

@@ -142,11 +142,11 @@ class ReferenceRunner:
         graph = self.fq.graph
         wanted = [self.fq.names.get(n, n) for n in intermediates]
         if self.engine == "onnxruntime":
-            from mpcompile.calibration.collect import make_session
+            from mpcompile.ortsession import make_session
 
             self._session = make_session(graph, wanted, optimize=False)
         elif self.engine == "onnx-reference":
-            from mpcompile.conformance.onnx_reference import evaluator
+            from mpcompile.reference.onnx_reference import evaluator
 
             exposed = graph.copy()
             exposed.outputs = list(exposed.outputs) + [w for w in wanted if w not in exposed.outputs]

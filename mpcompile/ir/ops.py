@@ -14,6 +14,7 @@ WEIGHTED = {
 #: requantizing them would only add error, and TFLite requires equal scales for most.
 SCALE_PRESERVING = {
     "MaxPool",
+    "GlobalMaxPool",
     "AveragePool",
     "Reshape",
     "Flatten",

@@ -3,7 +3,7 @@
 mpcompile runs it on every installed backend (``tests/conformance``); a third-party
 backend author runs the very same tests against their backend::
 
-    pytest --pyargs mpcompile.conformance.testsuite --mpcompile-backend mybackend
+    pytest --pyargs mpcompile.testing.testsuite --mpcompile-backend mybackend
 
 Every backend must match the fake-quant reference of its *legalized* plan within the
 default tolerances (1 LSB, 9 LSB at softmax/sigmoid/tanh outputs).
@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 import pytest
 
-from mpcompile.conformance.cases import CASES, random_inputs
+from mpcompile.testing.cases import CASES, random_inputs
 
 #: precision mode -> calibrate() options
 MODES = {
@@ -39,8 +39,7 @@ def model_case(request, tmp_path_factory):
 
 @pytest.mark.parametrize("mode", sorted(MODES))
 def test_backend_conforms(mpcompile_backend_name, model_case, mode, tmp_path):
-    from mpcompile.conformance.suite import conform
-    from mpcompile.pipeline import calibrate
+    from mpcompile.pipeline import calibrate, conform
 
     path, data = model_case
     plan = calibrate(path, data, progress=False, **MODES[mode]).plan

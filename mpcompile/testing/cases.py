@@ -1,7 +1,7 @@
 """Model cases of the conformance suite: small generated ONNX models that cover the planned operators.
 
 Used by mpcompile's own tests and by the pytest plugin that third-party backend authors
-run (``pytest --pyargs mpcompile.conformance.testsuite --mpcompile-backend NAME``).
+run (``pytest --pyargs mpcompile.testing.testsuite --mpcompile-backend NAME``).
 """
 
 from __future__ import annotations

@@ -1,0 +1,134 @@
+"""One backend of a run: its validated options, and the error boundary around every call into it.
+
+A multi-backend run lowers each target on its own. Whatever one backend cannot do (an op it
+lacks, an option it rejects, a bug in a plugin) becomes that target's ``LowerResult.error``,
+with the reason; the other targets are still lowered, conformed and listed in the manifest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import time
+import traceback
+from pathlib import Path
+
+from mpcompile.backends.base import Artifact, Backend, Runner
+from mpcompile.backends.capabilities import Deviation
+from mpcompile.backends.options import BackendOptions
+from mpcompile.errors import BackendError, MpcompileError, UnsupportedOperatorError
+from mpcompile.ir.graph import Graph
+
+#: Ops that only compute shapes at run time: a backend without them needs the shapes frozen.
+SHAPE_COMPUTING_OPS = frozenset({"Shape", "ConstantOfShape", "Range", "Size", "NonZero"})
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """One backend a run lowers to, with its validated options."""
+
+    backend: Backend
+    options: BackendOptions
+
+    @property
+    def name(self) -> str:
+        return self.backend.name
+
+
+@dataclasses.dataclass
+class LowerResult:
+    """What lowering one target gave: an artifact for the legalized plan, or the reason there is none."""
+
+    backend: str
+    artifact: Artifact | None
+    plan: Graph | None  # the legalized plan the artifact implements
+    deviations: list[Deviation]
+    seconds: float
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def strict_plugins() -> bool:
+    """``MPCOMPILE_STRICT_PLUGINS=1``: a plugin's internal errors propagate (for plugin authors)."""
+    return os.environ.get("MPCOMPILE_STRICT_PLUGINS", "") not in ("", "0", "false", "no")
+
+
+def unsupported_ops(plan: Graph, backend: Backend) -> str | None:
+    """Why ``backend`` cannot run ``plan`` at all (an op it has in no precision), or None."""
+    table = backend.supported_ops()
+    if table is None:
+        return None
+    missing = sorted({(n.op_type, n.name) for n in plan.nodes if n.op_type not in table})
+    if not missing:
+        return None
+    listing = ", ".join(f"{op} (node {name})" for op, name in missing[:6])
+    more = f" and {len(missing) - 6} more" if len(missing) > 6 else ""
+    if SHAPE_COMPUTING_OPS & {op for op, _ in missing}:
+        hint = "the model computes shapes at run time: freeze its inputs with --input-shape NAME=DIMS"
+    else:
+        hint = "lower it for another backend, or keep those nodes out of the model"
+    return f"backend {backend.name!r} cannot run {len(missing)} node(s) of model {plan.name!r}: {listing}{more}; {hint}"
+
+
+def internal_error(backend: str, what: str, exc: BaseException) -> str:
+    detail = traceback.format_exception_only(type(exc), exc)[-1].strip()
+    return f"backend {backend!r} failed while {what} (a bug in the backend, please report it): {detail}"
+
+
+def lower_target(target: Target, plan: Graph, out_dir: Path, stem: str) -> LowerResult:
+    """Legalize ``plan`` for ``target`` and lower it into ``out_dir/<backend>/``; never raises for the backend's faults.
+
+    ``out_dir`` is a staging folder mpcompile owns: a failed target's half-written folder is removed.
+    """
+    name = target.name
+    started = time.perf_counter()
+    backend_dir = Path(out_dir) / name
+    legal: Graph | None = None
+    deviations: list[Deviation] = []
+    try:
+        refusal = unsupported_ops(plan, target.backend)
+        if refusal:
+            raise UnsupportedOperatorError(refusal)
+        legal, deviations = target.backend.legalize(plan, target.options)
+        backend_dir.mkdir(parents=True, exist_ok=True)
+        artifact = target.backend.lower(legal, backend_dir, stem=stem, options=target.options)
+        _check_artifact(name, artifact, backend_dir)
+    except Exception as exc:  # the boundary: one backend's failure never stops the others
+        if not isinstance(exc, MpcompileError) and strict_plugins():
+            raise
+        shutil.rmtree(backend_dir, ignore_errors=True)
+        error = str(exc) if isinstance(exc, MpcompileError) else internal_error(name, "lowering", exc)
+        return LowerResult(name, None, legal, deviations, time.perf_counter() - started, error)
+    artifact.deviations = list(deviations) + [d for d in artifact.deviations if d not in deviations]
+    return LowerResult(name, artifact, legal, artifact.deviations, time.perf_counter() - started)
+
+
+def _check_artifact(name: str, artifact: object, backend_dir: Path) -> None:
+    if not isinstance(artifact, Artifact):
+        raise BackendError(f"backend {name!r} returned {type(artifact).__name__} from lower(), not an Artifact")
+    root = backend_dir.resolve()
+    for path in [artifact.path, *artifact.files]:
+        resolved = Path(path).resolve()
+        if root != resolved and root not in resolved.parents:
+            raise BackendError(f"backend {name!r} wrote {path} outside its output folder {backend_dir}")
+        if not resolved.exists():
+            raise BackendError(f"backend {name!r} reported artifact file {path}, which it did not write")
+
+
+def open_runner(target: Target, artifact: Artifact) -> Runner:
+    """``target``'s runner on ``artifact``; a plugin's internal error becomes a ``BackendError`` naming it."""
+    try:
+        runner = target.backend.runner(artifact, target.options)
+    except MpcompileError:
+        raise
+    except Exception as exc:
+        if strict_plugins():
+            raise
+        raise BackendError(internal_error(target.name, "opening its runner", exc)) from None
+    if not isinstance(runner, Runner):
+        raise BackendError(f"backend {target.name!r} returned {type(runner).__name__} from runner(), not a Runner")
+    return runner

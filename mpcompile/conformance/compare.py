@@ -1,0 +1,129 @@
+"""Compare: how far a backend may be from the reference, per output and per layer, in LSB.
+
+Tolerances are in quantization steps (LSB) of each tensor's scale; float outputs downstream
+of quantized tensors are held to the plan's own noise (``rounding_floor``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from mpcompile.errors import MpcompileError
+from mpcompile.ir import ops
+from mpcompile.ir.graph import Graph
+from mpcompile.ir.types import QType
+from mpcompile.reference import ReferenceRunner
+from mpcompile.reference.metrics import Accumulator
+
+#: Outputs of lookup-table kernels: runtimes round differently inside them (DESIGN.md: up to 9 LSB).
+LUT_OPS = {"Softmax", "Sigmoid", "Tanh", "LogSoftmax", "HardSwish"}
+
+
+@dataclasses.dataclass
+class Tolerances:
+    """Allowed max |diff| in LSB of the tensor's scale; per tensor overrides win."""
+
+    default_lsb: float = 1.0
+    lut_lsb: float = 9.0
+    #: int16 (16x8) kernels requantize with 15-bit multipliers (TFLite): each layer may add about
+    #: one int16 LSB. 16 int16 LSB is still 1/16 of an int8 step over the same range.
+    int16_lsb: float = 16.0
+    per_tensor: dict[str, float] = dataclasses.field(default_factory=dict)
+    float_rtol: float = 1e-2
+    #: Float outputs also pass when backend-vs-plan SQNR exceeds plan-vs-FP32 SQNR by this margin…
+    float_sqnr_margin_db: float = 10.0
+    #: …or comes within this margin of the plan's own rounding sensitivity (see ``rounding_floor``).
+    rounding_floor_margin_db: float = 6.0
+
+    @classmethod
+    def parse(cls, items: Sequence[str], base: Tolerances | None = None) -> Tolerances:
+        tol = dataclasses.replace(base) if base else cls()
+        tol.per_tensor = dict(tol.per_tensor)
+        for item in items:
+            name, sep, value = item.rpartition("=")
+            try:
+                lsb = float(value)
+            except ValueError:
+                raise MpcompileError(f"tolerance {item!r} must be LSB or TENSOR=LSB, e.g. 2 or logits=3") from None
+            if sep:
+                tol.per_tensor[name] = lsb
+            else:
+                tol.default_lsb = lsb
+        return tol
+
+    def for_tensor(self, plan: Graph, name: str, producers: Mapping[str, Any]) -> float:
+        if name in self.per_tensor:
+            return self.per_tensor[name]
+        tolerance = self.default_lsb
+        spec = plan.tensors[name].quant if name in plan.tensors else None
+        if spec is not None and spec.qtype == QType.INT16:
+            tolerance = max(tolerance, self.int16_lsb)
+        # A lookup-table output keeps its tolerance through data movement (reshape, transpose…).
+        producer = producers.get(name)
+        while producer is not None and producer.op_type in ops.SCALE_PRESERVING and producer.inputs:
+            producer = producers.get(producer.inputs[0])
+        if producer is not None and producer.op_type in LUT_OPS:
+            tolerance = max(tolerance, self.lut_lsb)
+        return tolerance
+
+
+#: Relative nudge of every activation scale used to measure a plan's rounding sensitivity.
+NUDGE = 1e-6
+
+
+def nudged_scales(plan: Graph) -> Graph:
+    """The plan with every activation scale ×(1 + 1e-6): only values sitting on rounding ties move."""
+    g = plan.copy()
+    for t in g.tensors.values():
+        if t.quant is not None and not t.is_constant:
+            t.quant = t.quant.replace(scale=(t.quant.scale.astype(np.float64) * (1 + NUDGE)).astype(np.float32))
+    return g
+
+
+def rounding_floor(plan: Graph, batches: list, reference: list, engine: str) -> dict[str, float]:
+    """Per float output: SQNR between the reference and itself with scales nudged by 1e-6.
+
+    Backends round ties differently (half-to-even, half-away, ties toward +inf: DESIGN.md);
+    a plan whose float outputs move this much under a one-in-a-million nudge cannot be
+    matched more closely than that by any backend. Infinite when the plan is insensitive.
+    """
+    nudged = ReferenceRunner(nudged_scales(plan), engine=engine)
+    floors = {}
+    for name in plan.outputs:
+        if plan.tensors[name].quant is not None:
+            continue
+        acc = Accumulator()
+        for batch, ref in zip(batches, reference):
+            acc.update(nudged.run(batch)[name], ref[name])
+        floors[name] = acc.sqnr_db
+    return floors
+
+
+def output_accumulators(
+    legal: Graph, plan_vs_fp32: Mapping[str, Accumulator], floors: Mapping[str, float], tol: Tolerances
+) -> dict[str, Accumulator]:
+    """One accumulator per output of the legalized plan, with its LSB tolerance or SQNR bar."""
+    producers = legal.producers()
+    accumulators = {}
+    for name in legal.outputs:
+        spec = legal.tensors[name].quant
+        plan_sqnr = plan_vs_fp32[name].sqnr_db if name in plan_vs_fp32 else float("inf")
+        bar = min(plan_sqnr + tol.float_sqnr_margin_db, floors.get(name, float("inf")) - tol.rounding_floor_margin_db)
+        accumulators[name] = Accumulator(
+            scale=float(spec.scale) if spec is not None and spec.axis is None else None,
+            tolerance_lsb=tol.for_tensor(legal, name, producers),
+            min_sqnr_db=bar if np.isfinite(bar) else None,
+        )
+    return accumulators
+
+
+def layer_accumulators(legal: Graph, names: Sequence[str], tol: Tolerances) -> dict[str, Accumulator]:
+    producers = legal.producers()
+    return {
+        name: Accumulator(scale=float(legal.tensors[name].quant.scale), tolerance_lsb=tol.for_tensor(legal, name, producers))
+        for name in names
+    }

@@ -1,0 +1,161 @@
+"""Run: every artifact and the fake-quant reference on the same inputs, fed to the comparison.
+
+Like Polygraphy's comparator, running is separate from comparing (``compare.py``) and from
+the result objects (``report.py``). ``check_artifacts`` is given artifacts that already exist
+and the targets that made them; it never lowers or calibrates (the pipeline does).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from mpcompile.backends.targets import LowerResult, Target, open_runner
+from mpcompile.conformance.compare import Tolerances, layer_accumulators, output_accumulators, rounding_floor
+from mpcompile.conformance.report import BackendReport, ConformanceReport
+from mpcompile.errors import DataError, MpcompileError
+from mpcompile.ir import serde
+from mpcompile.ir.graph import Graph
+from mpcompile.reference import ReferenceRunner
+from mpcompile.reference.metrics import Accumulator
+
+Batch = dict[str, np.ndarray]
+
+
+def _labels(dataset: Any, samples: int | None) -> np.ndarray | None:
+    try:
+        extra = dataset.extra_arrays(limit=samples)
+    except Exception:
+        return None
+    labels = extra.get("labels", extra.get("label"))
+    return None if labels is None else np.asarray(labels).reshape(-1)
+
+
+def _accuracy(outputs: list[np.ndarray], labels: np.ndarray | None) -> float | None:
+    if labels is None or not outputs or outputs[0].ndim != 2:
+        return None
+    pred = np.concatenate([np.argmax(o, axis=-1) for o in outputs])
+    if pred.shape[0] != labels.shape[0]:
+        return None
+    return float(np.mean(pred == labels))
+
+
+def _topological_activations(graph: Graph) -> list:
+    seen: set[str] = set()
+    ordered = []
+    for name in graph.inputs:
+        seen.add(name)
+        ordered.append(graph.tensors[name])
+    for node in graph.nodes:
+        for out in node.outputs:
+            if out and out not in seen:
+                seen.add(out)
+                ordered.append(graph.tensors[out])
+    return ordered
+
+
+class ReferenceCache:
+    """Reference outputs per legalized plan (backends with the same legalized plan share one run)."""
+
+    def __init__(self, batches: list[Batch], engine: str) -> None:
+        self.batches = batches
+        self.engine = engine
+        self._runs: dict[str, list[Batch]] = {}
+
+    def outputs(self, plan: Graph, intermediates: tuple[str, ...] = ()) -> list[Batch]:
+        key = serde.plan_hash(plan) + "|" + ",".join(intermediates)
+        if key not in self._runs:
+            runner = ReferenceRunner(plan, engine=self.engine)
+            self._runs[key] = [runner.run(b, intermediates) for b in self.batches]
+        return self._runs[key]
+
+
+def _run_backend(
+    target: Target, result: LowerResult, batches: list[Batch], refs: ReferenceCache, fp32_out: list[Batch],
+    plan_vs_fp32: Mapping[str, Accumulator], labels: np.ndarray | None, per_layer: bool, tol: Tolerances,
+) -> BackendReport:
+    legal = result.plan
+    report = BackendReport(target.name, str(result.artifact.path), deviations=[d.to_dict() for d in result.deviations])
+    try:
+        runner = open_runner(target, result.artifact)
+    except MpcompileError as exc:
+        report.error = str(exc)
+        return report
+    inter: tuple[str, ...] = ()
+    if per_layer and runner.supports_intermediates:
+        inter = tuple(t.name for t in _topological_activations(legal) if t.quant is not None and t.name not in legal.outputs)
+    ref = refs.outputs(legal, inter)
+    floors = rounding_floor(legal, batches, ref, refs.engine) if any(
+        legal.tensors[o].quant is None for o in legal.outputs) and legal.quantized_tensors() else {}
+    report.outputs = output_accumulators(legal, plan_vs_fp32, floors, tol)
+    report.vs_fp32 = {name: Accumulator() for name in legal.outputs}
+    report.per_layer = layer_accumulators(legal, inter, tol)
+    first_output = legal.outputs[0]
+    collected = []
+    try:
+        for batch, r, f in zip(batches, ref, fp32_out):
+            got = runner.run(batch, inter)
+            collected.append(got.get(first_output))
+            for name in legal.outputs:
+                report.outputs[name].update(got[name], r[name])
+                report.vs_fp32[name].update(got[name], f[name])
+            for name in inter:
+                if name in got and name in r:
+                    report.per_layer[name].update(got[name], r[name])
+    except MpcompileError as exc:
+        report.error = str(exc)
+    finally:
+        runner.close()
+    if collected and all(c is not None for c in collected):
+        report.accuracy = _accuracy(collected, labels)
+    return report
+
+
+def check_artifacts(
+    plan: Graph,
+    lowered: Mapping[str, LowerResult],
+    targets: Mapping[str, Target],
+    dataset: Any,
+    *,
+    samples: int | None = None,
+    batch_size: int = 32,
+    per_layer: bool = False,
+    tolerances: Tolerances | None = None,
+    reference_engine: str = "onnxruntime",
+) -> ConformanceReport:
+    """Run each lowered artifact (those with one) and the reference of its legalized plan; compare."""
+    tol = tolerances or Tolerances()
+    batches = list(dataset.batches(batch_size, limit=samples))
+    if not batches:
+        raise DataError(f"evaluation data {dataset.source} contains no samples")
+    count = sum(next(iter(b.values())).shape[0] for b in batches)
+    labels = _labels(dataset, samples)
+
+    fp32 = ReferenceRunner(plan, engine=reference_engine, float_reference=True)
+    fp32_out = [fp32.run(b) for b in batches]
+    first_output = plan.outputs[0]
+    refs = ReferenceCache(batches, reference_engine)
+    base_ref = refs.outputs(plan)
+    plan_vs_fp32 = {}
+    for name in plan.outputs:
+        acc = Accumulator()
+        for r, f in zip(base_ref, fp32_out):
+            acc.update(r[name], f[name])
+        plan_vs_fp32[name] = acc
+
+    reports = [
+        _run_backend(targets[name], result, batches, refs, fp32_out, plan_vs_fp32, labels, per_layer, tol)
+        for name, result in lowered.items()
+        if result.ok
+    ]
+    return ConformanceReport(
+        model=str(plan.metadata.get("source", plan.name)),
+        samples=count,
+        reference_vs_fp32=plan_vs_fp32,
+        reference_accuracy=_accuracy([o[first_output] for o in base_ref], labels),
+        fp32_accuracy=_accuracy([o[first_output] for o in fp32_out], labels),
+        backends=reports,
+        failed={name: result.error for name, result in lowered.items() if result.error is not None},
+    )
