@@ -5,14 +5,11 @@ The CLI commands are thin layers over these functions.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
-import shutil
-import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +23,7 @@ from mpcompile.importer import load
 from mpcompile.ir import serde
 from mpcompile.ir.graph import Graph
 from mpcompile.ir.types import QType
+from mpcompile.outputs import check_output_dir, staging_dir
 from mpcompile.planning.config import Override, PlanConfig
 from mpcompile.planning.plan import make_plan, tensors_next_to_integer_nodes
 
@@ -55,28 +53,6 @@ def open_data(graph: Graph, data: Any, preprocess: Any = None) -> Dataset:
     if isinstance(data, Dataset):
         return data
     return open_dataset(data, model_inputs(graph), preprocess=preprocess)
-
-
-@contextlib.contextmanager
-def staging_dir(out_dir: str | os.PathLike) -> Iterator[Path]:
-    """Build outputs in a temporary sibling folder, then move them into ``out_dir`` only on success."""
-    out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if not out.exists():
-        os.replace(tmp, out)
-        return
-    for item in tmp.iterdir():
-        target = out / item.name
-        if target.is_dir() and not target.is_symlink():
-            shutil.rmtree(target)
-        os.replace(item, target)
-    shutil.rmtree(tmp, ignore_errors=True)
 
 
 def check_supported(plan: Graph, backends: Sequence[Backend]) -> None:
@@ -247,6 +223,7 @@ def lower(
 
     ``options`` go to every backend's ``lower`` (e.g. ``onnx_only=True`` for TensorRT).
     """
+    check_output_dir(out_dir)
     options = {k: v for k, v in options.items() if v}
     graph = as_graph(plan)
     if not graph.is_annotated:
@@ -360,6 +337,7 @@ def compile(  # noqa: A001 - the natural name for a compiler's entry point
     Writes ``out_dir/plan.onnx``, one folder per backend with its artifact, and
     ``out_dir/manifest.json``. Nothing is left behind if any step fails.
     """
+    check_output_dir(out_dir)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     lower_options = {k: v for k, v in lower_options.items() if v}

@@ -7,10 +7,10 @@ Tolerances are in LSB (quantization steps) of each output's scale.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from mpcompile.conformance.reference import ReferenceRunner
 from mpcompile.errors import MpcompileError
 from mpcompile.ir import serde
 from mpcompile.ir.graph import Graph
+from mpcompile.outputs import scratch_dir
 
 #: Outputs of lookup-table kernels: runtimes round differently inside them (DESIGN.md: up to 9 LSB).
 LUT_OPS = {"Softmax", "Sigmoid", "Tanh", "LogSoftmax", "HardSwish"}
@@ -429,25 +430,26 @@ def conform(
     chosen = resolve_backends(list(backends) if backends else None, **lower_options)
     check_supported(graph, chosen)
     dataset = open_data(graph, data)
-    work = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="mpcompile-conform-"))
-    lowered: dict[str, Any] = {}
-    for backend in chosen:
-        if artifacts and backend.name in artifacts:
-            legal, deviations = backend.legalize(graph)
-            # A user-supplied artifact is held to the legalized plan, with the tensor names it carries.
-            artifact = Artifact(backend.name, Path(artifacts[backend.name]), [Path(artifacts[backend.name])])
-            lowered[backend.name] = LowerResult(backend.name, artifact, legal, deviations, 0.0)
-        else:
-            lowered[backend.name] = lower_one(backend, graph, work, "model", **lower_options)
-    return conform_results(
-        graph,
-        lowered,
-        dataset,
-        samples=samples,
-        batch_size=batch_size,
-        per_layer=per_layer,
-        tolerances=tolerances,
-        reference_engine=reference_engine,
-        runner_options=runner_options,
-        backends={b.name: b for b in chosen},
-    )
+    # Without out_dir the artifacts live in a scratch folder, removed once the runners are closed.
+    with contextlib.nullcontext(Path(out_dir)) if out_dir else scratch_dir("mpcompile-conform-") as work:
+        lowered: dict[str, Any] = {}
+        for backend in chosen:
+            if artifacts and backend.name in artifacts:
+                legal, deviations = backend.legalize(graph)
+                # A user-supplied artifact is held to the legalized plan, with the tensor names it carries.
+                artifact = Artifact(backend.name, Path(artifacts[backend.name]), [Path(artifacts[backend.name])])
+                lowered[backend.name] = LowerResult(backend.name, artifact, legal, deviations, 0.0)
+            else:
+                lowered[backend.name] = lower_one(backend, graph, work, "model", **lower_options)
+        return conform_results(
+            graph,
+            lowered,
+            dataset,
+            samples=samples,
+            batch_size=batch_size,
+            per_layer=per_layer,
+            tolerances=tolerances,
+            reference_engine=reference_engine,
+            runner_options=runner_options,
+            backends={b.name: b for b in chosen},
+        )
