@@ -10,6 +10,8 @@ import stat
 import subprocess
 import sys
 import tempfile
+import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -342,3 +344,53 @@ def test_cli_read_only_parent(tmp_path):
         assert list(parent.iterdir()) == []
     finally:
         parent.chmod(0o755)
+
+
+SLOW_DATA = textwrap.dedent(
+    """
+    import os, time
+    from pathlib import Path
+
+    import numpy as np
+
+    def data():
+        Path(os.environ["MPCOMPILE_TEST_MARKER"]).write_text("running")
+        time.sleep(120)  # SIGTERM arrives meanwhile
+        yield {"input": np.zeros((1, 1, 28, 28), np.float32)}
+    """
+)
+
+
+@pytest.mark.parametrize("existing", [False, True], ids=["new-folder", "existing-folder"])
+def test_sigterm_during_compile_leaves_no_staging_folder(tmp_path, existing):
+    out = tmp_path / "out"
+    if existing:
+        compile_into(out)
+        (out / "mine.txt").write_text("mine")
+    before = tree(out) if existing else None
+    (tmp_path / "slow.py").write_text(SLOW_DATA)
+    marker = tmp_path / "marker"
+    env = dict(os.environ, MPCOMPILE_TEST_MARKER=str(marker))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mpcompile", "compile", str(MNIST), "--data", str(MNIST_CALIB), "--samples", str(SAMPLES),
+         "--backend", "onnxruntime", "--eval-data", f"{tmp_path / 'slow.py'}:data", "-o", str(out), "--quiet"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert marker.exists(), proc.communicate()
+        assert leftovers(tmp_path), "the conformance data is read while the staging folder exists"
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, stderr
+    assert "Traceback" not in stderr and stderr.strip().splitlines()[-1] == "terminated (SIGTERM)"
+    assert not leftovers(tmp_path)
+    if existing:
+        assert tree(out) == before
+    else:
+        assert not out.exists()
