@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -31,7 +30,7 @@ from mpcompile.importer import load
 from mpcompile.ir import serde
 from mpcompile.ir.graph import Graph
 from mpcompile.ir.types import QType
-from mpcompile.outputs import staging_dir
+from mpcompile.outputs import check_output_dir, scratch_dir, staging_dir
 from mpcompile.planning.config import Override, PlanConfig
 from mpcompile.planning.plan import make_plan, tensors_next_to_integer_nodes
 
@@ -227,7 +226,7 @@ def _lower_all(targets: Sequence[Target], plan: Graph, out_dir: Path, stem: str)
 def _relocate(results: Mapping[str, LowerResult], tmp: Path, out: Path) -> None:
     """Point artifacts at their final location after the staging folder moved."""
     for r in results.values():
-        if r.artifact is not None:
+        if r.artifact is not None and r.artifact.path.is_relative_to(tmp):  # not a user-given artifact
             r.artifact.path = out / r.artifact.path.relative_to(tmp)
             r.artifact.files = [out / f.relative_to(tmp) for f in r.artifact.files]
 
@@ -254,12 +253,15 @@ def lower(
     an unknown key or a wrong type raises ``BackendOptionError`` before anything is written.
     A backend that cannot lower the plan has ``error`` set on its result; the others are written.
     """
+    check_output_dir(out_dir)
     targets, _ = resolve_targets(list(backends) if backends else None, backend_options)
     graph = as_graph(plan)
     if not graph.is_annotated:
         raise PlanError(f"{plan}: not a plan; run `mpcompile calibrate` first (or use `mpcompile compile`)")
     _refuse_if_none_can_run(graph, targets)
-    with staging_dir(out_dir) as tmp:
+    # A plan read from the output folder (``lower out/plan.onnx -o out``) is an input, never stale output.
+    keep = [] if isinstance(plan, Graph) else [plan]
+    with staging_dir(out_dir, keep=keep) as tmp:
         results = _lower_all(targets, graph, tmp, stem or _stem(graph))
         _write_manifest(tmp, graph, results, model_path=None, extra={})
     _relocate(results, tmp, Path(out_dir))
@@ -359,6 +361,7 @@ def compile(  # noqa: A001 - the natural name for a compiler's entry point
     Nothing is written if calibration or the inputs fail. ``result.exit_code`` is the CLI's.
     """
     opts = CalibrationOptions.build(options, keywords)
+    check_output_dir(out_dir)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     targets, skipped = resolve_targets(list(backends) if backends else None, backend_options)
@@ -455,7 +458,10 @@ def conform(
                           options=opts).plan
     _refuse_if_none_can_run(graph, targets)
     dataset = open_data(graph, data, opts.preprocess)
-    with _work_dir(out_dir) as work:
+    if out_dir is not None:
+        check_output_dir(out_dir)
+    # Without out_dir the artifacts live in a scratch folder that is always removed.
+    with staging_dir(out_dir) if out_dir is not None else scratch_dir("mpcompile-conform-") as work:
         lowered: dict[str, LowerResult] = {}
         for target in targets:
             if artifacts and target.name in artifacts:
@@ -466,6 +472,11 @@ def conform(
             graph, lowered, {t.name: t for t in targets}, dataset, samples=opts.samples, batch_size=opts.batch_size,
             per_layer=per_layer, tolerances=tolerances, reference_engine=reference_engine,
         )
+    if out_dir is not None:
+        _relocate(lowered, work, Path(out_dir))
+        paths = {r.backend: str(r.artifact.path) for r in lowered.values() if r.artifact is not None}
+        for backend_report in report.backends:
+            backend_report.artifact = paths.get(backend_report.backend, backend_report.artifact)
     return report
 
 
@@ -476,21 +487,3 @@ def _given_artifact(target: Target, plan: Graph, path: Path) -> LowerResult:
         return LowerResult(target.name, None, legal, deviations, 0.0,
                            f"artifact {path} for backend {target.name!r} does not exist (check --artifact)")
     return LowerResult(target.name, Artifact(target.name, path, [path]), legal, deviations, 0.0)
-
-
-def _work_dir(out_dir: str | os.PathLike | None) -> Any:
-    if out_dir is not None:
-        Path(out_dir).mkdir(parents=True, exist_ok=True)
-        return _Given(Path(out_dir))
-    return tempfile.TemporaryDirectory(prefix="mpcompile-conform-")
-
-
-class _Given:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def __enter__(self) -> Path:
-        return self.path
-
-    def __exit__(self, *exc: object) -> None:
-        return None

@@ -1,13 +1,19 @@
 """The ``mpcompile`` command. Each subcommand lives in its own module and is imported on use.
 
 User errors (``MpcompileError``) print one line and exit with code 2; anything else is a
-bug and keeps its traceback.
+bug and keeps its traceback. Ctrl-C exits with 130 and SIGTERM with 143, both after every
+``with`` block has unwound (no staging folder is left behind).
 """
 
 from __future__ import annotations
 
 import importlib
+import os
+import signal
 import sys
+import threading
+from collections.abc import Callable
+from typing import Any
 
 import click
 
@@ -68,7 +74,30 @@ def cli() -> None:
     """
 
 
+class Terminated(BaseException):
+    """SIGTERM arrived. A BaseException, like KeyboardInterrupt: it unwinds every ``with`` block."""
+
+
+def _on_sigterm_raise() -> Callable[[], None]:
+    """For the duration of ``main()``: SIGTERM raises ``Terminated`` (once). Returns what restores the old handler."""
+    if not hasattr(signal, "SIGTERM") or threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    pid = os.getpid()
+
+    def handler(signum: int, frame: Any) -> None:
+        if os.getpid() != pid:  # a forked worker: terminate as by default
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        signal.signal(signum, signal.SIG_IGN)  # a second SIGTERM must not interrupt the cleanup
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    return lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
 def main(argv: list[str] | None = None) -> None:
+    restore_sigterm = _on_sigterm_raise()
     try:
         cli.main(args=argv, prog_name="mpcompile", standalone_mode=False)
     except MpcompileError as exc:
@@ -85,8 +114,13 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
+    except Terminated:
+        click.echo("terminated (SIGTERM)", err=True)
+        sys.exit(143)
     except BrokenPipeError:
         sys.exit(0)
+    finally:
+        restore_sigterm()
     sys.exit(0)
 
 

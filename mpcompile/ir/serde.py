@@ -30,6 +30,7 @@ from mpcompile.errors import ModelLoadError, PlanError, UnsupportedOperatorError
 from mpcompile.ir.graph import Graph, Node, OpaqueAttribute, Tensor
 from mpcompile.ir.quant import QuantSpec
 from mpcompile.ir.types import Precision, QType
+from mpcompile.outputs import file_mode
 
 PLAN_FORMAT_VERSION = "1"
 _META_FORMAT = "mpcompile.format_version"
@@ -103,6 +104,7 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
+            os.chmod(tmp, file_mode())  # mkstemp makes 0600; follow the umask like open() does
             fh.write(data)
         os.replace(tmp, path)
     except BaseException:
