@@ -201,10 +201,14 @@ def fp32_infer(a: dict[str, Any]) -> dict[str, Any]:
 # ============================================================================ compile
 def _ours_compile(model: str, data: str | None, backends: list[str], out: str, batch: int, samples: int | None, **kw: Any):  # noqa: ANN202
     import mpcompile
+    from mpcompile.errors import BackendError
 
-    return mpcompile.compile(
+    result = mpcompile.compile(
         model, data, backends=backends, out_dir=out, conform=False, progress=False, batch_size=batch, samples=samples, **kw
     )
+    if result.failures:  # a backend that produced no artifact is this benchmark's failure, not a partial row
+        raise BackendError("; ".join(result.failures.values()))
+    return result
 
 
 @job

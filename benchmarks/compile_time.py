@@ -31,7 +31,7 @@ def run(ctx: Context) -> list[Row]:
         rows.extend(_model(ctx, key, paths, tflite_ok, tflite_reason))
     converter_reason = tf_reason if not tf_ok else (
         "the TFLite converter takes TensorFlow/Keras models; converting these ONNX models to TensorFlow needs "
-        "onnx2tf, which DESIGN.md rules out (wrong numbers on QDQ models)"
+        "onnx2tf, which docs/design.md rules out (wrong numbers on QDQ models)"
     )
     rows.append(skipped("compile/mnist/tflite-converter", "TFLite converter (int8) compile time [s]", None, converter_reason))
     return rows

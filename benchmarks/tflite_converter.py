@@ -79,7 +79,8 @@ def _converter_model(work: Path) -> tuple[Path, float]:
 def _ours(work: Path) -> Path:
     from mpcompile.pipeline import compile as run_compile
 
-    result = run_compile(MNIST_MODEL, MNIST_CALIB, ["tflite"], work / "ours", progress=False, nhwc_inputs=True)
+    result = run_compile(MNIST_MODEL, MNIST_CALIB, ["tflite"], work / "ours", progress=False,
+                         backend_options={"tflite": {"nhwc_inputs": True}})
     return Path(result.artifacts["tflite"].path)
 
 

@@ -43,7 +43,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from mpcompile import __version__
+from mpcompile._version import __version__
 from mpcompile.errors import MpcompileError
 
 #: The ownership record inside a published folder.

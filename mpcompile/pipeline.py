@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from mpcompile import __version__
+from mpcompile._version import __version__
 from mpcompile.backends.base import Artifact
 from mpcompile.backends.capabilities import Deviation
 from mpcompile.backends.options import BackendOptions

@@ -25,7 +25,7 @@ def test_mnist_compile_reaches_accuracy_and_conforms(tmp_path):
     report = result.conformance
     assert report.passed, report.format_text()
     ort_report = report.backends[0]
-    assert ort_report.accuracy >= 0.967  # what ORT's quantize_static reaches on this architecture (DESIGN.md)
+    assert ort_report.accuracy >= 0.967  # what ORT's quantize_static reaches on this architecture (docs/design.md)
     assert ort_report.outputs["logits"].max_lsb <= 1
     ops = _optimized_ops(result.artifacts["onnxruntime"].path, tmp_path)
     assert ops["QLinearConv"] == 2, ops  # true integer kernels after ORT's QDQ fusion

@@ -2,7 +2,7 @@
 
 Every integer comparison here is against the fake-quant reference of the legalized plan,
 in LSB of the output's scale: ≤ 1 LSB for conv/FC-type outputs (XNNPACK and the reference
-kernels), ≤ 9 LSB at lookup-table outputs (softmax, logistic, tanh) per DESIGN.md.
+kernels), ≤ 9 LSB at lookup-table outputs (softmax, logistic, tanh) per docs/design.md.
 """
 
 from __future__ import annotations

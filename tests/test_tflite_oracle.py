@@ -1,5 +1,5 @@
 """Independent oracle: TensorFlow's own TFLite converter, given the plan's ranges as FakeQuant ops,
-must produce the numbers mpcompile's flatbuffer writer produces (DESIGN.md: exact scales once the
+must produce the numbers mpcompile's flatbuffer writer produces (docs/design.md: exact scales once the
 FakeQuant min/max are nudged a few ulps). Needs the optional ``tensorflow`` extra; skipped without it."""
 
 import numpy as np
@@ -59,7 +59,7 @@ def test_tflite_converter_from_fakequant_agrees_within_one_lsb(tmp_path):
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "mlp.onnx")
     x = rng.normal(0, 1, (256, 16)).astype(np.float32)
     np.savez(tmp_path / "d.npz", x=x)
-    # per-tensor weights: a per-channel FakeQuant on a MatMul weight does not convert (DESIGN.md)
+    # per-tensor weights: a per-channel FakeQuant on a MatMul weight does not convert (docs/design.md)
     plan = calibrate(tmp_path / "mlp.onnx", tmp_path / "d.npz", per_channel=False, progress=False).plan
     spec = {n: plan.tensors[n].quant for n in ("x", "r", "y", "W1", "W2")}
     ranges = {}

@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from mpcompile import __version__
+from mpcompile._version import __version__
 from mpcompile.errors import MpcompileError
 
 #: command name -> (module, attribute, one-line help shown even if the module fails to import)

@@ -19,7 +19,7 @@ from mpcompile.ir.types import QType
 from mpcompile.reference import ReferenceRunner
 from mpcompile.reference.metrics import Accumulator
 
-#: Outputs of lookup-table kernels: runtimes round differently inside them (DESIGN.md: up to 9 LSB).
+#: Outputs of lookup-table kernels: runtimes round differently inside them (docs/design.md: up to 9 LSB).
 LUT_OPS = {"Softmax", "Sigmoid", "Tanh", "LogSoftmax", "HardSwish"}
 
 
@@ -87,7 +87,7 @@ def nudged_scales(plan: Graph) -> Graph:
 def rounding_floor(plan: Graph, batches: list, reference: list, engine: str) -> dict[str, float]:
     """Per float output: SQNR between the reference and itself with scales nudged by 1e-6.
 
-    Backends round ties differently (half-to-even, half-away, ties toward +inf: DESIGN.md);
+    Backends round ties differently (half-to-even, half-away, ties toward +inf: docs/design.md);
     a plan whose float outputs move this much under a one-in-a-million nudge cannot be
     matched more closely than that by any backend. Infinite when the plan is insensitive.
     """

@@ -1,6 +1,6 @@
 """Write a plan onto the IR: a precision on every node, a ``QuantSpec`` on every quantized tensor.
 
-The plan is backend-neutral. It follows the numerics contract (DESIGN.md): weights
+The plan is backend-neutral. It follows the numerics contract (docs/design.md): weights
 symmetric narrow-range per output channel, biases int32 at ``s_in × s_w``, activations
 per-tensor from calibration, fixed output ranges for softmax/sigmoid/tanh, and data-
 movement ops (reshape, max-pool, …) sharing their input's quantization.

@@ -5,7 +5,7 @@ Written with the schema's object API (``ModelT``, ``SubGraphT``, ``TensorT``, ``
 file identifier. Scales are written as the float32 values given (no arithmetic here), so
 every number in the file is the plan's number. ``read_tensors`` reads the quantization
 parameters back from the file, which is what the runner and the tests trust (the
-interpreter's tensor details repeat a per-tensor scale per channel; DESIGN.md).
+interpreter's tensor details repeat a per-tensor scale per channel; docs/design.md).
 """
 
 from __future__ import annotations
