@@ -158,3 +158,27 @@ def test_the_readme_plugin_example_declares_a_working_backend():
     with pytest.raises(BackendOptionError, match="'mybackend' option target='gpu'"):
         backend.options({"target": "gpu"})
     assert backend.capabilities.supports("Conv", Precision.INT8)
+
+
+def test_a_plugin_whose_capabilities_raise_is_one_unavailable_entry(tmp_path, monkeypatch):
+    from importlib.metadata import EntryPoint
+
+    from mpcompile.backends import registry
+
+    (tmp_path / "brokencaps.py").write_text(
+        "from mpcompile.backends.api import Backend\n"
+        "class Broken(Backend):\n"
+        "    name = 'brokencaps'\n"
+        "    @property\n"
+        "    def capabilities(self):\n"
+        "        raise RuntimeError('no table')\n"
+        "    def lower(self, plan, out_dir, *, stem, options): ...\n"
+        "    def runner(self, artifact, options): ...\n"
+        "backend = Broken()\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delenv("MPCOMPILE_STRICT_PLUGINS", raising=False)
+    entry = registry._load(EntryPoint("brokencaps", "brokencaps:backend", registry.GROUP))
+    assert not entry.available and entry.backend is None
+    assert "RuntimeError: no table" in entry.reason
+    assert entry.to_dict()["capabilities"] is None

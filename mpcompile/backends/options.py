@@ -18,6 +18,8 @@ pydantic does the type coercion (``"true"``/``"1"``/``"yes"`` → ``True``, ``"4
 from __future__ import annotations
 
 import json
+import types
+import typing
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -95,15 +97,25 @@ def describe(options_type: type[BackendOptions]) -> list[dict[str, Any]]:
     """One row per option: name, type, default and help, for ``mpcompile backends NAME``."""
     rows = []
     for name, field in sorted(options_type.model_fields.items()):
-        annotation = field.annotation
-        type_name = getattr(annotation, "__name__", None) if isinstance(annotation, type) else None
         rows.append({
             "name": name,
-            "type": type_name or str(annotation).replace("typing.", ""),
+            "type": _type_name(field.annotation),
             "default": _jsonable(field.default),
             "help": field.description or "",
         })
     return rows
+
+
+def _type_name(annotation: Any) -> str:
+    """``Literal["a", "b"] | None`` → ``'a' | 'b' | None``: what a user may write, not Python's repr."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Literal:
+        return " | ".join(repr(a) for a in typing.get_args(annotation))
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in typing.get_args(annotation))
+    if annotation is type(None):
+        return "None"
+    return getattr(annotation, "__name__", str(annotation).replace("typing.", ""))
 
 
 def _jsonable(value: Any) -> Any:

@@ -15,6 +15,7 @@ from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
 from mpcompile.backends.base import Backend
+from mpcompile.backends.capabilities import Capabilities
 from mpcompile.backends.options import BackendOptionError, BackendOptions, describe
 from mpcompile.backends.targets import Target, strict_plugins
 from mpcompile.errors import BackendError, BackendUnavailableError, MpcompileError
@@ -51,6 +52,14 @@ class BackendEntry:
         return data
 
 
+def _check_surface(backend: Backend) -> None:
+    """What every later call relies on, asked once here so a broken plugin is one 'unavailable' line."""
+    if not isinstance(backend.capabilities, Capabilities):
+        raise TypeError(f"its capabilities are {type(backend.capabilities).__name__}, not Capabilities")
+    if not (isinstance(backend.Options, type) and issubclass(backend.Options, BackendOptions)):
+        raise TypeError(f"its Options is {backend.Options!r}, not a BackendOptions subclass")
+
+
 def _load(ep: EntryPoint) -> BackendEntry:
     source = f"{ep.value}" + (f" ({ep.dist.name} {ep.dist.version})" if getattr(ep, "dist", None) else "")
     try:
@@ -58,6 +67,7 @@ def _load(ep: EntryPoint) -> BackendEntry:
         backend = obj() if isinstance(obj, type) else obj
         if not isinstance(backend, Backend):
             raise TypeError(f"entry point {ep.name!r} gave {type(backend).__name__}, not an mpcompile Backend")
+        _check_surface(backend)
     except Exception as exc:
         if strict_plugins():
             raise

@@ -44,17 +44,30 @@ def data_options(required: bool = False) -> Callable[[F], F]:
     )
 
 
-def parse_input_shapes(items: tuple[str, ...]) -> dict[str, tuple[int, ...]] | None:
-    """``NAME=1x3x224x224`` (repeatable) -> {name: dims}."""
-    shapes: dict[str, tuple[int, ...]] = {}
+def _dim(text: str) -> int | None:
+    """One ``--input-shape`` dimension: a positive size, or ``-1``/``?`` to keep the model's own."""
+    if text.strip() in ("-1", "?"):
+        return None
+    value = int(text)
+    if value < 1:
+        raise ValueError(text)
+    return value
+
+
+def parse_input_shapes(items: tuple[str, ...]) -> dict[str, tuple[int | None, ...]] | None:
+    """``NAME=1x3x224x224`` (repeatable) -> {name: dims}; ``-1`` or ``?`` keeps that dimension dynamic."""
+    shapes: dict[str, tuple[int | None, ...]] = {}
     for item in items:
         name, sep, dims = item.rpartition("=")
         try:
-            values = tuple(int(d) for d in dims.lower().split("x"))
+            values = tuple(_dim(d) for d in dims.lower().split("x"))
         except ValueError:
             values = ()
-        if not sep or not name or not values or any(v < 1 for v in values):
-            raise click.BadParameter(f"{item!r} must look like NAME=1x32", param_hint="--input-shape")
+        if not sep or not name or not values:
+            raise click.BadParameter(
+                f"{item!r} must look like NAME=1x3x224x224 (positive sizes; -1 or ? keeps a dimension dynamic)",
+                param_hint="--input-shape",
+            )
         shapes[name] = values
     return shapes or None
 
@@ -65,7 +78,8 @@ input_shape_option = click.option(
     multiple=True,
     metavar="NAME=DIMS",
     help="Freeze a dynamic input shape at import, e.g. --input-shape input_ids=1x32 (shape subgraphs then fold away; "
-    "needed for TFLite on models with dynamic-shape arithmetic).",
+    "needed for TFLite on models with dynamic-shape arithmetic). Any dynamic, -1 or 0 dimension the model stores can be "
+    "frozen; -1 or ? keeps one dynamic (x=-1x3x48x192).",
 )
 
 calibration_options = _stack(

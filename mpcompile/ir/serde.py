@@ -139,7 +139,7 @@ def import_model(path: str | os.PathLike, input_shapes: dict[str, tuple[int, ...
     return import_proto(model, source=str(path), input_shapes=input_shapes)
 
 
-def _freeze_input_shapes(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]], source: str,
+def _freeze_input_shapes(model: onnx.ModelProto, shapes: dict[str, tuple[int | None, ...]], source: str,
                          weights: dict[str, np.ndarray]) -> None:
     inputs = {vi.name: vi for vi in model.graph.input if vi.name not in weights}
     for name, dims in shapes.items():
@@ -148,9 +148,14 @@ def _freeze_input_shapes(model: onnx.ModelProto, shapes: dict[str, tuple[int, ..
         shape = inputs[name].type.tensor_type.shape
         if len(shape.dim) != len(dims):
             raise ModelLoadError(f"{source}: input {name!r} has rank {len(shape.dim)}, --input-shape gave {len(dims)} dims")
-        for dim, value in zip(shape.dim, dims):
-            if dim.HasField("dim_value") and dim.dim_value != value:
-                raise ModelLoadError(f"{source}: input {name!r} has a fixed dimension {dim.dim_value}, --input-shape gave {value}")
+        for index, (dim, value) in enumerate(zip(shape.dim, dims)):
+            if value is None:  # a -1/? placeholder: this dimension stays as the model has it
+                continue
+            if dim.HasField("dim_value") and dim.dim_value > 0 and dim.dim_value != value:
+                raise ModelLoadError(
+                    f"{source}: input {name!r} has a fixed dimension {index} of {dim.dim_value}, --input-shape gave "
+                    f"{value}; give {dim.dim_value} (or -1 to keep it) there"
+                )
             dim.dim_value = int(value)
     # Inferred shapes of the dynamic model would contradict the frozen ones: infer again from scratch.
     del model.graph.value_info[:]
@@ -158,7 +163,22 @@ def _freeze_input_shapes(model: onnx.ModelProto, shapes: dict[str, tuple[int, ..
         out.type.tensor_type.ClearField("shape")
 
 
-def import_proto(model: onnx.ModelProto, source: str = "<model>", input_shapes: dict[str, tuple[int, ...]] | None = None) -> Graph:
+def _name_unknown_dims(model: onnx.ModelProto) -> None:
+    """Stored dimensions of -1 or 0 (Paddle and other exporters' "dynamic") become named dynamic dimensions.
+
+    ONNX has no negative dimension; ORT and shape inference would reject or mis-infer such a
+    model, so without this it could not be imported, and ``--input-shape`` could not freeze it.
+    """
+    for vi in list(model.graph.input) + list(model.graph.output):
+        if not vi.type.HasField("tensor_type") or not vi.type.tensor_type.HasField("shape"):
+            continue
+        for index, dim in enumerate(vi.type.tensor_type.shape.dim):
+            if dim.HasField("dim_value") and dim.dim_value <= 0:
+                dim.dim_param = f"{vi.name}_dim{index}"
+
+
+def import_proto(model: onnx.ModelProto, source: str = "<model>", input_shapes: dict[str, tuple[int | None, ...]] | None = None) -> Graph:
+    _name_unknown_dims(model)
     weights = _lift_weights(model, source)
     try:
         onnx.checker.check_model(model, full_check=False)

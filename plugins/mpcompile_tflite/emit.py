@@ -25,6 +25,9 @@ from mpcompile_tflite.model import QuantParams, TflOperator
 if TYPE_CHECKING:
     from mpcompile_tflite.writer import ModelWriter
 
+#: What to do when a TFLite kernel needs a shape the model leaves dynamic.
+STATIC_SHAPE_HINT = "freeze the model's dynamic input dimensions with --input-shape NAME=DIMS (e.g. x=1x3x224x224)"
+
 #: TFLite's fused activations, from (min, max) bounds of a Relu/Clip.
 _FUSED = {(0.0, None): "RELU", (0.0, 6.0): "RELU6", (-1.0, 1.0): "RELU_N1_TO_1"}
 
@@ -128,7 +131,9 @@ class NodeContext:
     def static_shape(self, name: str) -> tuple[int, ...]:
         shape = self.shape(name)
         if not all(isinstance(d, int) for d in shape):
-            raise UnsupportedOperatorError(f"node {self.node.name!r}: TFLite needs a static shape for {name!r}, got {shape}")
+            raise UnsupportedOperatorError(
+                f"node {self.node.name!r}: TFLite needs a static shape for {name!r}, got {shape}; {STATIC_SHAPE_HINT}"
+            )
         return tuple(shape)
 
     def spec(self, name: str) -> QuantSpec | None:

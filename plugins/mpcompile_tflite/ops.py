@@ -19,7 +19,14 @@ from collections.abc import Callable
 import numpy as np
 
 from mpcompile.backends.api import Graph, Node, Precision, UnsupportedOperatorError
-from mpcompile_tflite.emit import NodeContext, clip_bounds, fused_activation_name, quant_params, same_numbers
+from mpcompile_tflite.emit import (
+    STATIC_SHAPE_HINT,
+    NodeContext,
+    clip_bounds,
+    fused_activation_name,
+    quant_params,
+    same_numbers,
+)
 
 I8, I16, F16, F32 = Precision.INT8, Precision.INT16, Precision.FP16, Precision.FP32
 INTEGER = (I8, I16)
@@ -635,7 +642,9 @@ def _dims(ctx: NodeContext, name: str) -> list[int]:
     shape = ctx.shape(name)
     dims = [d if isinstance(d, int) and d >= 0 else -1 for d in shape]
     if dims.count(-1) > 1:
-        raise UnsupportedOperatorError(f"node {ctx.node.name!r}: TFLite RESHAPE allows one dynamic dimension, {name!r} has {shape}")
+        raise UnsupportedOperatorError(
+            f"node {ctx.node.name!r}: TFLite RESHAPE allows one dynamic dimension, {name!r} has {shape}; {STATIC_SHAPE_HINT}"
+        )
     return dims
 
 
