@@ -12,10 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from mpcompile.backends.targets import LowerResult, Target, open_runner
+from mpcompile.backends.targets import LowerResult, Target, internal_error, open_runner, strict_plugins
 from mpcompile.conformance.compare import Tolerances, layer_accumulators, output_accumulators, rounding_floor
 from mpcompile.conformance.report import BackendReport, ConformanceReport
-from mpcompile.errors import DataError, MpcompileError
+from mpcompile.errors import BackendError, DataError, MpcompileError
 from mpcompile.ir import serde
 from mpcompile.ir.graph import Graph
 from mpcompile.reference import ReferenceRunner
@@ -72,6 +72,35 @@ class ReferenceCache:
         return self._runs[key]
 
 
+def _checked_run(
+    backend: str, runner: Any, batch: Batch, intermediates: tuple[str, ...], reference: Batch, outputs: list[str]
+) -> Batch:
+    """One ``runner.run``, held to the contract: every output present, with the reference's shape.
+
+    A runner that raises, returns something else, or a broadcastable wrong shape is the backend's
+    error (named), never a numerical disagreement.
+    """
+    try:
+        got = runner.run(batch, intermediates)
+    except MpcompileError:
+        raise
+    except Exception as exc:
+        if strict_plugins():
+            raise
+        raise BackendError(internal_error(backend, "running its artifact", exc)) from None
+    if not isinstance(got, Mapping):
+        raise BackendError(f"backend {backend!r}: its runner returned {type(got).__name__}, not a mapping of outputs")
+    missing = [name for name in outputs if name not in got]
+    if missing:
+        raise BackendError(f"backend {backend!r}: its runner returned no output {', '.join(map(repr, missing))} "
+                           f"(it returned {', '.join(map(repr, got)) or 'nothing'})")
+    for name in [*outputs, *(n for n in intermediates if n in got)]:
+        value, expected = np.asarray(got[name]), np.asarray(reference[name]) if name in reference else None
+        if expected is not None and value.shape != expected.shape:
+            raise BackendError(f"backend {backend!r}: tensor {name!r} has shape {value.shape}, the plan's has {expected.shape}")
+    return got
+
+
 def _run_backend(
     target: Target, result: LowerResult, batches: list[Batch], refs: ReferenceCache, fp32_out: list[Batch],
     plan_vs_fp32: Mapping[str, Accumulator], labels: np.ndarray | None, per_layer: bool, tol: Tolerances,
@@ -96,7 +125,7 @@ def _run_backend(
     collected = []
     try:
         for batch, r, f in zip(batches, ref, fp32_out):
-            got = runner.run(batch, inter)
+            got = _checked_run(target.name, runner, batch, inter, r, legal.outputs)
             collected.append(got.get(first_output))
             for name in legal.outputs:
                 report.outputs[name].update(got[name], r[name])

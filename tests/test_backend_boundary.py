@@ -1,0 +1,95 @@
+"""One error boundary per backend call: a plugin's fault is one line naming the backend; the others go on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import MNIST, MNIST_CALIB, MNIST_EVAL
+
+import mpcompile
+from mpcompile.backends.api import Artifact, Runner
+from mpcompile.backends.targets import Target, lower_target
+from mpcompile.conformance import check_artifacts
+from mpcompile.data import open_data
+from mpcompile_onnxruntime import OnnxRuntimeBackend
+
+
+class _FaultyRunner(Runner):
+    def __init__(self, inner: Runner, fault: str) -> None:
+        self.inner, self.fault = inner, fault
+
+    def run(self, feeds, intermediates=()):
+        if self.fault == "raises":
+            raise RuntimeError("kernel exploded")
+        got = self.inner.run(feeds, intermediates)
+        if self.fault == "missing":
+            return {}
+        if self.fault == "wrong_shape":
+            return {k: np.asarray(v)[:1] for k, v in got.items()}  # broadcastable against the reference
+        if self.fault == "not_a_mapping":
+            return list(got.values())
+        return got
+
+
+class _Faulty(OnnxRuntimeBackend):
+    name = "faulty"
+
+    def __init__(self, fault: str) -> None:
+        self.fault = fault
+
+    def lower(self, plan, out_dir, *, stem, options):
+        if self.fault == "lower_raises":
+            raise ZeroDivisionError("oops")
+        if self.fault == "lower_none":
+            return None
+        if self.fault == "outside":
+            stray = Path(out_dir).parent.parent / "stray.onnx"
+            stray.write_bytes(b"x")
+            return Artifact(self.name, stray, [stray])
+        return super().lower(plan, out_dir, stem=stem, options=options)
+
+    def runner(self, artifact, options):
+        if self.fault == "runner_raises":
+            raise OSError("device lost")
+        return _FaultyRunner(super().runner(artifact, options), self.fault)
+
+
+@pytest.fixture(scope="module")
+def plan():
+    return mpcompile.calibrate(str(MNIST), str(MNIST_CALIB), samples=64, progress=False).plan
+
+
+@pytest.mark.parametrize("fault, message", [
+    ("lower_raises", "failed while lowering (a bug in the backend, please report it): ZeroDivisionError: oops"),
+    ("lower_none", "returned NoneType from lower(), not an Artifact"),
+    ("outside", "outside its output folder"),
+])
+def test_lowering_faults_become_the_backends_error(plan, tmp_path, fault, message, monkeypatch):
+    monkeypatch.delenv("MPCOMPILE_STRICT_PLUGINS", raising=False)
+    backend = _Faulty(fault)
+    (tmp_path / "stage").mkdir()
+    result = lower_target(Target(backend, backend.options()), plan, tmp_path / "stage", "m")
+    assert result.artifact is None and "'faulty'" in result.error and message in result.error
+    assert not (tmp_path / "stage" / "faulty").exists()
+
+
+@pytest.mark.parametrize("fault, message", [
+    ("runner_raises", "failed while opening its runner"),
+    ("raises", "failed while running its artifact (a bug in the backend, please report it): RuntimeError: kernel exploded"),
+    ("missing", "its runner returned no output 'logits'"),
+    ("wrong_shape", "tensor 'logits' has shape (1, 10), the plan's has"),
+    ("not_a_mapping", "returned list, not a mapping"),
+])
+def test_runner_faults_are_errors_naming_the_backend_not_disagreements(plan, tmp_path, fault, message, monkeypatch):
+    monkeypatch.delenv("MPCOMPILE_STRICT_PLUGINS", raising=False)
+    faulty, good = _Faulty(fault), OnnxRuntimeBackend()
+    targets = {"faulty": Target(faulty, faulty.options()), "onnxruntime": Target(good, good.options())}
+    (tmp_path / "stage").mkdir()
+    lowered = {name: lower_target(t, plan, tmp_path / "stage", "m") for name, t in targets.items()}
+    report = check_artifacts(plan, lowered, targets, open_data(plan, str(MNIST_EVAL)), samples=64)
+    by_name = {b.backend: b for b in report.backends}
+    assert not by_name["faulty"].passed and message in by_name["faulty"].error and "'faulty'" in by_name["faulty"].error
+    assert by_name["onnxruntime"].passed, report.format_text()
+    assert not report.passed
