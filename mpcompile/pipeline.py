@@ -42,6 +42,7 @@ EXIT_OK = 0  # every requested backend produced an artifact (that conforms, when
 EXIT_NONCONFORMING = 1  # every artifact was written, and at least one is out of tolerance
 EXIT_USAGE = 2  # bad input: nothing was written
 EXIT_BACKEND_FAILED = 3  # at least one backend produced no artifact (the others were written)
+EXIT_PLAN_COST = 4  # conform --max-accuracy-drop: every backend equals the plan, the plan costs too much against FP32
 
 __all__ = [
     "CalibrateResult", "CalibrationOptions", "CompileResult", "LowerResult", "calibrate", "compile", "conform", "lower",
@@ -288,6 +289,8 @@ def _write_manifest(
                 "artifact": rel(r.artifact.path),
                 "files": [rel(f) for f in r.artifact.files],
                 "deviations": [d.to_dict() for d in r.deviations],
+                "precision": r.precision.to_dict() if r.precision else None,
+                "precision_note": r.precision_note(),
                 # tensor_map is runner plumbing (IR name -> artifact tensor), too bulky for a manifest
                 "metadata": {k: v for k, v in r.artifact.metadata.items() if k != "tensor_map"},
                 "lower_seconds": round(r.seconds, 4),

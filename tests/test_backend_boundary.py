@@ -7,20 +7,30 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import MNIST, MNIST_CALIB, MNIST_EVAL
+from mpcompile_onnxruntime import OnnxRuntimeBackend
 
 import mpcompile
 from mpcompile.backends.api import Artifact, Runner
 from mpcompile.backends.targets import Target, lower_target
 from mpcompile.conformance import check_artifacts
 from mpcompile.data import open_data
-from mpcompile_onnxruntime import OnnxRuntimeBackend
 
 
 class _FaultyRunner(Runner):
     def __init__(self, inner: Runner, fault: str) -> None:
         self.inner, self.fault = inner, fault
 
+    supports_intermediates = True
+
     def run(self, feeds, intermediates=()):
+        if self.fault.startswith("plant:"):  # "plant:TENSOR:LSB": one element of one tensor off by LSB steps
+            _, name, lsb = self.fault.split(":")
+            got = self.inner.run(feeds, intermediates)
+            if name in got:
+                value = np.array(got[name], copy=True)
+                value.reshape(-1)[0] += int(lsb) * self.scale
+                got[name] = value
+            return got
         if self.fault == "raises":
             raise RuntimeError("kernel exploded")
         got = self.inner.run(feeds, intermediates)
@@ -93,3 +103,30 @@ def test_runner_faults_are_errors_naming_the_backend_not_disagreements(plan, tmp
     assert not by_name["faulty"].passed and message in by_name["faulty"].error and "'faulty'" in by_name["faulty"].error
     assert by_name["onnxruntime"].passed, report.format_text()
     assert not report.passed
+
+
+@pytest.mark.parametrize("lsb", [1, 2])
+def test_a_planted_error_in_an_internal_tensor_is_caught_and_named(plan, tmp_path, lsb):
+    internal = [t for t in plan.quantized_tensors() if not t.is_constant and t.name not in plan.outputs
+                and t.name not in plan.inputs and t.quant.axis is None]
+    target_tensor = internal[len(internal) // 2]
+    backend = _Faulty(f"plant:{target_tensor.name}:{lsb}")
+    original = backend.runner
+
+    def runner(artifact, options):
+        r = original(artifact, options)
+        r.scale = float(target_tensor.quant.scale)
+        return r
+
+    backend.runner = runner
+    target = Target(backend, backend.options())
+    (tmp_path / "stage").mkdir()
+    lowered = {"faulty": lower_target(target, plan, tmp_path / "stage", "m")}
+    report = check_artifacts(plan, lowered, {"faulty": target}, open_data(plan, str(MNIST_EVAL)), samples=64, per_layer=True)
+    faulty = report.backends[0]
+    assert faulty.inexact_tensors[0] == target_tensor.name
+    assert f"first not exact: {target_tensor.name!r}" in report.format_text()
+    if lsb == 1:  # within the default tolerance: still PASS, but the certificate shows it
+        assert faulty.integer_certificate["within_tolerance"] >= 1
+    else:
+        assert not report.passed and faulty.first_divergence == target_tensor.name

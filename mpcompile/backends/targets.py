@@ -18,6 +18,7 @@ from mpcompile.backends.base import Artifact, Backend, Runner
 from mpcompile.backends.capabilities import Deviation
 from mpcompile.backends.options import BackendOptions
 from mpcompile.errors import BackendError, MpcompileError, UnsupportedOperatorError
+from mpcompile.ir.cost import PrecisionSummary
 from mpcompile.ir.graph import Graph
 
 #: Ops that only compute shapes at run time: a backend without them needs the shapes frozen.
@@ -46,10 +47,33 @@ class LowerResult:
     deviations: list[Deviation]
     seconds: float
     error: str | None = None
+    #: how much of the legalized plan runs in each precision, and how much of the plan did before
+    precision: PrecisionSummary | None = None
+    planned: PrecisionSummary | None = None
 
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    @property
+    def collapsed(self) -> bool:
+        """Legalization took most of the plan's integer work away (the artifact is mostly float)."""
+        if self.precision is None or self.planned is None:
+            return False
+        before, after = self.planned.integer_mac_share(), self.precision.integer_mac_share()
+        if not sum(self.planned.macs.values()):
+            before, after = self.planned.integer_node_share(), self.precision.integer_node_share()
+        return before > 0 and after < 0.5 * before
+
+    def precision_note(self) -> str:
+        """``nodes: 12 INT8 (98.0 % of MACs), 2 FP32`` plus a warning when legalization emptied the plan."""
+        if self.precision is None:
+            return ""
+        note = self.precision.format()
+        if self.collapsed:
+            note += (f"; ! legalization moved most of the plan to float (integer MACs {self.planned.integer_mac_share():.0%}"
+                     f" planned, {self.precision.integer_mac_share():.0%} here): see the deviations")
+        return note
 
 
 def strict_plugins() -> bool:
@@ -104,7 +128,8 @@ def lower_target(target: Target, plan: Graph, out_dir: Path, stem: str) -> Lower
         error = str(exc) if isinstance(exc, MpcompileError) else internal_error(name, "lowering", exc)
         return LowerResult(name, None, legal, deviations, time.perf_counter() - started, error)
     artifact.deviations = list(deviations) + [d for d in artifact.deviations if d not in deviations]
-    return LowerResult(name, artifact, legal, artifact.deviations, time.perf_counter() - started)
+    return LowerResult(name, artifact, legal, artifact.deviations, time.perf_counter() - started,
+                       precision=PrecisionSummary.of(legal), planned=PrecisionSummary.of(plan))
 
 
 def _check_artifact(name: str, artifact: object, backend_dir: Path) -> None:

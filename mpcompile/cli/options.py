@@ -170,7 +170,9 @@ Exit codes:
   1  every artifact was written, and at least one is out of tolerance
   2  bad input (model, data, plan, option): nothing was written
   3  at least one backend could not produce an artifact (the others were written;
-     the reasons are printed and in manifest.json under "failed")"""
+     the reasons are printed and in manifest.json under "failed")
+  4  conform --max-accuracy-drop: every backend equals the plan, but the plan's
+     accuracy cost against FP32 exceeds the budget"""
 
 
 #: CLI parameters that map one to one onto ``pipeline.calibrate``/``compile`` keywords.
@@ -198,6 +200,8 @@ def print_lowering(results: Any, deviations_shown: int = 0) -> None:
             continue
         devs = r.deviations
         click.echo(f"{name}: {r.artifact.path}" + (f"  ({len(devs)} deviation(s) from the plan, see manifest)" if devs else ""))
+        if r.precision is not None:
+            click.echo(f"    {r.precision_note()}")
         for d in devs[:deviations_shown]:
             click.echo(f"    {d}")
         if deviations_shown and len(devs) > deviations_shown:

@@ -56,5 +56,6 @@ def sensitivity_command(model: str, input_shape: tuple[str, ...], data: str, pre
         from mpcompile.conformance.html import bar_chart_page
 
         values = [(s.node, 0.0 if math.isinf(s.sqnr_db) else s.sqnr_db) for s in ranked]
-        serde.write_atomic(html_path, bar_chart_page(f"Layer sensitivity: {model}", "local SQNR (dB), lower = more sensitive", values).encode())
+        page = bar_chart_page(f"Layer sensitivity: {model}", "local SQNR (dB), lower = more sensitive", values)
+        serde.write_atomic(html_path, page.encode())
         click.echo(f"html: {html_path}")

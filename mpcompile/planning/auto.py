@@ -22,11 +22,12 @@ import numpy as np
 
 from mpcompile.data import Dataset
 from mpcompile.errors import PlanError
+from mpcompile.ir.cost import node_cost
 from mpcompile.ir.graph import Graph
 from mpcompile.ir.types import Precision
 from mpcompile.planning.config import Override, PlanConfig
 from mpcompile.planning.plan import make_plan
-from mpcompile.planning.sensitivity import local_sensitivity, node_cost
+from mpcompile.planning.sensitivity import local_sensitivity
 from mpcompile.planning.stats import TensorStatistics
 from mpcompile.reference import ReferenceRunner
 

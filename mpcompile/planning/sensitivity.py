@@ -22,6 +22,7 @@ import numpy as np
 
 from mpcompile.calibration.collect import observed_tensors
 from mpcompile.data import Dataset
+from mpcompile.ir.cost import node_cost
 from mpcompile.ir.graph import Graph, Node, Tensor
 from mpcompile.ortsession import make_session
 from mpcompile.reference.metrics import sqnr_db
@@ -42,30 +43,6 @@ class LayerSensitivity:
 def _sqnr(reference: np.ndarray, candidate: np.ndarray) -> float:
     ref = reference.astype(np.float64)
     return sqnr_db(float(np.sum(ref * ref)), float(np.sum((candidate.astype(np.float64) - ref) ** 2)))
-
-
-def node_cost(graph: Graph, node: Node) -> tuple[int, int]:
-    """(multiply-accumulates per sample, weight bytes in int8) for Conv/Gemm/MatMul; (0, 0) otherwise."""
-    from mpcompile.ir import ops
-
-    if node.op_type not in ops.WEIGHTED or len(node.inputs) < 2:
-        return 0, 0
-    w = graph.tensors.get(node.inputs[1])
-    out = graph.tensors.get(node.outputs[0])
-    if w is None or out is None:
-        return 0, 0
-    w_shape = w.value.shape if w.is_constant else w.shape
-    if w_shape is None or not all(isinstance(d, int) for d in w_shape):
-        return 0, 0
-    out_shape = [d if isinstance(d, int) else 1 for d in (out.shape or ())][1:]
-    weight_elems = int(np.prod(w_shape))
-    if node.op_type in ("Conv", "ConvTranspose"):
-        spatial = int(np.prod(out_shape[1:])) if len(out_shape) > 1 else 1
-        macs = weight_elems * spatial
-    else:  # Gemm / MatMul: every output row reuses all weights
-        rows = int(np.prod(out_shape[:-1])) if len(out_shape) > 1 else 1
-        macs = weight_elems * rows
-    return macs, weight_elems if w.is_constant else 0
 
 
 def _single_node_graph(plan: Graph, node: Node, quantized: bool) -> tuple[Graph, list[str]]:

@@ -25,15 +25,28 @@ def sqnr_db(signal_power: float, noise_power: float) -> float:
     return 10.0 * math.log10(signal_power / noise_power)
 
 
+#: LSB histogram bins: |diff| of 0, 1, …, LSB_BINS - 2 LSB, and LSB_BINS - 1 or more.
+LSB_BINS = 10
+
+
 @dataclasses.dataclass
 class Accumulator:
-    """Sums needed for max |diff|, LSB counts, cosine, SQNR and top-1 agreement."""
+    """Sums for max |diff|, integer LSB counts, cosine, SQNR and top-1 agreement, over batches.
+
+    Two rules judge a tensor, and ``rule()`` says which one in words:
+
+    * quantized (``scale`` set): both sides are on the tensor's integer grid, so the difference is
+      counted in whole LSB (``rint(|diff| / scale)``); it passes when the largest count is at most
+      ``tolerance_lsb``. ``lsb_counts`` is the histogram, ``exact_share`` the share of equal integers.
+    * float: passes when max |diff| ≤ ``float_rtol`` × max |reference|, or the SQNR against the
+      reference is at least ``min_sqnr_db``. Both bounds are fixed numbers, never derived from how
+      far the plan is from FP32.
+    """
 
     scale: float | None = None
     tolerance_lsb: float | None = None
     max_abs_diff: float = 0.0
     elements: int = 0
-    beyond: int = 0
     dot: float = 0.0
     ref_sq: float = 0.0
     cand_sq: float = 0.0
@@ -41,23 +54,31 @@ class Accumulator:
     top1_total: int = 0
     top1_agree: int = 0
     ref_abs_max: float = 0.0
-    #: For float outputs: also pass when the backend's deviation from the plan is this far (dB) below signal,
-    #: i.e. much smaller than the plan's own quantization noise (set from the plan-vs-FP32 SQNR).
+    lsb_counts: list[int] = dataclasses.field(default_factory=lambda: [0] * LSB_BINS)
+    max_lsb_count: int = 0
+    float_rtol: float = 1e-2
     min_sqnr_db: float | None = None
+
+    @property
+    def quantized(self) -> bool:
+        return bool(self.scale) and self.tolerance_lsb is not None
 
     def update(self, candidate: np.ndarray, reference: np.ndarray) -> None:
         c = np.asarray(candidate, dtype=np.float64)
         r = np.asarray(reference, dtype=np.float64)
         if c.shape != r.shape:
-            c = c.reshape(r.shape) if c.size == r.size else c
+            raise ValueError(f"candidate shape {c.shape} differs from the reference's {r.shape}")
         diff = np.abs(c - r)
         if diff.size:
             self.max_abs_diff = max(self.max_abs_diff, float(diff.max()))
             self.ref_abs_max = max(self.ref_abs_max, float(np.abs(r).max()))
         self.elements += diff.size
-        if self.scale and self.tolerance_lsb is not None:
-            # Half an LSB of slack absorbs float rounding in the dequantized values.
-            self.beyond += int(np.count_nonzero(diff > (self.tolerance_lsb + 0.5) * self.scale))
+        if self.scale:
+            lsb = np.rint(diff / self.scale)
+            if lsb.size:
+                self.max_lsb_count = max(self.max_lsb_count, int(lsb.max()))
+            counts = np.bincount(np.minimum(lsb, LSB_BINS - 1).astype(np.int64).reshape(-1), minlength=LSB_BINS)
+            self.lsb_counts = [a + int(b) for a, b in zip(self.lsb_counts, counts)]
         self.dot += float(np.sum(c * r))
         self.ref_sq += float(np.sum(r * r))
         self.cand_sq += float(np.sum(c * c))
@@ -68,11 +89,20 @@ class Accumulator:
 
     @property
     def max_lsb(self) -> float | None:
-        return None if not self.scale else self.max_abs_diff / self.scale
+        """The largest difference in whole LSB of the tensor's scale (None for a float tensor)."""
+        return float(self.max_lsb_count) if self.scale else None
+
+    @property
+    def exact_share(self) -> float | None:
+        return self.lsb_counts[0] / self.elements if self.scale and self.elements else None
 
     @property
     def beyond_share(self) -> float:
-        return self.beyond / self.elements if self.elements else 0.0
+        """Share of elements beyond the LSB tolerance."""
+        if not self.quantized or not self.elements:
+            return 0.0
+        within = sum(self.lsb_counts[: int(self.tolerance_lsb) + 1]) if self.tolerance_lsb < LSB_BINS - 1 else self.elements
+        return 1.0 - within / self.elements
 
     @property
     def cosine(self) -> float:
@@ -89,15 +119,23 @@ class Accumulator:
     def top1(self) -> float | None:
         return self.top1_agree / self.top1_total if self.top1_total else None
 
-    def passed(self, float_rtol: float = 1e-2) -> bool:
-        if self.scale and self.tolerance_lsb is not None:
-            return self.max_abs_diff <= (self.tolerance_lsb + 0.5) * self.scale
-        if self.max_abs_diff <= float_rtol * max(self.ref_abs_max, 1e-6) + 1e-6:
+    @property
+    def float_bound(self) -> float:
+        return self.float_rtol * max(self.ref_abs_max, 1e-6) + 1e-6
+
+    def passed(self) -> bool:
+        if self.quantized:
+            return self.max_lsb_count <= self.tolerance_lsb
+        if self.max_abs_diff <= self.float_bound:
             return True
-        # A float output downstream of quantized tensors: one-LSB rounding flips upstream (float
-        # accumulation order differs between kernels) are amplified by the float layers after them.
-        # Such a backend still conforms when its noise is far below the plan's own.
         return self.min_sqnr_db is not None and self.sqnr_db >= self.min_sqnr_db
+
+    def rule(self) -> str:
+        """The rule this tensor is judged by, with its numbers, as the report prints it."""
+        if self.quantized:
+            return f"max |diff| ≤ {self.tolerance_lsb:g} LSB of scale {self.scale:.6g}"
+        sqnr = f" or SQNR ≥ {self.min_sqnr_db:.1f} dB" if self.min_sqnr_db is not None else ""
+        return f"max |diff| ≤ {self.float_rtol:g} × max |reference| (= {self.float_bound:.3g}){sqnr}"
 
     def to_dict(self) -> dict:
         def clean(x: float | None) -> float | None | str:
@@ -108,10 +146,13 @@ class Accumulator:
             return round(float(x), 6)
 
         return {
+            "rule": self.rule(),
             "scale": self.scale,
             "tolerance_lsb": self.tolerance_lsb,
             "max_abs_diff": clean(self.max_abs_diff),
             "max_lsb": clean(self.max_lsb),
+            "exact_share": clean(self.exact_share),
+            "lsb_histogram": list(self.lsb_counts) if self.scale else None,
             "beyond_tolerance_share": clean(self.beyond_share),
             "cosine": clean(self.cosine),
             "sqnr_db": clean(self.sqnr_db),

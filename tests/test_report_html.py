@@ -1,0 +1,46 @@
+"""The HTML report as a person meets it: it renders in a real (headless) browser, with no console errors."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+from conftest import MNIST, MNIST_CALIB, MNIST_EVAL
+from test_cli import run
+
+BROWSER = next((b for b in ("chromium-headless-shell", "chromium", "google-chrome") if shutil.which(b)), None)
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    plan = out / "plan.onnx"
+    assert run("calibrate", MNIST, "--data", MNIST_CALIB, "--samples", "64", "-o", plan, "--quiet").returncode == 0
+    html = out / "conformance.html"
+    result = run("conform", plan, "--backend", "onnxruntime", "--backend", "tflite", "--data", MNIST_EVAL,
+                 "--samples", "64", "--per-layer", "--html", html, "--json", out / "conformance.json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    return html
+
+
+def test_the_report_holds_both_verdicts_rules_versions_and_charts(report):
+    text = report.read_text()
+    for fragment in ("1. Backend equals plan", "2. Plan against FP32", "rule", "LSB of scale", "onnxruntime 1.",
+                     "What runs in which precision", "tensors equal as integers", "<svg", "nodes in topological order"):
+        assert fragment in text, fragment
+    assert "<script" not in text  # self-contained and static: opens offline, anywhere
+
+
+@pytest.mark.skipif(BROWSER is None, reason="no headless Chromium (apt-get install chromium-headless-shell)")
+def test_the_report_renders_in_a_headless_browser_without_console_errors(report, tmp_path):
+    shot = tmp_path / "report.png"
+    common = [BROWSER, "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0"]
+    dom = subprocess.run([*common, "--dump-dom", report.as_uri()], capture_output=True, text=True, timeout=120)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert "Conformance" in dom.stdout and "<svg" in dom.stdout
+    console = [line for line in dom.stderr.splitlines() if "CONSOLE" in line or "Uncaught" in line]
+    assert not console, console
+    png = subprocess.run([*common, f"--screenshot={shot}", "--window-size=1300,2000", report.as_uri()],
+                         capture_output=True, text=True, timeout=120)
+    assert png.returncode == 0 and shot.stat().st_size > 20_000, png.stderr[-2000:]  # a page with content, not blank
