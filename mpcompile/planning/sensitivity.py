@@ -40,11 +40,6 @@ class LayerSensitivity:
         return {**dataclasses.asdict(self), "sqnr_db": None if math.isinf(self.sqnr_db) else round(self.sqnr_db, 3)}
 
 
-def _sqnr(reference: np.ndarray, candidate: np.ndarray) -> float:
-    ref = reference.astype(np.float64)
-    return sqnr_db(float(np.sum(ref * ref)), float(np.sum((candidate.astype(np.float64) - ref) ** 2)))
-
-
 def _single_node_graph(plan: Graph, node: Node, quantized: bool) -> tuple[Graph, list[str]]:
     g = Graph(f"{plan.name}:{node.name}", opset_imports=plan.opset_imports)
     inputs = []

@@ -123,14 +123,6 @@ def read_cache(text: str | bytes) -> CalibrationCache:
     return CalibrationCache(int(match.group(1)), algorithm, scales)
 
 
-def save_cache(path: str | Path, scales: Mapping[str, float | np.floating], version: str | int, algorithm: str = "entropy") -> Path:
-    from mpcompile.backends.api import serde
-
-    path = Path(path)
-    serde.write_atomic(path, write_cache(scales, version, algorithm).encode("utf-8"))
-    return path
-
-
 def load_cache(path: str | Path) -> CalibrationCache:
     path = Path(path)
     if not path.is_file():

@@ -70,10 +70,6 @@ def weight_tensors(graph: Graph) -> set[str]:
     return names
 
 
-def is_tensorrt_int8(spec: QuantSpec) -> bool:
-    return spec.qtype == QType.INT8 and not np.any(spec.zero_point != 0)
-
-
 def _provenance(spec: QuantSpec, **extra: Any) -> dict[str, Any]:
     return {**dict(spec.provenance), **extra}
 
