@@ -220,8 +220,15 @@ def _refuse_if_none_can_run(graph: Graph, targets: Sequence[Target]) -> None:
         raise UnsupportedOperatorError("; ".join(r for r in refusals if r))
 
 
-def _lower_all(targets: Sequence[Target], plan: Graph, out_dir: Path, stem: str) -> dict[str, LowerResult]:
-    return {t.name: lower_target(t, plan, out_dir, stem) for t in targets}
+def _lower_all(targets: Sequence[Target], plan: Graph, out_dir: Path, stem: str, progress: bool = False) -> dict[str, LowerResult]:
+    from mpcompile.progress import progress_bar
+
+    results = {}
+    with progress_bar(progress and len(targets) > 1, total=len(targets), description="lowering", unit="backends") as bar:
+        for target in targets:
+            results[target.name] = lower_target(target, plan, out_dir, stem)
+            bar.advance()
+    return results
 
 
 def _relocate(results: Mapping[str, LowerResult], tmp: Path, out: Path) -> None:
@@ -380,7 +387,7 @@ def compile(  # noqa: A001 - the natural name for a compiler's entry point
     report = None
     with staging_dir(out) as tmp:
         plan_path = serde.save_plan(plan, tmp / "plan.onnx")
-        results = _lower_all(targets, plan, tmp, _stem(graph))
+        results = _lower_all(targets, plan, tmp, _stem(graph), progress)
         for name, r in results.items():
             timings[f"lower:{name}"] = r.seconds
         extra: dict[str, Any] = {
@@ -407,7 +414,7 @@ def compile(  # noqa: A001 - the natural name for a compiler's entry point
             check_data = eval_data if eval_data is not None else data
             report = check_artifacts(
                 plan, results, {t.name: t for t in targets}, open_data(graph, check_data, opts.preprocess),
-                samples=opts.samples, batch_size=opts.batch_size,
+                samples=opts.samples, batch_size=opts.batch_size, progress=progress,
             )
             timings["conform"] = time.perf_counter() - t2
             report.save_json(tmp / "conformance.json")
@@ -444,6 +451,7 @@ def conform(
     out_dir: str | os.PathLike | None = None,
     reference_engine: str = "onnxruntime",
     backend_options: BackendOptionValues | None = None,
+    progress: bool = False,
     options: CalibrationOptions | None = None,
     **keywords: Any,
 ) -> ConformanceReport:
@@ -473,7 +481,7 @@ def conform(
                 lowered[target.name] = lower_target(target, graph, work, "model")
         report = check_artifacts(
             graph, lowered, {t.name: t for t in targets}, dataset, samples=opts.samples, batch_size=opts.batch_size,
-            per_layer=per_layer, tolerances=tolerances, reference_engine=reference_engine,
+            per_layer=per_layer, tolerances=tolerances, reference_engine=reference_engine, progress=progress,
         )
     if out_dir is not None:
         _relocate(lowered, work, Path(out_dir))

@@ -23,11 +23,12 @@ from mpcompile.cli.options import EXIT_CODES_HELP, backend_option, backend_optio
 @click.option("--max-accuracy-drop", type=click.FloatRange(min=0), default=None,
               help="Also judge the plan against FP32: exit 4 when its accuracy drop (on the labels, else top-1 agreement, "
                    "else 1 − cosine) exceeds this. Without it the accuracy cost is shown, never an exit code.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write the full report as JSON.")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False), default=None, help="Write an HTML report with a per-layer error plot.")
 def conform_command(model_or_plan: str, backends: tuple[str, ...], data: str, calibration_data: str | None, samples: int | None,
                     batch_size: int, per_layer: bool, tolerance: tuple[str, ...], artifacts: tuple[str, ...],
-                    reference_engine: str, max_accuracy_drop: float | None, json_path: str | None, html_path: str | None, backend_option_items: tuple[str, ...]) -> None:
+                    reference_engine: str, max_accuracy_drop: float | None, quiet: bool, json_path: str | None, html_path: str | None, backend_option_items: tuple[str, ...]) -> None:
     """Lower MODEL_OR_PLAN for each backend, run every artifact and the fake-quant reference
     on the same inputs, and compare them: max |diff| in LSB of each output's scale, share
     beyond tolerance, cosine, SQNR, top-1 agreement, and the accuracy cost against FP32.
@@ -60,6 +61,7 @@ def conform_command(model_or_plan: str, backends: tuple[str, ...], data: str, ca
         artifacts=given or None,
         reference_engine=reference_engine,
         backend_options=backend_options(click.get_current_context().params),
+        progress=not quiet,
     )
     click.echo(report.format_text(max_accuracy_drop))
     if json_path:

@@ -136,7 +136,7 @@ def _integer_certificate(
 
 def _run_backend(
     target: Target, result: LowerResult, batches: list[Batch], refs: ReferenceCache, fp32_out: list[Batch],
-    labels: np.ndarray | None, per_layer: bool, tol: Tolerances,
+    labels: np.ndarray | None, per_layer: bool, tol: Tolerances, bar: Any,
 ) -> BackendReport:
     legal = result.plan
     report = BackendReport(target.name, str(result.artifact.path), deviations=[d.to_dict() for d in result.deviations],
@@ -167,6 +167,7 @@ def _run_backend(
             for name in inter:
                 if name in got and name in r:
                     report.per_layer[name].update(got[name], r[name])
+            bar.advance(len(next(iter(batch.values()))))
         if not inter and runner.supports_intermediates and report.float_outputs_failed:
             # The float rule failed: look at the integers, which the plan fixes exactly. If every quantized
             # tensor is within tolerance the backend computes the plan and the float gap is amplification.
@@ -192,8 +193,11 @@ def check_artifacts(
     per_layer: bool = False,
     tolerances: Tolerances | None = None,
     reference_engine: str = "onnxruntime",
+    progress: bool = False,
 ) -> ConformanceReport:
     """Run each lowered artifact (those with one) and the reference of its legalized plan; compare."""
+    from mpcompile.progress import progress_bar
+
     tol = tolerances or Tolerances()
     batches = list(dataset.batches(batch_size, limit=samples))
     if not batches:
@@ -213,11 +217,10 @@ def check_artifacts(
             acc.update(r[name], f[name])
         plan_vs_fp32[name] = acc
 
-    reports = [
-        _run_backend(targets[name], result, batches, refs, fp32_out, labels, per_layer, tol)
-        for name, result in lowered.items()
-        if result.ok
-    ]
+    checked = [(name, result) for name, result in lowered.items() if result.ok]
+    with progress_bar(progress, total=count * len(checked), description="conformance") as bar:
+        reports = [_run_backend(targets[name], result, batches, refs, fp32_out, labels, per_layer, tol, bar)
+                   for name, result in checked]
     return ConformanceReport(
         model=str(plan.metadata.get("source", plan.name)),
         samples=count,
