@@ -40,7 +40,7 @@ BackendOptionValues = Mapping[str, Mapping[str, Any] | BackendOptions]
 #: Exit codes of ``compile``/``lower``/``conform`` (the CLI's, documented in ``--help`` and the README).
 EXIT_OK = 0  # every requested backend produced an artifact (that conforms, when conformance ran)
 EXIT_NONCONFORMING = 1  # every artifact was written, and at least one is out of tolerance
-EXIT_USAGE = 2  # bad input: nothing was written
+EXIT_USAGE = MpcompileError.exit_code  # bad input: nothing was written (2)
 EXIT_BACKEND_FAILED = 3  # at least one backend produced no artifact (the others were written)
 EXIT_PLAN_COST = 4  # conform --max-accuracy-drop: every backend equals the plan, the plan costs too much against FP32
 

@@ -36,7 +36,8 @@ def sensitivity_command(model: str, input_shape: tuple[str, ...], data: str, pre
     import time
 
     from mpcompile.ir import serde
-    from mpcompile.pipeline import calibrate, open_data
+    from mpcompile.data import open_data
+    from mpcompile.pipeline import calibrate
     from mpcompile.planning.sensitivity import local_sensitivity
 
     started = time.perf_counter()
