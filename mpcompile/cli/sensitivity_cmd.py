@@ -35,8 +35,8 @@ def sensitivity_command(model: str, input_shape: tuple[str, ...], data: str, pre
     import math
     import time
 
-    from mpcompile.ir import serde
     from mpcompile.data import open_data
+    from mpcompile.ir import serde
     from mpcompile.pipeline import calibrate
     from mpcompile.planning.sensitivity import local_sensitivity
 
