@@ -59,6 +59,9 @@ REQUIRED_FAMILIES = (
 
 Outputs = Sequence[Mapping[str, np.ndarray]]
 
+#: The layout of ``zoo.json``; a build stamped with another version is rebuilt.
+STAMP_VERSION = 2
+
 
 @dataclasses.dataclass(frozen=True)
 class BuiltModel:
@@ -71,6 +74,14 @@ class BuiltModel:
     metric_name: str
     fp32_metric: float
     info: dict[str, Any]
+
+    @property
+    def batch_size(self) -> int:
+        """Samples per run of the model: the frozen batch dim of ``input_shapes``, else the model's
+        own fixed batch dim, else 8."""
+        if self.input_shapes:
+            return int(next(iter(self.input_shapes.values()))[0])
+        return int(self.info.get("batch") or 8)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,7 +109,7 @@ class Entry:
     input_shapes: dict[str, tuple[int, ...]] | None = None
     min_fp32: float = 0.0  # the build fails when FP32 scores below this (a broken recipe)
     needs: tuple[str, ...] = ()  # python modules / tools the build needs beyond numpy, onnx, onnxruntime
-    recipe_version: int = 1
+    recipe_version: int = 1  # bump when the recipe's code changes what it builds
     export: str = ""  # how the ONNX is made when it is not the wheel's file itself
     notes: str = ""
 
@@ -135,7 +146,7 @@ class Entry:
             info = json.loads(stamp.read_text())
         except ValueError:
             return None
-        if info.get("recipe") != self.recipe():
+        if info.get("stamp") != STAMP_VERSION or info.get("recipe") != self.recipe():
             return None
         for fname, digest in info.get("files", {}).items():
             path = folder / fname
@@ -185,6 +196,7 @@ class Entry:
         shutil.rmtree(work / "source")
         files = {f: sha256_file(work / f) for f in ("model.onnx", "calib.npz", "eval.npz")}
         info = {
+            "stamp": STAMP_VERSION,
             "recipe": self.recipe(),
             "files": files,
             "wheel": wheel.name,
@@ -192,6 +204,7 @@ class Entry:
             "calib_samples": int(len(next(iter(calib.values())))),
             "eval_samples": int(len(ev[next(iter(calib))])),
             "model_bytes": model.stat().st_size,
+            "batch": _fixed_batch(model),
             "seconds": {"fetch": round(t1 - t0, 2), "model": round(t2 - t1, 2), "data": round(t3 - t2, 2),
                         "fp32_eval": round(t4 - t3, 2)},
         }
@@ -212,6 +225,17 @@ class Entry:
             fp32_metric=float(info["fp32_metric"]),
             info=info,
         )
+
+
+def _fixed_batch(model: Path) -> int | None:
+    """The model's first input's batch dim if it is fixed, else None."""
+    import onnx
+
+    m = onnx.load(str(model), load_external_data=False)
+    inits = {i.name for i in m.graph.initializer}
+    first = next(i for i in m.graph.input if i.name not in inits)
+    dims = first.type.tensor_type.shape.dim
+    return int(dims[0].dim_value) if dims and dims[0].HasField("dim_value") and dims[0].dim_value > 0 else None
 
 
 _REGISTRY: dict[str, Entry] = {}
@@ -241,7 +265,7 @@ def get(name: str) -> Entry:
 def _load_recipes() -> None:
     if _REGISTRY:
         return
-    from models.zoo import audio, files, ocr, text, vision  # noqa: F401 - registers the entries
+    from models.zoo import ocr, vision, text, audio, files  # noqa: F401, I001 - registers the entries, in this order
 
 
 def build_all(names: Sequence[str] | None = None, cache: str | os.PathLike | None = None, force: bool = False,
