@@ -36,7 +36,15 @@ BACKENDS = ("onnxruntime", "tflite")
 #: Entries whose ONNX Runtime artifact is known not to conform on today's main, with the failure
 #: seen. They run and record everything; the conformance assertion is an expected failure, so a
 #: fix shows up as XPASS.
-KNOWN_ORT_NONCONFORMANCE: dict[str, str] = {}
+KNOWN_ORT_NONCONFORMANCE: dict[str, str] = {
+    # Measured on the artifact itself: ORT_ENABLE_BASIC gives the same outputs as ORT_DISABLE_ALL,
+    # ORT_ENABLE_EXTENDED/ALL (QDQ fusion into QLinear* kernels) differ by up to 254-255 LSB (rec,
+    # softmax output) and 211 LSB (det, sigmoid output); the first diverging tensors are QDQ Conv
+    # outputs in the SVTR neck (rec) and the DB head (det). The same class as DESIGN.md's ORT
+    # optimizer bug (microsoft/onnxruntime#24711): conformance catching a backend bug.
+    "ppocr_rec": "ORT's EXTENDED graph optimizations change the int8 QDQ result (exact at ORT_ENABLE_BASIC)",
+    "ppocr_det": "ORT's EXTENDED graph optimizations change the int8 QDQ result (exact at ORT_ENABLE_BASIC)",
+}
 
 
 # ============================================================================ fast: the table
@@ -101,19 +109,24 @@ def zoo_cache() -> Path:
 
 @pytest.fixture(scope="session")
 def zoo_built(zoo_cache):
-    """Every buildable entry, built once for the session (reused from the cache when hash-valid)."""
-    built, t0 = {}, time.perf_counter()
-    for e in ENTRIES:
-        reason = _needs_missing(e)
-        if reason:
-            built[e.name] = reason
-            continue
-        try:
-            built[e.name] = e.build(zoo_cache)
-        except Exception as exc:  # reported by that entry's test
-            built[e.name] = exc
-    built["_seconds"] = time.perf_counter() - t0
-    return built
+    """Builds an entry on first use and keeps it for the session (a hash-valid build in the cache
+    is reused); a missing tool is returned as a skip reason, a failed build as its exception."""
+    built: dict[str, object] = {}
+
+    def get(name: str):
+        if name not in built:
+            entry = zoo.get(name)
+            reason = _needs_missing(entry)
+            if reason:
+                built[name] = reason
+            else:
+                try:
+                    built[name] = entry.build(zoo_cache)
+                except Exception as exc:  # reported by that entry's test
+                    built[name] = exc
+        return built[name]
+
+    return get
 
 
 @pytest.fixture(scope="session")
@@ -173,7 +186,7 @@ def compile_one(built, backend: str, out_dir: Path) -> dict:
 @pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_zoo_model(name, zoo_built, results, tmp_path):
-    built = zoo_built[name]
+    built = zoo_built(name)
     if isinstance(built, str):
         pytest.skip(built)
     if isinstance(built, Exception):

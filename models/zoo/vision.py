@@ -77,8 +77,8 @@ def _det_data(model: Path, out_dir: Path):
             counts[i] = len(b)
         return np.stack(xs), boxes, counts
 
-    xc, _, _ = make(32, 11)
-    xe, be, ce = make(80, 12)
+    xc, _, _ = make(24, 11)
+    xe, be, ce = make(48, 12)
     return {"images": xc}, {"images": xe, "gt_boxes": be, "gt_counts": ce}
 
 
@@ -126,7 +126,7 @@ register(Entry(
     metric_name="F1 of glyph boxes at IoU 0.5 (YOLOX decode + NMS vs rendered boxes)",
     make_model=_copy, make_data=_det_data, score=_det_score,
     input_shapes=None,
-    min_fp32=0.6, needs=("PIL",),
+    min_fp32=0.6, needs=("PIL",), recipe_version=2,
 ))
 
 
@@ -277,8 +277,8 @@ def _layout_data(model: Path, out_dir: Path):
             boxes[i, :len(b)], cls[i, :len(c)] = b[:MAX_BLOCKS], c[:MAX_BLOCKS]
         return np.stack(xs), boxes, cls
 
-    xc, _, _ = make(16, 71)
-    xe, be, ce = make(40, 72)
+    xc, _, _ = make(12, 71)
+    xe, be, ce = make(24, 72)
     return {"image": xc}, {"image": xe, "gt_boxes": be, "gt_classes": ce}
 
 
@@ -338,5 +338,5 @@ register(Entry(
     metric_name="class-aware F1 of layout blocks at IoU 0.5 (rendered pages: title, text, figure, table, captions, header, footer)",
     make_model=_copy, make_data=_layout_data, score=_layout_score,
     input_shapes=None,
-    min_fp32=0.3, needs=("PIL",),
+    min_fp32=0.3, needs=("PIL",), recipe_version=2,
 ))
