@@ -41,7 +41,7 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def _short(exc: BaseException, n: int = 160) -> str:
+def _short(exc: BaseException, n: int = 600) -> str:
     text = " ".join(str(exc).split())
     return f"{type(exc).__name__}: {text[:n]}{'…' if len(text) > n else ''}"
 
@@ -168,7 +168,8 @@ def table(rows: list[dict]) -> str:
         for key, _ in COLUMNS:
             c = r[key]
             if not c.get("ok"):
-                notes.append(f"{r['name']} / {key}: {c['error']}")
+                err = c["error"] if len(c["error"]) <= 240 else c["error"][:240] + "…"
+                notes.append(f"{r['name']} / {key}: {err}")
                 c["note"] = str(len(notes))
         metric = " | ".join(_cell(r[k], "metric") for k, _ in COLUMNS)
         secs = " / ".join(_cell(r[k], "seconds") for k in ("mpcompile_onnxruntime", "mpcompile_tflite", "quantize_static"))

@@ -12,6 +12,7 @@ from models.zoo._common import fonts, load_font, random_text
 from models.zoo._metrics import accuracy, ctc_greedy, exact_match, f1, match_counts
 
 RAPIDOCR = ("rapidocr-onnxruntime", "1.4.4")
+PADDLE_FIXUP = "the wheel's ONNX file; Paddle2ONNX's dim_value -1 on graph inputs/outputs rewritten as named dims"
 SEED_CALIB, SEED_EVAL = 1, 2
 
 
@@ -103,7 +104,7 @@ register(Entry(
     sha256="e47acedf663230f8863ff1ab0e64dd2d82b838fceb5957146dab185a89d6215c",
     inputs="x float32 (N,3,48,192): BGR text line, (x/255-0.5)/0.5, right-padded",
     metric_name="accuracy (0°/180° of rendered text lines)",
-    make_model=_paddle_model, make_data=_cls_data, score=_cls_score,
+    make_model=_paddle_model, make_data=_cls_data, score=_cls_score, export=PADDLE_FIXUP,
     input_shapes={"x": (1, 3, 48, 192)},
     min_fp32=0.85, needs=("PIL",), recipe_version=2,
 ))
@@ -169,7 +170,7 @@ register(Entry(
     sha256="48fc40f24f6d2a207a2b1091d3437eb3cc3eb6b676dc3ef9c37384005483683b",
     inputs="x float32 (N,3,48,320): BGR text line, (x/255-0.5)/0.5, right-padded; output (N,40,6625) softmax",
     metric_name="exact match (greedy CTC decode of rendered text lines, spaces ignored)",
-    make_model=_paddle_model, make_data=_rec_data, score=_rec_score,
+    make_model=_paddle_model, make_data=_rec_data, score=_rec_score, export=PADDLE_FIXUP,
     input_shapes={"x": (1, 3, 48, 320)},
     min_fp32=0.7, needs=("PIL",), recipe_version=2,
 ))
@@ -278,7 +279,7 @@ register(Entry(
     inputs="x float32 (N,3,H,W) dynamic, H and W multiples of 32: BGR page, ImageNet mean/std; "
            "output (N,1,H,W) text probability",
     metric_name="F1 of text-line boxes at IoU 0.5 (DB post-processing vs rendered boxes)",
-    make_model=_paddle_model, make_data=_det_data, score=_det_score,
+    make_model=_paddle_model, make_data=_det_data, score=_det_score, export=PADDLE_FIXUP,
     input_shapes=None,
     min_fp32=0.8, needs=("PIL", "scipy"),
 ))
