@@ -7,7 +7,8 @@ The slow tests build the zoo once per session into ``$MPCOMPILE_ZOO_CACHE`` (def
 once per backend (one ``mpcompile.compile`` call per backend, so that one backend's failure
 does not hide the other's outcome), assert that the ONNX Runtime artifact compiles and
 conforms, record (not assert) the TFLite outcome, and write every figure to
-``$MPCOMPILE_ZOO_RESULTS`` (default ``<cache>/results/test_zoo.json``).
+``$MPCOMPILE_ZOO_RESULTS`` (default ``<cache>/results/test_zoo.json``; a run of some entries
+updates their rows).
 
 Needs: torch==2.13.0 and transformers (the ``models`` extra), pillow, scipy, ai-edge-litert,
 and ``espeak-ng`` (Debian: ``apt-get install -y espeak-ng``) for the speech entries; entries
@@ -135,7 +136,14 @@ def results(zoo_cache):
     yield rows
     path = Path(os.environ.get("MPCOMPILE_ZOO_RESULTS") or zoo_cache / "results" / "test_zoo.json")
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(rows, indent=2, default=str))
+    merged = {}
+    if path.is_file():  # a run of some entries updates their rows and keeps the others
+        try:
+            merged = json.loads(path.read_text())
+        except ValueError:
+            merged = {}
+    merged.update(rows)
+    path.write_text(json.dumps(merged, indent=2, default=str))
 
 
 def _run_artifact(backend: str, artifact, ev: dict, input_names: list[str], batch: int) -> list[dict]:

@@ -22,7 +22,7 @@ EXTENSIONS = {
     "js": "javascript", "md": "markdown", "pm": "perl", "png": "png", "gif": "gif", "jpg": "jpeg", "pdf": "pdf",
     "whl": "zip", "gz": "gzip", "so": "elf", "ttf": "ttf", "toml": "toml", "rst": "rst", "csv": "csv",
     "sh": "shell", "svg": "svg", "sql": "sql", "tcl": "tcl", "npy": "npy", "npz": "npz", "wav": "wav",
-    "jar": "jar", "pyc": "pythonbytecode", "yaml": "yaml", "yml": "yaml", "bz2": "bzip", "xz": "xz",
+    "jar": "jar", "yaml": "yaml", "yml": "yaml", "bz2": "bzip", "xz": "xz",
 }
 N_CALIB, N_EVAL, MIN_FILES = 4, 12, 16
 
@@ -48,7 +48,8 @@ def find_files(labels: set[str], per_label: int = 300, scan_limit: int = 400_000
     scanned = 0
     for root in roots():
         for dirpath, dirnames, filenames in os.walk(root):
-            dirnames.sort()
+            # __pycache__ grows as Python runs: leaving it out keeps the sample stable
+            dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
             for f in sorted(filenames):
                 scanned += 1
                 ext = f.rsplit(".", 1)[-1].lower() if "." in f else ""
@@ -126,7 +127,7 @@ register(Entry(
     metric_name="accuracy vs file extension (real files of this machine, up to 30 content types x 12)",
     make_model=_copy, make_data=_data, score=_score,
     input_shapes={"bytes": (1, 2048)},
-    min_fp32=0.7, needs=(),
+    min_fp32=0.7, needs=(), recipe_version=2,
     notes="the files are this machine's (Python stdlib and site-packages, /usr/include, /usr/share/perl*, "
           "/usr/lib/x86_64-linux-gnu, /usr/share/doc): another machine image gives another sample",
 ))
