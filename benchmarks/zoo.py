@@ -1,0 +1,224 @@
+"""The zoo benchmark: for every real model in ``models/zoo``, FP32 vs mpcompile's default int8
+plan (ONNX Runtime artifact, and the TFLite artifact where it lowers) vs ONNX Runtime's
+``quantize_static`` on the same calibration data: task metric, compile time, artifact size.
+Same data, same run, same machine.
+
+    python benchmarks/zoo.py [--only NAME ...] [--json PATH] [--cache DIR]
+
+Every artifact's task metric is measured on the entry's held-out evaluation set with the
+entry's own metric (accuracy, F1, AUC, exact match, retrieval accuracy). The ORT artifacts of
+mpcompile and of ``quantize_static`` both run in a plain ``onnxruntime.InferenceSession``
+(CPU provider, default graph optimizations: what a user gets); the TFLite artifact runs
+through mpcompile's LiteRT runner (it owns the NHWC layout of the artifact's inputs).
+``quantize_static`` runs at the settings of ``benchmarks/README.md`` (QDQ, per-channel,
+QInt8 activations and weights, MinMax, all op types, no ``quant_pre_process``), fed the same
+calibration samples one at a time; its failures are caught and reported.
+
+Progress goes to stderr, the markdown table to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from models import zoo  # noqa: E402
+from models.zoo._common import ort_session  # noqa: E402
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _short(exc: BaseException, n: int = 600) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:n]}{'…' if len(text) > n else ''}"
+
+
+def run_ort(path: Path, ev: dict, batch: int) -> list[dict]:
+    sess = ort_session(path)
+    names = [i.name for i in sess.get_inputs()]
+    outs = [o.name for o in sess.get_outputs()]
+    fixed = sess.get_inputs()[0].shape[0]
+    if isinstance(fixed, int) and fixed > 0:
+        batch = fixed
+    n = len(ev[names[0]])
+    return [dict(zip(outs, sess.run(outs, {k: ev[k][i:i + batch] for k in names}))) for i in range(0, n, batch)]
+
+
+def mpcompile_case(built, backend: str, work: Path, ev: dict) -> dict:
+    import mpcompile
+    from mpcompile.backends.registry import get_backend
+
+    t0 = time.perf_counter()
+    try:
+        res = mpcompile.compile(str(built.model_path), data=str(built.calib_path), backends=[backend],
+                                out_dir=str(work / f"mp-{backend}"), input_shapes=built.input_shapes, progress=False)
+    except Exception as exc:
+        return {"ok": False, "error": _short(exc), "seconds": time.perf_counter() - t0}
+    seconds = time.perf_counter() - t0
+    if backend in res.failures:  # each backend is lowered on its own: a failure is a reason, not an exception
+        return {"ok": False, "error": res.failures[backend][:300], "seconds": seconds}
+    art = res.artifacts[backend]
+    row = {"ok": True, "seconds": seconds, "bytes": art.path.stat().st_size}
+    try:
+        if backend == "onnxruntime":
+            outs = run_ort(art.path, ev, built.batch_size)
+        else:
+            names = [k for k in ev if k in res.plan.inputs]
+            b = built.batch_size
+            runner_backend = get_backend(backend)
+            with runner_backend.runner(art, runner_backend.options()) as runner:
+                outs = [runner.run({k: ev[k][i:i + b] for k in names}) for i in range(0, len(ev[names[0]]), b)]
+        row["metric"] = built.metric(outs, ev)
+    except Exception as exc:
+        row.update(ok=False, error="runs but fails: " + _short(exc))
+    return row
+
+
+class _Reader:
+    """ORT CalibrationDataReader over the calibration npz, one sample per call."""
+
+    def __init__(self, calib: dict, names: list[str]):
+        self.calib, self.names, self.i = calib, names, 0
+        self.n = len(calib[names[0]])
+
+    def get_next(self):
+        if self.i >= self.n:
+            return None
+        feed = {k: self.calib[k][self.i:self.i + 1] for k in self.names}
+        self.i += 1
+        return feed
+
+    def rewind(self):
+        self.i = 0
+
+
+def quantize_static_case(built, work: Path, ev: dict) -> dict:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    calib = dict(np.load(built.calib_path))
+    names = [i.name for i in ort_session(built.model_path).get_inputs()]
+    out = work / "qs.onnx"
+    t0 = time.perf_counter()
+    try:
+        quantize_static(str(built.model_path), str(out), _Reader(calib, names), quant_format=QuantFormat.QDQ,
+                        per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                        calibrate_method=CalibrationMethod.MinMax)
+    except Exception as exc:
+        return {"ok": False, "error": _short(exc), "seconds": time.perf_counter() - t0}
+    seconds = time.perf_counter() - t0
+    row = {"ok": True, "seconds": seconds, "bytes": out.stat().st_size}
+    try:
+        row["metric"] = built.metric(run_ort(out, ev, 1), ev)
+    except Exception as exc:
+        row.update(ok=False, error="runs but fails: " + _short(exc))
+    return row
+
+
+def bench(entry, cache: Path, work: Path) -> dict:
+    log(f"[{entry.name}] build")
+    built = entry.build(cache, log=log)
+    ev = dict(np.load(built.eval_path))
+    t0 = time.perf_counter()
+    fp32 = built.metric(run_ort(built.model_path, ev, built.batch_size), ev)
+    row = {"name": entry.name, "families": list(entry.families), "package": f"{entry.package}=={entry.version}",
+           "metric_name": built.metric_name, "eval_samples": built.info["eval_samples"],
+           "calib_samples": built.info["calib_samples"],
+           "fp32": {"ok": True, "metric": fp32, "bytes": built.model_path.stat().st_size,
+                    "seconds": time.perf_counter() - t0}}
+    for backend in ("onnxruntime", "tflite"):
+        log(f"[{entry.name}] mpcompile int8 -> {backend}")
+        row[f"mpcompile_{backend}"] = mpcompile_case(built, backend, work, ev)
+    log(f"[{entry.name}] quantize_static")
+    row["quantize_static"] = quantize_static_case(built, work, ev)
+    return row
+
+
+COLUMNS = [("fp32", "FP32"), ("mpcompile_onnxruntime", "mpcompile int8 ORT"),
+           ("mpcompile_tflite", "mpcompile int8 TFLite"), ("quantize_static", "ORT quantize_static")]
+
+
+def _cell(c: dict, what: str) -> str:
+    if not c.get("ok"):
+        return "fails" if what != "metric" else f"fails [{c.get('note', '?')}]"
+    if what == "metric":
+        return f"{c['metric']:.4f}"
+    if what == "seconds":
+        return f"{c['seconds']:.1f}"
+    return f"{c['bytes'] / 2**20:.2f}"
+
+
+def table(rows: list[dict]) -> str:
+    notes: list[str] = []
+    lines = ["| model | metric | " + " | ".join(h for _, h in COLUMNS) + " | compile s (mp ORT / mp TFLite / qs) | size MiB (FP32 / mp ORT / mp TFLite / qs) |",
+             "| --- | --- | " + " | ".join("---" for _ in COLUMNS) + " | --- | --- |"]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['name']} | build failed: {r['error']} |" + " |" * (len(COLUMNS) + 2))
+            continue
+        for key, _ in COLUMNS:
+            c = r[key]
+            if not c.get("ok"):
+                err = c["error"] if len(c["error"]) <= 240 else c["error"][:240] + "…"
+                notes.append(f"{r['name']} / {key}: {err}")
+                c["note"] = str(len(notes))
+        metric = " | ".join(_cell(r[k], "metric") for k, _ in COLUMNS)
+        secs = " / ".join(_cell(r[k], "seconds") for k in ("mpcompile_onnxruntime", "mpcompile_tflite", "quantize_static"))
+        size = " / ".join(_cell(r[k], "bytes") for k, _ in COLUMNS)
+        lines.append(f"| {r['name']} | {r['metric_name']} | {metric} | {secs} | {size} |")
+    if notes:
+        lines.append("")
+        lines += [f"[{i}] {n}" for i, n in enumerate(notes, 1)]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--only", nargs="+", metavar="NAME", help="only these zoo entries")
+    ap.add_argument("--json", help="also write the rows as JSON")
+    ap.add_argument("--cache", default=None, help="zoo cache (default $MPCOMPILE_ZOO_CACHE or ~/.cache/mpcompile/zoo)")
+    args = ap.parse_args(argv)
+    cache = Path(args.cache).expanduser() if args.cache else zoo.default_cache()
+    rows, t0 = [], time.perf_counter()
+    for entry in zoo.entries():
+        if args.only and entry.name not in args.only:
+            continue
+        with tempfile.TemporaryDirectory(prefix=f"zoo-{entry.name}-") as tmp:
+            try:
+                rows.append(bench(entry, cache, Path(tmp)))
+            except Exception as exc:
+                log(traceback.format_exc())
+                rows.append({"name": entry.name, "error": _short(exc)})
+    print(table(rows))
+    print(f"\n{len(rows)} models in {time.perf_counter() - t0:.0f} s")
+    if args.json:
+        meta = {"versions": _versions(), "seconds": time.perf_counter() - t0}
+        Path(args.json).write_text(json.dumps({"rows": rows, "meta": meta}, indent=2, default=str))
+    return 0
+
+
+def _versions() -> dict:
+    out = {}
+    for mod in ("mpcompile", "onnxruntime", "onnx", "numpy", "torch", "ai_edge_litert"):
+        try:
+            m = __import__(mod)
+            out[mod] = getattr(m, "__version__", "?")
+        except Exception:
+            out[mod] = None
+    return out
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
