@@ -168,7 +168,7 @@ def compile_all(built, out_dir: Path) -> dict[str, dict]:
     )
     seconds = round(time.perf_counter() - t0, 2)
     manifest = res.manifest
-    reports = {b.backend: b for b in res.conformance.backends} if res.conformance else {}
+    reports = {b.backend: b for b in res.conformance.backends} if res.conformance is not None else {}
     rows = {}
     for backend in BACKENDS:
         lowered = res.results[backend]
