@@ -110,7 +110,8 @@ def _what(err: Mapping[str, Any], field: str) -> str:
     if kind == "missing":
         return f"{field or 'a required key'} is missing"
     if kind == "extra_forbidden":
-        return f"unknown key {field.rsplit('.', 1)[-1]!r}"
+        parent, _, key = field.rpartition(".")
+        return (f"{parent}: " if parent else "") + f"unknown key {key!r}"
     if kind in ("dict_type", "model_type", "model_attributes_type"):
         return f"{subject}must be an object, got {kind_of(given)}"
     if kind in ("list_type", "tuple_type"):

@@ -455,7 +455,7 @@ def _fold_constants(model: onnx.ModelProto, source: str) -> onnx.ModelProto:
     G_LOGGER.severity = G_LOGGER.ERROR
     import onnxruntime
 
-    onnxruntime.set_default_logger_severity(3)  # graphsurgeon folds through ORT, which is chatty
+    onnxruntime.set_default_logger_severity(4)  # graphsurgeon folds through ORT, which logs every fold it cannot do
     try:
         g = gs.import_onnx(model)
         g.fold_constants(
