@@ -270,3 +270,18 @@ def test_runtime_kernel_rule_matches_onnx_runtime(tmp_path):
             runs = False
         expected = all(serde._runtime_runs(op, opset, registry) for op in ("QuantizeLinear", "DequantizeLinear"))
         assert runs == expected, opset
+
+
+@pytest.mark.parametrize("which", ["node output", "metadata value"])
+def test_names_that_are_not_utf8(tmp_path, which):
+    """Protobuf hands out ``bytes`` for a string field that is not UTF-8: refused on read, naming the field."""
+    model = tiny_mlp()
+    model.metadata_props.add(key="note", value="vvvv")
+    blob = bytearray(model.SerializeToString())
+    marker = b"vvvv" if which == "metadata value" else b"\x12\x02m1"
+    index = blob.index(marker) + (1 if which == "metadata value" else 3)
+    blob[index] = 0xE1
+    path = tmp_path / "m.onnx"
+    path.write_bytes(bytes(blob))
+    expected = "metadata_props[0].value" if which == "metadata value" else "graph.node[0].output"
+    assert_user_error(run_cli("inspect", path), "m.onnx", expected, "not valid UTF-8")

@@ -63,6 +63,9 @@ def _read_model_proto(path: str | os.PathLike, *, load_external_data: bool = Tru
         ) from None
     if not model.HasField("graph") or (not model.graph.node and not model.graph.output):
         raise ModelLoadError(f"{path}: parsed, but holds no ONNX graph; is this really an .onnx model?")
+    where = _undecodable_text(model)
+    if where is not None:
+        raise ModelLoadError(f"{path}: {where} is not valid UTF-8 text (the file is damaged; re-export or re-copy it)")
     if not model.graph.output:
         raise ModelLoadError(
             f"{path}: the graph declares no outputs, so it computes nothing (export the model with its outputs declared)"
@@ -70,6 +73,29 @@ def _read_model_proto(path: str | os.PathLike, *, load_external_data: bool = Tru
     if load_external_data:
         _load_external_data(model, path.parent, path)
     return model
+
+
+def _undecodable_text(message: Any, where: str = "") -> str | None:
+    """Where a string field of ``message`` holds bytes that are not UTF-8 (protobuf then hands out ``bytes``,
+    which no name, key or JSON parser downstream expects), or ``None``."""
+    from google.protobuf.descriptor import FieldDescriptor
+
+    if isinstance(message, onnx.TensorProto):  # ListFields() would copy the weights' raw bytes
+        texts = [("name", message.name)] + [(f"external_data[{i}]", v) for i, e in enumerate(message.external_data)
+                                             for v in (e.key, e.value)]
+        return next((f"{where}{label}" for label, text in texts if isinstance(text, bytes)), None)
+    for field, value in message.ListFields():
+        repeated = field.is_repeated if hasattr(field, "is_repeated") else field.label == FieldDescriptor.LABEL_REPEATED
+        if field.type == FieldDescriptor.TYPE_STRING:
+            if any(isinstance(v, bytes) for v in (value if repeated else (value,))):
+                return f"{where}{field.name}"
+        elif field.type == FieldDescriptor.TYPE_MESSAGE:
+            for index, item in enumerate(value if repeated else (value,)):
+                label = f"{field.name}[{index}]" if repeated else field.name
+                found = _undecodable_text(item, f"{where}{label}.")
+                if found is not None:
+                    return found
+    return None
 
 
 def _load_external_data(model: onnx.ModelProto, base_dir: Path, path: Path) -> None:
