@@ -85,6 +85,7 @@ def test_yaml_errors_are_one_line(tmp_path, mlp):
     pytest.importorskip("yaml")
     model, data, _ = mlp
     for text, fragment in [("nodes:\n  a: [\n   b: c\n", "invalid YAML at line"),
+                           ("nodes: " + "[" * 5000 + "]" * 5000 + "\n", "nested too deeply"),
                            ("nodes:\n\tmm1: fp16\n", "invalid YAML at line 2"),
                            ("tensors:\n  x:\n    range: [a, 1]\n", "range[0] must be a number")]:
         path = tmp_path / "o.yaml"

@@ -105,7 +105,8 @@ def test_unknown_precision(tmp_path, plan_path):
 
 
 @pytest.mark.parametrize("key", ["mpcompile.quant", "mpcompile.precision", "mpcompile.graph_metadata"])
-@pytest.mark.parametrize("text,fragment", [("[1, 2]", "must be an object"), ('{"a": ', "not valid JSON")])
+@pytest.mark.parametrize("text,fragment", [("[1, 2]", "must be an object"), ('{"a": ', "not valid JSON"),
+                                           ("[" * 100000, "nested too deeply")])
 def test_metadata_that_is_not_an_object(tmp_path, plan_path, key, text, fragment):
     def mutate(m):
         metadata(m, key).value = text
@@ -224,3 +225,13 @@ def _names(model, tensor):
             keys = {kv.key: kv.value for kv in ann.quant_parameter_tensor_names}
             return keys["SCALE_TENSOR"], keys["ZERO_POINT_TENSOR"]
     raise KeyError(tensor)
+
+
+def test_deeply_nested_provenance(tmp_path, plan_path):
+    def mutate(m):
+        table = _quant(m)
+        table["x"]["provenance"] = {"deep": json.loads("[" * 900 + "]" * 900)}
+        _set_quant(m, table)
+
+    line = _lower_refuses(tmp_path, plan_path, mutate, "tensor 'x'", "provenance.deep")
+    assert len(line) < 400

@@ -117,7 +117,8 @@ class CalibrationResult:
         try:
             data = json.loads(text)
         except (json.JSONDecodeError, RecursionError) as exc:
-            raise DataError(f"calibration cache {path}: not valid JSON ({exc or 'nested too deeply'}) ({schema.CACHE_FIX})") from None
+            why = exc if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
+            raise DataError(f"calibration cache {path}: not valid JSON ({why}) ({schema.CACHE_FIX})") from None
         if not isinstance(data, dict) or data.get("format") != CACHE_FORMAT:
             found = data.get("format") if isinstance(data, dict) else None
             raise DataError(

@@ -181,7 +181,10 @@ def one_line(exc: ValidationError, *, root: str | None = None, fix: Fix, skip: f
         loc = loc[2:]
     if loc and str(loc[0]) in skip:  # the union tag right after the entry's name
         loc = loc[1:]
-    what = _what(err, _field(loc))
+    field = _field(loc)
+    if len(field) > 60:  # a path into deeply nested data: its start and its end say where
+        field = f"{field[:30]}…{field[-25:]}"
+    what = _what(err, field)
     ctx_error = (err.get("ctx") or {}).get("error")
     own = ctx_error.fix if isinstance(ctx_error, SchemaError) else None
     if own is None:

@@ -823,8 +823,9 @@ def load_model_or_plan(path: str | os.PathLike) -> Graph:
 def _plan_meta(meta: dict[str, str], key: str, adapter: Any, source: str, root: str) -> Any:
     try:
         data = json.loads(meta.get(key, "{}"))
-    except json.JSONDecodeError as exc:
-        raise PlanError(f"{source}: plan metadata {key} is not valid JSON ({exc}) ({schema.PLAN_FIX})") from None
+    except (json.JSONDecodeError, RecursionError) as exc:
+        why = exc if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
+        raise PlanError(f"{source}: plan metadata {key} is not valid JSON ({why}) ({schema.PLAN_FIX})") from None
     return schema.check(adapter, data, f"{source}: metadata {key}", root=root, fix=schema.PLAN_FIX, error=PlanError)
 
 
