@@ -1,10 +1,10 @@
 """The ``mpcompile`` command. Each subcommand lives in its own module and is imported on use.
 
 User errors (``MpcompileError``, and click's usage errors) print exactly one ``error:`` line
-and exit with code 2 (a multi-line message is joined onto one line; warnings print as one
-``warning:`` line each; ONNX Runtime's own error log lines are silenced, its errors arrive as
-the message); anything else is a bug and keeps its traceback. Ctrl-C exits with 130 and SIGTERM with 143, both after every
-``with`` block has unwound (no staging folder is left behind).
+and exit with code 2: a multi-line message is joined onto one line, warnings print as one
+``warning:`` line each, and ONNX Runtime's own error log lines are silenced (its errors arrive
+as the message). Anything else is a bug and keeps its traceback. Ctrl-C exits with 130 and
+SIGTERM with 143, both after every ``with`` block has unwound (no staging folder is left behind).
 """
 
 from __future__ import annotations
