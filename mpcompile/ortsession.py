@@ -24,7 +24,7 @@ def session_options(*, optimize: bool = True, threads: int | None = None) -> Any
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.log_severity_level = 3
+    options.log_severity_level = 4  # fatal only: ORT's error lines repeat the exception mpcompile reports
     options.graph_optimization_level = (
         ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     )

@@ -151,9 +151,10 @@ def calibrate(
     config = opts.plan_config()
     pins: dict[str, Any] = {}
     if opts.overrides is not None:
-        from mpcompile.planning.overrides import precision_overrides, read_overrides
+        from mpcompile.planning.overrides import check_tensor_names, precision_overrides, read_overrides
 
         pins = read_overrides(opts.overrides)
+        check_tensor_names(graph, pins, str(opts.overrides))  # before calibrating, not after
         config = dataclasses.replace(config, overrides=config.overrides + precision_overrides(pins))
     if graph.metadata.get("mpcompile.policy") == "qdq-import" and opts.precision == "int8" and data is None and opts.stats is None:
         # A QDQ model (QAT, another quantizer) already is a plan: keep its numbers exactly.
@@ -182,8 +183,7 @@ def calibrate(
             progress=progress,
             needed=tensors_next_to_integer_nodes(graph, config) if uniform else None,
         )
-    if opts.save_stats is not None and result is not None:
-        result.save(opts.save_stats)
+    auto = None
     if opts.precision == "auto":
         from mpcompile.planning.auto import auto_plan
 
@@ -193,11 +193,13 @@ def calibrate(
         auto = auto_plan(graph, result, config, evaluation, metric=opts.metric, max_drop=opts.max_accuracy_drop,
                          metric_fn=opts.metric_fn, samples=opts.samples or 256, batch_size=opts.batch_size,
                          progress=progress)
-        _pin(auto.plan, pins, opts.overrides)
-        return CalibrateResult(auto.plan, result, config, auto)
-    plan = make_plan(graph, result, config)
+        plan = auto.plan
+    else:
+        plan = make_plan(graph, result, config)
     _pin(plan, pins, opts.overrides)
-    return CalibrateResult(plan, result, config)
+    if opts.save_stats is not None and result is not None:
+        result.save(opts.save_stats)  # once the plan stands: a run that fails leaves no cache behind
+    return CalibrateResult(plan, result, config, auto)
 
 
 def _pin(plan: Graph, pins: dict[str, Any], source: Any) -> None:

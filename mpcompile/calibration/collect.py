@@ -22,12 +22,14 @@ import numpy as np
 from mpcompile.calibration.observers import MinMaxObserver, Observer, make_observer
 from mpcompile.data import Dataset
 from mpcompile.errors import DataError, PlanError
-from mpcompile.ir import serde
+from mpcompile.ir import schema, serde
 from mpcompile.ir.graph import Graph
 from mpcompile.ir.types import QType
 from mpcompile.ortsession import make_session
 
-CACHE_FORMAT = "mpcompile-calibration-cache/1"
+CACHE_FORMAT = schema.CALIBRATION_CACHE_FORMAT
+
+
 def _default_memory_budget() -> int:
     """A quarter of physical memory (2 GiB where it cannot be read)."""
     try:
@@ -100,16 +102,40 @@ class CalibrationResult:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> CalibrationResult:
+        """A cache written by ``save``, validated against ``schema.CalibrationCache`` before anything is built:
+        a damaged or hand-edited cache is one ``DataError`` naming the file and the tensor."""
         try:
-            data = json.loads(Path(path).read_text())
+            text = Path(path).read_text()
         except FileNotFoundError:
             raise DataError(f"calibration cache {path}: no such file") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise DataError(f"calibration cache {path}: not valid JSON ({exc})") from None
+        except IsADirectoryError:
+            raise DataError(f"calibration cache {path}: is a directory, expected a JSON file") from None
+        except UnicodeDecodeError:
+            raise DataError(f"calibration cache {path}: not a text file ({schema.CACHE_FIX})") from None
+        except OSError as exc:
+            raise DataError(f"calibration cache {path}: {exc.strerror or exc}") from None
+        try:
+            data = json.loads(text)
+        except (json.JSONDecodeError, RecursionError) as exc:
+            why = exc if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
+            raise DataError(f"calibration cache {path}: not valid JSON ({why}) ({schema.CACHE_FIX})") from None
         if not isinstance(data, dict) or data.get("format") != CACHE_FORMAT:
-            raise DataError(f"calibration cache {path}: not an mpcompile calibration cache ({CACHE_FORMAT})")
-        observers = {name: Observer.from_dict(d) for name, d in data["tensors"].items()}
-        return cls(data["method"], data.get("options", {}), observers, int(data.get("samples", 0)), data.get("aliases"))
+            found = data.get("format") if isinstance(data, dict) else None
+            raise DataError(
+                f"calibration cache {path}: not an mpcompile calibration cache (format {found!r}, expected "
+                f"{CACHE_FORMAT!r}) ({schema.CACHE_FIX})"
+            )
+        cache = schema.check(schema.CalibrationCache, data, f"calibration cache {path}", fix=schema.CACHE_FIX,
+                             skip=schema.CACHE_SKIP, error=DataError)
+        observers = {}
+        for name, entry in cache.tensors.items():
+            state = entry.model_dump()
+            state["options"] = entry.options.model_dump(exclude_none=True)  # left out: the observer's defaults
+            try:
+                observers[name] = Observer.from_dict(state)
+            except (DataError, PlanError, ValueError) as exc:
+                raise DataError(f"calibration cache {path}: tensor {name!r}: {exc} ({schema.CACHE_FIX})") from None
+        return cls(cache.method, dict(cache.options), observers, cache.samples, dict(cache.aliases))
 
     def with_method(self, method: str, **options: Any) -> CalibrationResult:
         """The same statistics read with another range method (no model run needed when histograms were kept)."""

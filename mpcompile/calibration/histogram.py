@@ -39,9 +39,10 @@ from typing import Any
 import numpy as np
 
 from mpcompile.errors import InternalError
+from mpcompile.ir.schema import HISTOGRAM_MAX_BINS, HISTOGRAM_MAX_EXPONENT, HISTOGRAM_MIN_EXPONENT
 
 _RESOLUTION_BITS = 40  # |x| / width < 2**41: bin indices stay exact in int64 and float64
-_MIN_EXPONENT = -1000  # keeps 2**-exponent finite in float64
+_MIN_EXPONENT = HISTOGRAM_MIN_EXPONENT  # -1000: keeps 2**-exponent finite in float64
 _MAX_MAGNITUDE = 2.0**1000  # keeps 2**exponent finite in float64
 _F32_TINY = float(np.finfo(np.float32).tiny)
 _F64_TINY = float(np.finfo(np.float64).tiny)
@@ -153,6 +154,14 @@ class RunningStats:
         stats.max = None if data["max"] is None else float(data["max"])
         man = data.get("min_abs_nonzero")
         stats.min_abs_nonzero = None if man is None else float(man)
+        if stats.count < 0:
+            raise ValueError(f"count {stats.count} is negative")
+        if (stats.min is None) != (stats.max is None) or (stats.min is None) != (stats.count == 0):
+            raise ValueError(f"count {stats.count}, min {stats.min!r} and max {stats.max!r} do not agree")
+        if stats.min is not None and not (math.isfinite(stats.min) and math.isfinite(stats.max) and stats.min <= stats.max):
+            raise ValueError(f"min {stats.min!r} and max {stats.max!r} are not a finite range")
+        if stats.min_abs_nonzero is not None and not (math.isfinite(stats.min_abs_nonzero) and stats.min_abs_nonzero > 0):
+            raise ValueError(f"min_abs_nonzero {stats.min_abs_nonzero!r} is not finite and > 0")
         return stats
 
 
@@ -272,8 +281,8 @@ class StreamingHistogram(StatsView):
     """
 
     def __init__(self, bins: int = 2048) -> None:
-        if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or bins < 8:
-            raise ValueError(f"a histogram needs an integer number of bins >= 8, got {bins!r}")
+        if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or not 8 <= bins <= HISTOGRAM_MAX_BINS:
+            raise ValueError(f"a histogram needs an integer number of bins in [8, {HISTOGRAM_MAX_BINS}], got {bins!r}")
         self._bins = int(bins)
         self._stats = RunningStats()
         #: Track the smallest non-zero |x| (two extra passes per batch). Calibration turns it off:
@@ -419,14 +428,51 @@ class StreamingHistogram(StatsView):
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> StreamingHistogram:
-        hist = cls(int(data["bins"]))
-        counts = np.asarray(data["counts"], dtype=np.int64)
+        """Rebuild from ``to_dict()``; ``ValueError`` unless the state is one this class can reach.
+
+        Beyond the bounds (bins, exponent range, non-negative counts), the grid invariants: the
+        counts sum to the recorded count, the window starts at the minimum's bin and covers the
+        maximum, and the bins are no narrower than the resolution floor (indices exact in int64).
+        """
+        bins = data["bins"]
+        if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)):
+            raise ValueError(f"histogram bins must be an integer, got {bins!r}")
+        hist = cls(int(bins))
+        try:
+            counts = np.asarray(data["counts"], dtype=np.int64)
+        except OverflowError:
+            raise ValueError("histogram counts do not fit in 64-bit integers") from None
         if counts.shape != (hist._bins,):
             raise ValueError(f"histogram state has {counts.size} counts, expected {hist._bins}")
-        hist._counts = counts
-        hist._exponent = None if data["exponent"] is None else int(data["exponent"])
-        hist._start = int(data["start"])
-        hist._stats = RunningStats.from_dict(data["stats"])
+        if counts.size and counts.min() < 0:
+            raise ValueError(f"histogram count {int(counts.min())} is negative")
+        stats = RunningStats.from_dict(data["stats"])
+        exponent = None if data["exponent"] is None else int(data["exponent"])
+        start = int(data["start"])
+        if int(counts.sum(dtype=np.uint64)) != stats.count:
+            raise ValueError(f"histogram counts sum to {int(counts.sum(dtype=np.uint64))}, but the recorded count is {stats.count}")
+        if (exponent is None) != (stats.count == 0):
+            raise ValueError(f"histogram exponent {exponent!r} does not fit a count of {stats.count}")
+        if exponent is not None:
+            if not HISTOGRAM_MIN_EXPONENT <= exponent <= HISTOGRAM_MAX_EXPONENT:
+                raise ValueError(
+                    f"histogram exponent {exponent} is outside [{HISTOGRAM_MIN_EXPONENT}, {HISTOGRAM_MAX_EXPONENT}]"
+                )
+            vmin, vmax = stats.min, stats.max
+            if not (math.isfinite(vmin) and math.isfinite(vmax) and vmin <= vmax and max(-vmin, vmax) < _MAX_MAGNITUDE):
+                raise ValueError(f"histogram min {vmin!r} and max {vmax!r} are not a finite range")
+            amax = max(-vmin, vmax)
+            floor = _MIN_EXPONENT if amax == 0 else max(_MIN_EXPONENT, math.frexp(amax)[1] - _RESOLUTION_BITS)
+            if exponent < floor:
+                raise ValueError(f"histogram exponent {exponent} is finer than the resolution floor {floor} for |x| <= {amax:g}")
+            if start != _bin_index(vmin, exponent) or _bin_index(vmax, exponent) - start > hist._bins - 1:
+                raise ValueError(
+                    f"histogram window (start {start}, exponent {exponent}, {hist._bins} bins) does not cover "
+                    f"[{vmin!r}, {vmax!r}]"
+                )
+        elif start != 0:
+            raise ValueError(f"an empty histogram starts at 0, not {start}")
+        hist._counts, hist._exponent, hist._start, hist._stats = counts, exponent, start, stats
         return hist
 
     def __repr__(self) -> str:

@@ -31,6 +31,7 @@ import numpy as np
 
 from mpcompile.calibration.histogram import BinnedCounts, RunningStats, StatsView, StreamingHistogram
 from mpcompile.errors import DataError, PlanError
+from mpcompile.ir.schema import HISTOGRAM_MAX_BINS
 from mpcompile.ir.types import QType
 
 QTypeLike = QType | str | int  # a QType, its name, or a number of bits
@@ -149,7 +150,7 @@ class Observer(StatsView, abc.ABC):
             raise DataError(f"calibration cache holds a {method!r} observer, not {cls.method!r}")
         try:
             observer._load_state(state)
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
             raise DataError(f"invalid {method!r} observer state in calibration cache: {exc}") from None
         return observer
 
@@ -251,8 +252,9 @@ class _HistogramObserver(Observer):
     _bins_per_option: ClassVar[int] = 1
 
     def __init__(self, bins: int = 2048) -> None:
-        if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or bins < 8:
-            raise PlanError(f"{self.method} observer needs an integer number of bins >= 8, got {bins!r}")
+        most = HISTOGRAM_MAX_BINS // self._bins_per_option
+        if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or not 8 <= bins <= most:
+            raise PlanError(f"{self.method} observer needs an integer number of bins in [8, {most}], got {bins!r}")
         self._bins = int(bins)
         self.histogram = StreamingHistogram(self._bins * self._bins_per_option)
         #: results derived from the current histogram (an entropy search costs milliseconds), dropped on change
@@ -368,9 +370,10 @@ class EntropyObserver(_HistogramObserver):
 
     def __init__(self, bins: int = 2048, quant_bins: int | None = None) -> None:
         if quant_bins is not None and (
-            isinstance(quant_bins, bool) or not isinstance(quant_bins, (int, np.integer)) or quant_bins < 2
+            isinstance(quant_bins, bool) or not isinstance(quant_bins, (int, np.integer))
+            or not 2 <= quant_bins <= HISTOGRAM_MAX_BINS
         ):
-            raise PlanError(f"entropy quant_bins must be an integer >= 2, got {quant_bins!r}")
+            raise PlanError(f"entropy quant_bins must be an integer in [2, {HISTOGRAM_MAX_BINS}], got {quant_bins!r}")
         super().__init__(bins)
         self._quant_bins = None if quant_bins is None else int(quant_bins)
 

@@ -1,8 +1,10 @@
 """The ``mpcompile`` command. Each subcommand lives in its own module and is imported on use.
 
-User errors (``MpcompileError``) print one line and exit with code 2; anything else is a
-bug and keeps its traceback. Ctrl-C exits with 130 and SIGTERM with 143, both after every
-``with`` block has unwound (no staging folder is left behind).
+User errors (``MpcompileError``, and click's usage errors) print exactly one ``error:`` line
+and exit with code 2: a multi-line message is joined onto one line, warnings print as one
+``warning:`` line each, and ONNX Runtime's own error log lines are silenced (its errors arrive
+as the message). Anything else is a bug and keeps its traceback. Ctrl-C exits with 130 and
+SIGTERM with 143, both after every ``with`` block has unwound (no staging folder is left behind).
 """
 
 from __future__ import annotations
@@ -96,18 +98,56 @@ def _on_sigterm_raise() -> Callable[[], None]:
     return lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
-def main(argv: list[str] | None = None) -> None:
-    restore_sigterm = _on_sigterm_raise()
+def one_line(text: object) -> str:
+    """A message on one line: its lines (a YAML error, a runtime's report) joined by "; "."""
+    lines = [line.strip() for line in str(text).splitlines()]
+    return "; ".join(line for line in lines if line) or type(text).__name__
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: Any = None, line: str | None = None) -> None:
+    """Warnings as one ``warning:`` line each (not Python's two lines with the source line under them)."""
+    click.echo(f"warning: {one_line(message)}", err=True)
+
+
+def _quiet_runtime_logs(argv: list[str] | None) -> None:
+    """ONNX Runtime writes its own error lines to stderr besides raising: mpcompile reports the error once.
+
+    Only for the commands that run ORT anyway (``--help`` and ``backends`` stay light).
+    """
+    args = sys.argv[1:] if argv is None else argv
+    command = next((a for a in args if not a.startswith("-")), None)
+    if command not in COMMANDS or command == "backends" or any(a in ("-h", "--help") for a in args):
+        return
     try:
+        import onnxruntime
+
+        onnxruntime.set_default_logger_severity(4)  # fatal only
+    except Exception:  # pragma: no cover - ORT missing or broken: the command will say so
+        pass
+
+
+def main(argv: list[str] | None = None) -> None:
+    import warnings
+
+    restore_sigterm = _on_sigterm_raise()
+    previous_showwarning = warnings.showwarning
+    warnings.showwarning = _show_warning
+    try:
+        _quiet_runtime_logs(argv)
         cli.main(args=argv, prog_name="mpcompile", standalone_mode=False)
     except MpcompileError as exc:
-        click.echo(f"error: {exc}", err=True)
+        click.echo(f"error: {one_line(exc)}", err=True)
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
+    except click.UsageError as exc:  # a bad option or argument: one line too, with where to look
+        command = exc.ctx.command_path if exc.ctx is not None else "mpcompile"
+        click.echo(f"error: {one_line(exc.format_message())} (see `{command} --help`)", err=True)
+        sys.exit(exc.exit_code)
     except click.ClickException as exc:
-        exc.show()
+        click.echo(f"error: {one_line(exc.format_message())}", err=True)
         sys.exit(exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
@@ -120,6 +160,7 @@ def main(argv: list[str] | None = None) -> None:
     except BrokenPipeError:
         sys.exit(0)
     finally:
+        warnings.showwarning = previous_showwarning
         restore_sigterm()
     sys.exit(0)
 

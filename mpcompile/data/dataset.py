@@ -137,6 +137,13 @@ class Dataset:
             raise DataError(f"{self.source} contains no samples; provide at least one sample per model input")
         if self.num_samples is None and limit is None:
             self.num_samples = seen
+        if drop_partial and seen < size:
+            inputs = ", ".join(repr(n) for n in names)
+            raise DataError(
+                f"{self.source}: input {inputs} has a batch dimension fixed to {size} (by the model or --input-shape), "
+                f"but only {seen} sample(s) are given, so no batch can be formed (freeze the batch at {seen} or "
+                f"fewer with --input-shape, keep it dynamic with -1, or give at least {size} samples)"
+            )
         if n_pending:
             if drop_partial:
                 warnings.warn(

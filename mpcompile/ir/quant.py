@@ -49,6 +49,12 @@ class QuantSpec:
         object.__setattr__(self, "qtype", qtype)
         scale = _frozen_array(self.scale, np.float32)
         zp_raw = np.asarray(self.zero_point)
+        if zp_raw.dtype.kind not in "biuf":
+            raise PlanError(f"zero-point must be an integer, got {zp_raw.dtype} values")
+        if zp_raw.dtype.kind == "f" and not np.all(np.isfinite(zp_raw) & (zp_raw == np.round(zp_raw))):
+            # Never truncated: a zero-point of 0.3 is a damaged file, not a zero-point of 0.
+            bad = zp_raw.reshape(-1)[~(np.isfinite(zp_raw) & (zp_raw == np.round(zp_raw))).reshape(-1)]
+            raise PlanError(f"zero-point must be an integer, got {bad[0]!r}")
         if np.any(zp_raw < qtype.qmin) or np.any(zp_raw > qtype.qmax):
             raise PlanError(f"zero-point {zp_raw} is outside the {qtype.value} range [{qtype.qmin}, {qtype.qmax}]")
         zero_point = _frozen_array(self.zero_point, qtype.numpy_dtype)

@@ -16,6 +16,7 @@ Three entry points matter:
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import tempfile
@@ -27,9 +28,9 @@ import onnx
 from onnx import helper, numpy_helper
 
 from mpcompile.errors import ModelLoadError, PlanError, UnsupportedOperatorError
+from mpcompile.ir import schema
 from mpcompile.ir.graph import Graph, Node, OpaqueAttribute, Tensor
 from mpcompile.ir.quant import QuantSpec
-from mpcompile.ir.types import Precision, QType
 from mpcompile.outputs import file_mode
 
 PLAN_FORMAT_VERSION = "1"
@@ -62,9 +63,39 @@ def _read_model_proto(path: str | os.PathLike, *, load_external_data: bool = Tru
         ) from None
     if not model.HasField("graph") or (not model.graph.node and not model.graph.output):
         raise ModelLoadError(f"{path}: parsed, but holds no ONNX graph; is this really an .onnx model?")
+    where = _undecodable_text(model)
+    if where is not None:
+        raise ModelLoadError(f"{path}: {where} is not valid UTF-8 text (the file is damaged; re-export or re-copy it)")
+    if not model.graph.output:
+        raise ModelLoadError(
+            f"{path}: the graph declares no outputs, so it computes nothing (export the model with its outputs declared)"
+        )
     if load_external_data:
         _load_external_data(model, path.parent, path)
     return model
+
+
+def _undecodable_text(message: Any, where: str = "") -> str | None:
+    """Where a string field of ``message`` holds bytes that are not UTF-8 (protobuf then hands out ``bytes``,
+    which no name, key or JSON parser downstream expects), or ``None``."""
+    from google.protobuf.descriptor import FieldDescriptor
+
+    if isinstance(message, onnx.TensorProto):  # ListFields() would copy the weights' raw bytes
+        texts = [("name", message.name)] + [(f"external_data[{i}]", v) for i, e in enumerate(message.external_data)
+                                             for v in (e.key, e.value)]
+        return next((f"{where}{label}" for label, text in texts if isinstance(text, bytes)), None)
+    for field, value in message.ListFields():
+        repeated = field.is_repeated if hasattr(field, "is_repeated") else field.label == FieldDescriptor.LABEL_REPEATED
+        if field.type == FieldDescriptor.TYPE_STRING:
+            if any(isinstance(v, bytes) for v in (value if repeated else (value,))):
+                return f"{where}{field.name}"
+        elif field.type == FieldDescriptor.TYPE_MESSAGE:
+            for index, item in enumerate(value if repeated else (value,)):
+                label = f"{field.name}[{index}]" if repeated else field.name
+                found = _undecodable_text(item, f"{where}{label}.")
+                if found is not None:
+                    return found
+    return None
 
 
 def _load_external_data(model: onnx.ModelProto, base_dir: Path, path: Path) -> None:
@@ -194,6 +225,7 @@ def import_proto(model: onnx.ModelProto, source: str = "<model>", input_shapes: 
                 f"{source}: opset {opset} is older than {MIN_OPSET} and onnx.version_converter could not upgrade it "
                 f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); re-export the model with opset ≥ {MIN_OPSET}"
             ) from None
+    source_opset = check_runtime_opset(model, source)
     for node in model.graph.node:
         if node.domain not in ("", "ai.onnx", "com.microsoft"):
             raise UnsupportedOperatorError(
@@ -215,7 +247,150 @@ def import_proto(model: onnx.ModelProto, source: str = "<model>", input_shapes: 
     model = _infer(model, source)
     graph = proto_to_graph(model, weights)
     graph.metadata.setdefault("source", source)
+    if source_opset is not None:
+        graph.metadata["mpcompile.source_opset"] = str(source_opset)
+    _check_weights_finite(graph, source)
     return graph
+
+
+def _check_weights_finite(graph: Graph, source: str) -> None:
+    """Conv/Gemm/MatMul weights and biases that are NaN or infinite: a damaged file, refused by name.
+
+    (Other constants may hold -inf on purpose, e.g. attention masks.)
+    """
+    from mpcompile.ir import ops
+
+    for node in graph.nodes:
+        for index in ops.WEIGHTED.get(node.op_type, ()):
+            if index is None or index >= len(node.inputs) or not node.inputs[index]:
+                continue
+            tensor = graph.tensors.get(node.inputs[index])
+            if tensor is None or not tensor.is_constant or tensor.dtype is None or tensor.dtype.kind != "f":
+                continue
+            bad = int(np.count_nonzero(~np.isfinite(tensor.value)))
+            if bad:
+                raise ModelLoadError(
+                    f"{source}: tensor {tensor.name!r}: {bad} of the {tensor.value.size} weights of node {node.name!r} "
+                    "are NaN or infinite (the file is damaged or the export went wrong; re-export the model)"
+                )
+
+
+# ============================================================================ opsets the runtime can run
+#: Operators that backends and the fake-quant reference add to a model, at the model's own opset.
+_ADDED_OPS = ("QuantizeLinear", "DequantizeLinear", "Cast", "Transpose")
+_INT_MAX = 2**31 - 1
+
+
+@functools.lru_cache(maxsize=1)
+def _runtime_registry() -> tuple[str, dict[str, list[int]], dict[str, list[tuple[int, int]]]] | None:
+    """ONNX Runtime's version, its ai.onnx schema versions per op, and its CPU kernels' version ranges per op.
+
+    ``None`` where this build of ONNX Runtime does not expose them (the check is then skipped).
+    """
+    try:
+        import onnxruntime
+        from onnxruntime.capi import _pybind_state as C
+
+        schemas, kernels = C.get_all_operator_schema(), C.get_all_opkernel_def()
+    except Exception:  # pragma: no cover - a minimal or unusual ORT build
+        return None
+    since: dict[str, list[int]] = {}
+    for op_schema in schemas:
+        if op_schema.domain in ("", "ai.onnx"):
+            since.setdefault(op_schema.name, []).append(int(op_schema.since_version))
+    ranges: dict[str, list[tuple[int, int]]] = {}
+    for kernel in kernels:
+        if kernel.domain in ("", "ai.onnx") and kernel.provider == "CPUExecutionProvider":
+            ranges.setdefault(kernel.op_name, []).append(tuple(int(v) for v in kernel.version_range))
+    return str(onnxruntime.__version__), since, ranges
+
+
+def _runtime_runs(op: str, opset: int, registry: tuple) -> bool:
+    """Whether ONNX Runtime has a CPU kernel for ``op`` at ``opset``, by its own kernel-matching rule:
+    the kernel starts at the schema version the opset resolves to, or is a closed range containing it."""
+    _, since, ranges = registry
+    versions = [v for v in since.get(op, ()) if v <= opset]
+    kernels = ranges.get(op)
+    if not versions or not kernels:
+        return True  # unknown to ORT, or run as a function body: not an opset question
+    node = max(versions)
+    return any(start == node or (start < node <= end and end != _INT_MAX) for start, end in kernels)
+
+
+def _model_ops(model: onnx.ModelProto) -> set[str]:
+    """The ai.onnx operators of ``model``, subgraphs (If/Loop/Scan bodies) included."""
+    found: set[str] = set()
+    graphs = [model.graph]
+    while graphs:
+        g = graphs.pop()
+        for node in g.node:
+            if node.domain in ("", "ai.onnx"):
+                found.add(node.op_type)
+            for attr in node.attribute:
+                if attr.type == onnx.AttributeProto.GRAPH:
+                    graphs.append(attr.g)
+                elif attr.type == onnx.AttributeProto.GRAPHS:
+                    graphs.extend(attr.graphs)
+    return found
+
+
+def _schema_version(op: str, opset: int) -> int | None:
+    try:
+        return int(onnx.defs.get_schema(op, opset, "").since_version)
+    except Exception:
+        return None
+
+
+def check_runtime_opset(model: onnx.ModelProto, source: str) -> int | None:
+    """Refuse a model whose opset ONNX Runtime cannot run, or move it down to one it can when that is exact.
+
+    ORT runs every calibration and the reference, and backends add Q/DQ and Cast nodes at the
+    model's opset: a model stamped with an opset ORT does not implement (QuantizeLinear-28 on
+    ORT 1.32) would give artifacts ORT cannot load. When none of the model's own operators
+    changed between the newest opset ORT runs and the model's, the model means exactly the
+    same at that opset (ONNX defines an operator at opset v by its newest schema ≤ v), so it is
+    restamped (no converter adapter is involved). Otherwise the model is refused with the opset
+    to re-export with. Returns the original opset when it was restamped, else ``None``.
+    """
+    registry = _runtime_registry()
+    opset = _default_opset(model)
+    if registry is None or opset <= MIN_OPSET:
+        return None
+    model_ops = _model_ops(model)
+    needed = sorted(model_ops | set(_ADDED_OPS))
+
+    def blocker(version: int) -> str | None:
+        return next((op for op in needed if not _runtime_runs(op, version, registry)), None)
+
+    missing = blocker(opset)
+    if missing is None:
+        return None
+    ort_version = registry[0]
+    target = next((v for v in range(opset - 1, MIN_OPSET - 1, -1) if blocker(v) is None), None)
+    onnx_max = onnx.defs.onnx_opset_version()
+    if target is not None and opset <= onnx_max and all(
+        _schema_version(op, opset) is not None and _schema_version(op, opset) == _schema_version(op, target)
+        for op in model_ops
+    ):
+        for imp in model.opset_import:
+            if imp.domain in ("", "ai.onnx"):
+                imp.version = target
+        return opset
+    if target is None:
+        why = f"it runs this model at no opset from {MIN_OPSET} to {opset}"
+        fix = f"re-export the model with another opset, or install an onnxruntime that implements opset {opset}"
+    else:
+        if opset > onnx_max:
+            why = f"onnx {onnx.__version__} defines opsets up to {onnx_max} only, so opset {opset} cannot be moved down exactly"
+        else:
+            changed = [op for op in sorted(model_ops) if _schema_version(op, opset) != _schema_version(op, target)]
+            why = f"{', '.join(changed[:3]) or 'an operator'} changed after opset {target}, so the model cannot be moved down exactly"
+        fix = (f"re-export the model with opset ≤ {target}, e.g. torch.onnx.export(..., opset_version={target}), "
+               f"or install an onnxruntime that implements opset {opset}")
+    raise ModelLoadError(
+        f"{source}: opset {opset} is newer than the installed onnxruntime {ort_version} implements "
+        f"(no {missing} kernel for opset {opset}; {why}) ({fix})"
+    )
 
 
 #: Initializers with at least this many elements leave the protobuf while a model is imported.
@@ -306,7 +481,7 @@ def _fold_constants(model: onnx.ModelProto, source: str) -> onnx.ModelProto:
     G_LOGGER.severity = G_LOGGER.ERROR
     import onnxruntime
 
-    onnxruntime.set_default_logger_severity(3)  # graphsurgeon folds through ORT, which is chatty
+    onnxruntime.set_default_logger_severity(4)  # graphsurgeon folds through ORT, which logs every fold it cannot do
     try:
         g = gs.import_onnx(model)
         g.fold_constants(
@@ -645,59 +820,108 @@ def load_model_or_plan(path: str | os.PathLike) -> Graph:
     return import_proto(model, source=str(path))
 
 
+def _plan_meta(meta: dict[str, str], key: str, adapter: Any, source: str, root: str) -> Any:
+    try:
+        data = json.loads(meta.get(key, "{}"))
+    except (json.JSONDecodeError, RecursionError) as exc:
+        why = exc if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
+        raise PlanError(f"{source}: plan metadata {key} is not valid JSON ({why}) ({schema.PLAN_FIX})") from None
+    return schema.check(adapter, data, f"{source}: metadata {key}", root=root, fix=schema.PLAN_FIX, error=PlanError)
+
+
 def plan_from_proto(model: onnx.ModelProto, source: str) -> Graph:
+    """The plan in ``model``, validated against the plan schema (``mpcompile.ir.schema``) before it is used.
+
+    A plan that was edited or damaged (a per-channel scale of the wrong length, a float
+    zero-point, an unknown qtype, an axis out of range, a scale of 0...) is refused with one
+    line naming the file and the tensor; nothing is guessed or truncated.
+    """
     meta = {p.key: p.value for p in model.metadata_props}
     version = meta.get(_META_FORMAT)
     if version != PLAN_FORMAT_VERSION:
         raise PlanError(f"{source}: plan format version {version!r} is not supported (expected {PLAN_FORMAT_VERSION})")
-    try:
-        quant_meta = json.loads(meta.get(_META_QUANT, "{}"))
-        precision_meta = json.loads(meta.get(_META_PRECISION, "{}"))
-        graph_meta = json.loads(meta.get(_META_GRAPH, "{}"))
-    except json.JSONDecodeError as exc:
-        raise PlanError(f"{source}: plan metadata is not valid JSON ({exc}); the file was edited or damaged") from None
+    quant_meta = _plan_meta(meta, _META_QUANT, schema.PLAN_QUANT, source, "tensor")
+    precision_meta = _plan_meta(meta, _META_PRECISION, schema.PLAN_PRECISION, source, "node")
+    graph_meta = _plan_meta(meta, _META_GRAPH, schema.PLAN_GRAPH, source, "key")
+    fix = schema.PLAN_FIX
     params = {init.name: init for init in model.graph.initializer}
-    annotations = {}
-    param_names: set[str] = set()
+    in_graph = {vi.name for vi in model.graph.input} | {vi.name for vi in model.graph.output} | {
+        name for node in model.graph.node for name in node.input
+    }
+    annotations: dict[str, tuple[str, str]] = {}
     for ann in model.graph.quantization_annotation:
+        name = ann.tensor_name
+        where = f"{source}: tensor {name!r}"
         keys = {kv.key: kv.value for kv in ann.quant_parameter_tensor_names}
-        annotations[ann.tensor_name] = keys
-        param_names.update(keys.values())
-    # Drop the parameter initializers before building the graph: they are annotations, not data.
+        if name in annotations:
+            raise PlanError(f"{where}: has two quantization annotations ({fix})")
+        for key in ("SCALE_TENSOR", "ZERO_POINT_TENSOR"):
+            if key not in keys:
+                raise PlanError(f"{where}: its quantization annotation has no {key} ({fix})")
+            if keys[key] not in params:
+                raise PlanError(f"{where}: annotation references missing initializer {keys[key]!r} ({fix})")
+            if keys[key] in in_graph:
+                raise PlanError(f"{where}: annotation {key} {keys[key]!r} is a tensor of the graph, not a parameter ({fix})")
+        if name not in quant_meta:
+            raise PlanError(f"{where}: has a quantization annotation but no mpcompile metadata ({fix})")
+        annotations[name] = (keys["SCALE_TENSOR"], keys["ZERO_POINT_TENSOR"])
+    stale = sorted(set(quant_meta) - set(annotations))
+    if stale:
+        raise PlanError(f"{source}: tensor {stale[0]!r}: has quantization metadata but no annotation ({fix})")
+    values: dict[str, np.ndarray] = {}
+    for scale_name, zp_name in annotations.values():
+        for param in (scale_name, zp_name):
+            try:
+                values[param] = numpy_helper.to_array(params[param])
+            except Exception as exc:
+                raise PlanError(f"{source}: initializer {param!r} cannot be read ({_first_line(exc)}) ({fix})") from None
+    # The parameter initializers are annotations, not data: drop them before building the graph.
+    param_names = set(values)
     kept = [init for init in model.graph.initializer if init.name not in param_names]
     del model.graph.initializer[:]
     model.graph.initializer.extend(kept)
-    graph = proto_to_graph(model)
+    del model.graph.quantization_annotation[:]
+    weights = _lift_weights(model, source)
+    try:
+        onnx.checker.check_model(model, full_check=False)
+    except onnx.checker.ValidationError as exc:
+        raise PlanError(f"{source}: the ONNX checker rejected the plan's graph: {_first_line(exc)} ({fix})") from None
+    check_runtime_opset(model, source)
+    graph = proto_to_graph(model, weights)
     for key in (_META_FORMAT, _META_QUANT, _META_PRECISION, _META_GRAPH):
         graph.metadata.pop(key, None)
     graph.metadata.update(graph_meta)
-    for tensor_name, keys in annotations.items():
-        if tensor_name not in graph.tensors:
-            raise PlanError(f"{source}: quantization annotation for unknown tensor {tensor_name!r}")
-        info = quant_meta.get(tensor_name)
-        if info is None:
-            raise PlanError(f"{source}: tensor {tensor_name!r} has a quantization annotation but no mpcompile metadata")
+    for tensor_name, (scale_name, zp_name) in annotations.items():
+        where = f"{source}: tensor {tensor_name!r}"
+        tensor = graph.tensors.get(tensor_name)
+        if tensor is None:
+            raise PlanError(f"{where}: quantization annotation for unknown tensor ({fix})")
+        info = quant_meta[tensor_name]
+        schema.check(schema.Annotation, {
+            "entry": info, "scale": values[scale_name], "zero_point": values[zp_name], "scale_name": scale_name,
+            "zero_point_name": zp_name, "dtype": tensor.dtype, "shape": tensor.shape, "constant": tensor.is_constant,
+        }, where, fix=fix, error=PlanError)
+        if tensor.is_constant and tensor.value.dtype.kind == "f":
+            bad = int(np.count_nonzero(~np.isfinite(tensor.value)))
+            if bad:
+                raise PlanError(f"{where}: {bad} of its {tensor.value.size} values are NaN or infinite ({fix})")
         try:
-            scale = numpy_helper.to_array(params[keys["SCALE_TENSOR"]])
-            zero_point = numpy_helper.to_array(params[keys["ZERO_POINT_TENSOR"]])
-        except KeyError as exc:
-            raise PlanError(f"{source}: annotation of tensor {tensor_name!r} references missing initializer {exc}") from None
-        graph.tensors[tensor_name].quant = QuantSpec(
-            QType(info["qtype"]),
-            scale,
-            zero_point,
-            info["axis"],
-            bool(info["symmetric"]),
-            bool(info["narrow_range"]),
-            info.get("provenance", {}),
-        )
+            tensor.quant = QuantSpec(info.qtype, values[scale_name], values[zp_name], info.axis, info.symmetric,
+                                     info.narrow_range, info.provenance)
+        except PlanError as exc:
+            raise PlanError(f"{where}: {exc} ({fix})") from None
     by_name = {n.name: n for n in graph.nodes}
-    for node_name, info in precision_meta.items():
+    for node_name, entry in precision_meta.items():
         if node_name not in by_name:
-            raise PlanError(f"{source}: precision recorded for unknown node {node_name!r}")
-        by_name[node_name].precision = Precision(info["precision"])
-        by_name[node_name].precision_reason = info.get("reason", "")
+            raise PlanError(f"{source}: node {node_name!r}: precision recorded for a node the plan does not have ({fix})")
+        by_name[node_name].precision = entry.precision
+        by_name[node_name].precision_reason = entry.reason
     return graph
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def read_graph(path: str | os.PathLike) -> Graph:

@@ -25,16 +25,37 @@ from mpcompile.ir.types import QType
 from mpcompile.passes.base import GraphPass, PassResult
 
 _QTYPES = {np.dtype(q.value): q for q in (QType.INT8, QType.UINT8, QType.INT16, QType.INT32)}
+_FIX = "the QDQ model's quantization parameters are invalid; re-export it from the quantizer"
 
 
-def _spec_from_node(graph: Graph, node: Node, data_rank: int | None) -> QuantSpec | None:
-    scale_t = graph.tensors.get(node.inputs[1])
+def _where(graph: Graph, node: Node, tensor: str) -> str:
+    return f"{graph.metadata.get('source', graph.name)}: tensor {tensor!r} ({node.op_type} {node.name!r})"
+
+
+def _spec_from_node(graph: Graph, node: Node, data_rank: int | None, tensor: str) -> QuantSpec | None:
+    """The pair's spec, or ``None`` if it is not representable (left in place); ``PlanError`` naming the
+    file, the tensor and the node if its numbers are invalid (a scale of 0, NaN or Inf, a float or
+    out-of-range zero-point, shapes that do not match)."""
+    scale_t = graph.tensors.get(node.inputs[1]) if len(node.inputs) > 1 else None
     zp_t = graph.tensors.get(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] else None
     if scale_t is None or not scale_t.is_constant or (zp_t is not None and not zp_t.is_constant):
         return None
-    scale = np.asarray(scale_t.value, dtype=np.float32)
+    where = _where(graph, node, tensor)
+    raw_scale = np.asarray(scale_t.value)
+    if raw_scale.dtype.kind != "f":
+        raise PlanError(f"{where}: scale {scale_t.name!r} is {raw_scale.dtype}, not a float ({_FIX})")
+    scale = np.asarray(raw_scale, dtype=np.float32)
+    bad = ~np.isfinite(scale) | ~(scale > 0)
+    if bad.any():
+        raise PlanError(f"{where}: scale {scale[bad].reshape(-1)[0].item()!r} in {scale_t.name!r} is not finite and > 0 ({_FIX})")
     if zp_t is not None:
         zero_point = np.asarray(zp_t.value)
+        if zero_point.dtype in (np.float16, np.float32, np.float64):
+            raise PlanError(f"{where}: zero-point {zp_t.name!r} is {zero_point.dtype}, not an integer type ({_FIX})")
+        if zero_point.size != scale.size:
+            raise PlanError(f"{where}: scale {scale_t.name!r} has shape {list(scale.shape)} but zero-point "
+                            f"{zp_t.name!r} has {list(zero_point.shape)} ({_FIX})")
+        zero_point = zero_point.reshape(scale.shape)  # [1] next to a scalar is one value
     else:
         zero_point = np.zeros(scale.shape, dtype=np.uint8 if node.op_type == "QuantizeLinear" else np.int32)
         if node.op_type == "DequantizeLinear":
@@ -48,22 +69,33 @@ def _spec_from_node(graph: Graph, node: Node, data_rank: int | None) -> QuantSpe
         return None  # blocked quantization is not representable as a per-channel spec
     axis = None
     if scale.ndim == 1 and scale.size > 1 or scale.ndim == 1 and data_rank not in (None, 0, 1) and scale.size > 1:
-        axis = int(node.attr("axis", 1))
-        if data_rank is not None and axis < 0:
-            axis += data_rank
+        axis = node.attr("axis", 1)
+        if isinstance(axis, bool) or not isinstance(axis, int):
+            raise PlanError(f"{where}: axis {axis!r} is not an integer ({_FIX})")
+        if data_rank is not None:
+            if not -data_rank <= axis < data_rank:
+                raise PlanError(f"{where}: axis {axis} is out of range for rank {data_rank} ({_FIX})")
+            if axis < 0:
+                axis += data_rank
     elif scale.ndim == 1 and scale.size == 1:
         scale, zero_point = scale.reshape(()), zero_point.reshape(())
+    elif scale.ndim > 1:
+        raise PlanError(f"{where}: scale {scale_t.name!r} has shape {list(scale.shape)}; without block_size a "
+                        f"Q/DQ scale is a scalar or 1-d ({_FIX})")
     symmetric = bool(np.all(zero_point == 0)) and qtype.is_signed
     narrow = False
-    return QuantSpec(
-        qtype,
-        scale,
-        zero_point,
-        axis,
-        symmetric,
-        narrow,
-        {"source": "qdq-import", "node": node.name},
-    )
+    try:
+        return QuantSpec(qtype, scale, zero_point, axis, symmetric, narrow, {"source": "qdq-import", "node": node.name})
+    except PlanError as exc:
+        raise PlanError(f"{where}: {exc} ({_FIX})") from None
+
+
+def _check_shape(graph: Graph, node: Node, spec: QuantSpec, tensor: Tensor) -> None:
+    try:
+        spec.validate_for_shape(tensor.shape, tensor.name)
+    except PlanError as exc:
+        text = str(exc).split(": ", 1)[-1]
+        raise PlanError(f"{_where(graph, node, tensor.name)}: {text} ({_FIX})") from None
 
 
 class AbsorbQDQ(GraphPass):
@@ -83,12 +115,14 @@ class AbsorbQDQ(GraphPass):
             out = dq.outputs[0]
             if src is not None and src.is_constant:
                 # Stored integer tensor (weight or bias): keep its dequantized value, annotated.
-                spec = _spec_from_node(graph, dq, src.rank)
+                spec = _spec_from_node(graph, dq, src.rank, src_name)
                 if spec is None:
                     notes.append(f"{dq.name}: left in place (non-constant or unsupported parameters)")
                     continue
-                if spec.axis is not None:
-                    spec.validate_for_shape(src.shape, src_name)
+                if src.value.dtype != spec.qtype.numpy_dtype:
+                    raise PlanError(f"{_where(graph, dq, src_name)}: the stored tensor is {src.value.dtype} but its "
+                                    f"zero-point is {spec.qtype.value} ({_FIX})")
+                _check_shape(graph, dq, spec, src)
                 is_bias = spec.qtype == QType.INT32
                 spec = spec.replace(narrow_range=bool(spec.symmetric and not is_bias and src.value.min() > spec.qtype.qmin))
                 value = spec.dequantize(src.value)
@@ -107,11 +141,13 @@ class AbsorbQDQ(GraphPass):
                 continue
             x_name = q.inputs[0]
             x = graph.tensors.get(x_name)
-            spec = _spec_from_node(graph, q, x.rank if x is not None else None)
-            dq_spec = _spec_from_node(graph, dq, x.rank if x is not None else None)
+            spec = _spec_from_node(graph, q, x.rank if x is not None else None, x_name)
+            dq_spec = _spec_from_node(graph, dq, x.rank if x is not None else None, x_name)
             if spec is None or dq_spec is None:
                 notes.append(f"{q.name}/{dq.name}: left in place (unsupported parameters)")
                 continue
+            if x is not None:
+                _check_shape(graph, q, spec, x)
             if not (np.array_equal(spec.scale, dq_spec.scale) and np.array_equal(spec.zero_point, dq_spec.zero_point)):
                 raise PlanError(
                     f"QDQ pair {q.name} → {dq.name} on tensor {x_name!r} uses different scales or zero-points; "

@@ -24,15 +24,23 @@ from typing import Any
 import numpy as np
 
 from mpcompile.errors import PlanError
+from mpcompile.ir import schema
 from mpcompile.ir.graph import Graph
 from mpcompile.ir.quant import QuantSpec, spec_from_range
 from mpcompile.planning.config import Override
 
 
 def read_overrides(path: str | os.PathLike) -> dict[str, Any]:
+    """The overrides file at ``path``, validated against ``schema.OverridesFile`` (one-line ``PlanError`` otherwise).
+
+    Returns plain data: ``{"nodes": {...}, "op_types": {...}, "tensors": {name: {"range": (lo, hi)} or
+    {"scale": s, "zero_point": z}}}``, each section present only if given.
+    """
     path = Path(path)
     try:
         text = path.read_text()
+    except UnicodeDecodeError:
+        raise PlanError(f"{path}: not a text file (write the overrides as JSON or YAML)") from None
     except OSError as exc:
         raise PlanError(f"overrides file {path}: {exc.strerror or exc}") from None
     if path.suffix in (".yaml", ".yml"):
@@ -43,43 +51,85 @@ def read_overrides(path: str | os.PathLike) -> dict[str, Any]:
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
-            raise PlanError(f"overrides file {path}: invalid YAML ({exc})") from None
+            raise PlanError(f"overrides file {path}: invalid YAML{_yaml_where(exc)} (fix the YAML syntax)") from None
+        except RecursionError:
+            raise PlanError(f"overrides file {path}: invalid YAML: nested too deeply (fix the YAML syntax)") from None
     else:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise PlanError(f"overrides file {path}: invalid JSON ({exc})") from None
-    if not isinstance(data, dict) or set(data) - {"nodes", "op_types", "tensors"}:
-        raise PlanError(f"overrides file {path}: expected an object with keys nodes, op_types, tensors")
-    return data
+            raise PlanError(f"overrides file {path}: invalid JSON ({exc}) (fix the JSON syntax)") from None
+        except RecursionError:
+            raise PlanError(f"overrides file {path}: invalid JSON: nested too deeply (fix the JSON syntax)") from None
+    if not isinstance(data, dict):
+        raise PlanError(f"overrides file {path}: expected an object with keys nodes, op_types, tensors, got "
+                        f"{schema.kind_of(data)} ({schema.OVERRIDES_FIX['']})")
+    unknown = sorted(str(k) for k in data if k not in ("nodes", "op_types", "tensors"))
+    if unknown:
+        raise PlanError(f"overrides file {path}: unknown key {unknown[0]!r}; expected an object with keys nodes, "
+                        f"op_types, tensors ({schema.OVERRIDES_FIX['']})")
+    parsed = schema.check(schema.OverridesFile, data, f"overrides file {path}", fix=schema.OVERRIDES_FIX, error=PlanError)
+    return parsed.model_dump(exclude_none=True)
 
 
-def precision_overrides(data: dict[str, Any]) -> tuple[Override, ...]:
-    entries = list((data.get("op_types") or {}).items()) + list((data.get("nodes") or {}).items())
-    return tuple(Override.parse(f"{pattern}={precision}") for pattern, precision in entries)
+def _yaml_where(exc: Exception) -> str:
+    """A YAML error on one line: ``at line L, column C: problem``."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None)
+    if not problem:
+        text = str(exc).strip()
+        problem = text.splitlines()[0] if text else type(exc).__name__
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{where}: {problem}"
+
+
+def _validated(data: dict[str, Any], source: str) -> schema.OverridesFile:
+    """Overrides given as data (the Python API) pass the same schema as a file's."""
+    if isinstance(data, schema.OverridesFile):
+        return data
+    return schema.check(schema.OverridesFile, data, source, fix=schema.OVERRIDES_FIX, error=PlanError)
+
+
+def precision_overrides(data: dict[str, Any], source: str = "overrides") -> tuple[Override, ...]:
+    parsed = _validated(data, source)
+    entries = list((parsed.op_types or {}).items()) + list((parsed.nodes or {}).items())
+    return tuple(Override(pattern.strip(), precision) for pattern, precision in entries)
+
+
+def check_tensor_names(graph: Graph, data: dict[str, Any], source: str = "overrides") -> None:
+    """Every pinned tensor exists in ``graph``: checkable right after import, before calibration."""
+    for name in (_validated(data, source).tensors or {}):
+        if name not in graph.tensors:
+            close = [t for t in graph.tensors if name.lower() in t.lower()][:5]
+            raise PlanError(f"{source}: no tensor {name!r} in the model" + (f" (similar: {', '.join(close)})" if close else ""))
 
 
 def apply_tensor_pins(plan: Graph, data: dict[str, Any], source: str = "overrides") -> None:
     """Replace the specs of pinned tensors (after planning), keeping their qtype and symmetry."""
     from mpcompile.ir.numerics import refresh_bias_specs
 
-    for name, pin in (data.get("tensors") or {}).items():
-        tensor = plan.tensors.get(name)
-        if tensor is None:
-            close = [t for t in plan.tensors if name.lower() in t.lower()][:5]
-            raise PlanError(f"{source}: no tensor {name!r} in the model" + (f" (similar: {', '.join(close)})" if close else ""))
+    check_tensor_names(plan, data, source)
+    for name, pin in (_validated(data, source).tensors or {}).items():
+        tensor = plan.tensors[name]
         spec = tensor.quant
         if spec is None:
-            raise PlanError(f"{source}: tensor {name!r} is not quantized in this plan, so it cannot be pinned")
+            raise PlanError(f"{source}: tensor {name!r} is not quantized in this plan, so it cannot be pinned "
+                            "(pin a quantized tensor; `mpcompile inspect PLAN` lists them)")
         provenance = {**dict(spec.provenance), "pinned": source}
-        if not isinstance(pin, dict):
-            raise PlanError(f"{source}: tensor {name!r} needs {{'range': [lo, hi]}} or {{'scale': s, 'zero_point': z}}")
-        if "range" in pin:
-            lo, hi = (float(v) for v in pin["range"])
-            tensor.quant = spec_from_range(lo, hi, spec.qtype, symmetric=spec.symmetric, provenance=provenance)
-        elif "scale" in pin:
-            tensor.quant = QuantSpec(spec.qtype, np.float32(pin["scale"]), int(pin.get("zero_point", 0)), None,
-                                     spec.symmetric and int(pin.get("zero_point", 0)) == 0, spec.narrow_range, provenance)
-        else:
-            raise PlanError(f"{source}: tensor {name!r} needs 'range' or 'scale'")
+        qtype = spec.qtype
+        try:
+            if pin.range is not None:
+                lo, hi = pin.range
+                tensor.quant = spec_from_range(lo, hi, qtype, symmetric=spec.symmetric, provenance=provenance)
+            else:
+                zero_point = 0 if pin.zero_point is None else pin.zero_point
+                if not qtype.qmin <= zero_point <= qtype.qmax:
+                    raise PlanError(f"zero_point {zero_point} is outside the {qtype.value} range [{qtype.qmin}, {qtype.qmax}] "
+                                    f"(give a zero-point in [{qtype.qmin}, {qtype.qmax}])")
+                tensor.quant = QuantSpec(qtype, np.float32(pin.scale), zero_point, None,
+                                         spec.symmetric and zero_point == 0, spec.narrow_range, provenance)
+        except PlanError as exc:
+            text = str(exc)
+            raise PlanError(f"{source}: tensor {name!r}: {text}" + ("" if text.endswith(")") else
+                                                                   " (pin numbers the tensor's qtype can hold)")) from None
     refresh_bias_specs(plan)
