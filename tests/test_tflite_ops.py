@@ -283,6 +283,9 @@ RECURRENT = {
     **{f"gru_{d}_{b}": (dict(op="GRU", direction=d, linear_before_reset=int(d == "reverse")), b)
        for d in ("forward", "reverse", "bidirectional") for b in ("static", "dynamic")},
     "lstm_zero_initial_state_static": (dict(op="LSTM", initial=False), "static"),
+    "lstm_zero_constant_state": (dict(op="LSTM", initial=0.0, direction="bidirectional"), "static"),
+    "lstm_constant_state": (dict(op="LSTM", initial=1.0, direction="reverse"), "static"),
+    "gru_constant_state": (dict(op="GRU", initial=1.0), "static"),
     "lstm_zero_initial_state_dynamic": (dict(op="LSTM", initial=False, direction="bidirectional"), "dynamic"),
     "gru_zero_initial_state": (dict(op="GRU", initial=False), "dynamic"),
     "lstm_clip": (dict(op="LSTM", clip=0.7), "static"),

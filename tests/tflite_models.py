@@ -381,10 +381,10 @@ def graph_model(name: str, nodes: list, inputs: dict[str, list | tuple], outputs
 
 
 def recurrent(op: str = "LSTM", direction: str = "forward", layout: int = 0, time: int = 5, features: int = 3,
-              hidden: int = 4, initial: bool = True, peepholes: bool = False, batch_first: bool = True, seed: int = 0,
-              **attrs: object) -> onnx.ModelProto:
+              hidden: int = 4, initial: bool | float = True, peepholes: bool = False, batch_first: bool = True,
+              seed: int = 0, **attrs: object) -> onnx.ModelProto:
     """One LSTM/GRU with random weights → Y, Y_h (and Y_c), batch dynamic ("N"), initial states as inputs when
-    ``initial``. ``batch_first``: the model's inputs and outputs put the batch first, as PyTorch exports
+    ``initial`` is True, omitted when False, constants for a batch of 6 when a number (0.0: zeros; else random). ``batch_first``: the model's inputs and outputs put the batch first, as PyTorch exports
     ``batch_first=True`` (Transposes around a layout-0 recurrence; mpcompile's data take samples on axis 0);
     otherwise the ONNX tensors are the interface as they are (``layout`` 1 is batch first by itself)."""
     rng = np.random.default_rng(seed)
@@ -407,7 +407,13 @@ def recurrent(op: str = "LSTM", direction: str = "forward", layout: int = 0, tim
         nodes.append(helper.make_node("Transpose", ["x"], ["xt"], perm=[1, 0, 2]))
     states = ["h0", "c0"] if op == "LSTM" else ["h0"]
     for state in states:
-        if initial:
+        if isinstance(initial, (int, float)) and not isinstance(initial, bool):
+            # constant initial states of a static batch, as PyTorch exports zeros (``initial`` is their value)
+            inits[state] = np.zeros((d, 6, hidden), np.float32)
+            if initial:
+                inits[state] = (inits[state] + rng.normal(0, 0.5, inits[state].shape)).astype(np.float32)
+            names.append(state)
+        elif initial:
             inputs[state] = state_shape
             if wrap:
                 nodes.append(helper.make_node("Transpose", [state], [f"{state}t"], perm=[1, 0, 2]))

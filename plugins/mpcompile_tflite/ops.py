@@ -1036,8 +1036,7 @@ def _resize_axes(graph: Graph, node: Node) -> tuple[list[ResizeAxis], bool] | st
             return "TFLite needs constant scales"
         if t.value.size:
             scales = dict(zip(axes, (float(v) for v in t.value.reshape(-1).astype(np.float32))))
-    if len(node.inputs) > 3 and node.inputs[3] and not graph.tensors[node.inputs[3]].is_constant:
-        return "TFLite needs constant sizes (or a static output shape)"
+    # computed sizes are fine: the output shape is static (checked above), and ONNX's scale is output/input
     result = []
     for a, stored in zip((2, 3), spatial):
         n_in, n_out = int(x.shape[stored]), int(out.shape[stored])

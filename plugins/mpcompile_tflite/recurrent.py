@@ -8,8 +8,9 @@ DEQUANTIZE them, like every FP16 node of this backend; the arithmetic is float32
 Fused LSTM (a static batch, activations Sigmoid/Tanh/Tanh, no ``clip``; peepholes allowed). The
 kernel keeps its state in two *variable* tensors (``output_state``/``cell_state``) that it updates
 in place and that persist between invocations. So that the artifact is stateless like the ONNX
-model, every invocation first writes the initial state into them (CONCATENATION of one tensor, or
-FILL with zeros), and the final states are read back after the kernel: ``Y_h`` is the kernel
+model, every invocation first writes the initial state into them (CONCATENATION of one tensor, FILL
+with zeros, or MAXIMUM of a constant state with a FILL of −∞: LiteRT computes operators on constants
+only once, at allocation), and the final states are read back after the kernel: ``Y_h`` is the kernel
 output at its last step; ``Y_c`` is the cell-state variable, read through CONCATENATION with that
 last step and a SLICE, so that the read visibly depends on the LSTM's output (a delegate partitions
 by visible edges: XNNPACK otherwise ran a plain copy of the variable before the kernel, measured).
@@ -155,8 +156,18 @@ class _Recurrence:
         ctx = self.ctx
         out = target if target is not None else self.f32(self.state_shape(), suffix)
         name = self.inputs(index)
-        if not name:
+        constant = self._constant_state(name, d) if name and target is not None else None
+        if not name or (constant is not None and not constant.any()):
             ctx.op("FILL", [self.batch_dims(suffix), ctx.param(0.0, "float32", f"{suffix}/zero")], [out], "FillOptions", 1)
+            return out
+        if constant is not None:
+            # LiteRT evaluates operators on constants once, when it allocates: a slice or copy of a
+            # constant state would reach the variable only at the first invocation (measured). MAXIMUM
+            # with a FILL of −∞ is computed at every invocation and gives the constant exactly.
+            lowest = self.f32(self.state_shape(), f"{suffix}/lowest")
+            ctx.op("FILL", [self.batch_dims(suffix), ctx.param(-np.inf, "float32", f"{suffix}/minus_inf")], [lowest],
+                   "FillOptions", 1)
+            ctx.op("MAXIMUM", [ctx.param(constant, "float32", f"{suffix}/value"), lowest], [out], "MaximumMinimumOptions", 1)
             return out
         state = ctx.input(name)
         axis = 0 if self.layout == 0 else 1
@@ -169,6 +180,14 @@ class _Recurrence:
         if target is not None:
             ctx.op("CONCATENATION", [sliced], [out], "ConcatenationOptions", 1, axis=0, fusedActivationFunction="NONE")
         return out
+
+    def _constant_state(self, name: str, d: int) -> np.ndarray | None:
+        """Direction ``d``'s [B, H] slice of a constant initial state (float16-rounded in an FP16 node), or None."""
+        if not self.ctx.is_constant(name):
+            return None
+        value = np.asarray(self.ctx.value(name), np.float32)
+        value = value[d] if self.layout == 0 else value[:, d]
+        return value.astype(np.float16).astype(np.float32) if self.ctx.fp16 else np.ascontiguousarray(value)
 
     def batch_dims(self, suffix: str) -> int:
         """An int32 [B, H] shape tensor: a constant for a static batch, else from SHAPE of the input."""
