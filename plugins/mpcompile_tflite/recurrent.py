@@ -228,9 +228,7 @@ class _Recurrence:
                 continue
             out = ctx.output(name)
             if len(parts) == 1:
-                from mpcompile_tflite.ops import _dims
-
-                dims = _dims(ctx, name)
+                dims = [d if isinstance(d, int) and d >= 0 else -1 for d in ctx.shape(name)]
                 ctx.op("RESHAPE", [parts[0], ctx.param(dims, suffix=f"{name}/shape")], [out], "ReshapeOptions", 1,
                        newShape=dims)
             else:
