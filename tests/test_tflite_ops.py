@@ -153,9 +153,10 @@ FLOAT_CASES = {
         "range_mask", {"y": B, "w": B}, {"lo": np.array(-0.3, np.float32), "hi": np.array(0.4, np.float32)}),
     "equal_ids": lambda: graph_model(
         "equal_ids", [_node("Equal", ["ids", "three"], ["y"]), _node("Less", ["ids", "ten"], ["small"]),
-                      _node("Xor", ["y", "small"], ["z"])],
-        {"ids": (TensorProto.INT64, ["N", 6])}, {"y": B, "z": B},
-        {"three": np.array([3], np.int64), "ten": np.array(10, np.int64)}),
+                      _node("Xor", ["y", "small"], ["z"]), _node("Equal", ["ids", "seven"], ["is7"]),
+                      _node("Not", ["is7"], ["not7"])],
+        {"ids": (TensorProto.INT64, ["N", 6])}, {"y": B, "z": B, "not7": B},
+        {"three": np.array([3], np.int64), "ten": np.array(10, np.int64), "seven": np.array(7, np.int64)}),
     "where": lambda: _pooled_then([_node("Less", ["c", "zero"], ["neg"]), _node("Mul", ["c", "tenth"], ["small"]),
                                  _node("Where", ["neg", "small", "c"], ["y"])], "where", {"y": F},
                                 {"zero": np.array(0.0, np.float32), "tenth": np.array(0.1, np.float32)}),
@@ -196,6 +197,8 @@ def test_float_operator_matches_the_reference(case, mode, tmp_path):
         assert wanted in artifact.metadata["ops"], artifact.metadata["ops"]
     if case.startswith("rsqrt"):
         assert artifact.metadata["fused"].get("Rsqrt") == 1 and "SQRT" not in artifact.metadata["ops"]
+    if case == "equal_ids":  # Not(Equal) is one NOT_EQUAL; Xor is NOT_EQUAL on bools
+        assert artifact.metadata["fused"] == {"NotEqual": 1} and artifact.metadata["ops"]["NOT_EQUAL"] == 2
     for runner_options in RUNNERS:
         _assert_conforms(_errors(backend, legal, artifact, inputs, **runner_options), mode)
 

@@ -1,7 +1,8 @@
 """Operator fusions on the legalized plan that change no number the plan defines.
 
 ``fuse_rsqrt``: ``Reciprocal(Sqrt(x))`` (or ``Div(1, Sqrt(x))``) becomes one ``Rsqrt`` node (TFLite
-RSQRT), under the same conditions as the GELU fusion below.
+RSQRT), under the same conditions as the GELU fusion below. ``fuse_not_equal``: ``Not(Equal(a, b))``
+becomes one ``NotEqual`` node (TFLite NOT_EQUAL).
 
 ``fuse_gelu``: the exact (erf) GELU that PyTorch exports as five nodes,
 
@@ -162,4 +163,29 @@ def fuse_rsqrt(plan: Graph) -> tuple[Graph, int]:
     return g, len(replaced)
 
 
-__all__ = ["fuse_gelu", "fuse_rsqrt"]
+def fuse_not_equal(plan: Graph) -> tuple[Graph, int]:
+    """``Not(Equal(a, b))`` as one ``NotEqual`` node (TFLite NOT_EQUAL) where the Equal's bool result is
+    consumed by the Not only and is no graph output (ONNX has no NotEqual operator)."""
+    g = plan.copy()
+    matcher = _Matcher(g)
+    replaced: dict[str, Node] = {}
+    removed: set[str] = set()
+    for node in g.nodes:
+        if node.op_type != "Not":
+            continue
+        equal = matcher.producers.get(node.inputs[0])
+        if equal is None or equal.op_type != "Equal" or matcher.single_use(node.inputs[0]) is not node:
+            continue
+        if equal.precision != node.precision:
+            continue
+        replaced[node.name] = Node(g.unique_name(f"{node.name}/not_equal"), "NotEqual", list(equal.inputs[:2]),
+                                   [node.outputs[0]], precision=node.precision, precision_reason="Not(Equal) fused")
+        removed.add(equal.name)
+    if not replaced:
+        return g, 0
+    g.nodes = [replaced.get(n.name, n) for n in g.nodes if n.name not in removed]
+    g.remove_unused()
+    return g, len(replaced)
+
+
+__all__ = ["fuse_gelu", "fuse_not_equal", "fuse_rsqrt"]

@@ -114,7 +114,7 @@ ELEMENTWISE = {
     "PRelu", "Reciprocal", "Rsqrt", "Floor", "Ceil", "Cast", "Sum",
 }
 #: Elementwise operators on bools, ids or floats: every constant operand follows the layout, whatever its type.
-ELEMENTWISE_ANY_TYPE = {"And", "Or", "Xor", "Not", "Equal", "Less", "LessOrEqual", "Greater", "GreaterOrEqual", "Where"}
+ELEMENTWISE_ANY_TYPE = {"And", "Or", "Xor", "Not", "Equal", "NotEqual", "Less", "LessOrEqual", "Greater", "GreaterOrEqual", "Where"}
 #: Operators that reinterpret memory (and so need the ONNX element order of their input).
 RESHAPES = {"Reshape", "Flatten", "Squeeze", "Unsqueeze"}
 

@@ -1326,6 +1326,7 @@ def logical_not(ctx: NodeContext, node: Node) -> None:
 _COMPARISONS = {
     "Equal": ("EQUAL", "EqualOptions"), "Less": ("LESS", "LessOptions"), "LessOrEqual": ("LESS_EQUAL", "LessEqualOptions"),
     "Greater": ("GREATER", "GreaterOptions"), "GreaterOrEqual": ("GREATER_EQUAL", "GreaterEqualOptions"),
+    "NotEqual": ("NOT_EQUAL", "NotEqualOptions"),  # not an ONNX operator: Not(Equal) fused by fuse.py
 }
 #: Operand types of LiteRT's comparison kernels (comparisons.cc); bool only for EQUAL/NOT_EQUAL.
 _COMPARED = {"float32", "float16", "float64", "int32", "int64", "int8", "int16", "uint8"}
@@ -1344,7 +1345,7 @@ def _comparison_check(graph: Graph, node: Node, integer: bool) -> str | None:
         if t is None or t.dtype is None:
             continue
         kind = np.dtype(t.dtype)
-        if kind == np.bool_ and node.op_type != "Equal":
+        if kind == np.bool_ and node.op_type not in ("Equal", "NotEqual"):
             return f"{node.op_type} {node.name!r}: TFLite orders numbers, not bools"
         if kind != np.bool_ and kind.name not in _COMPARED:
             return f"{node.op_type} {node.name!r}: TFLite's comparisons take no {kind.name} operands"
