@@ -347,17 +347,17 @@ def test_qdq_model_in_tflite_out(tmp_path):
 
 # ============================================================================ legalization
 def test_fallback_float_records_deviations_and_error_lists_nodes(tmp_path):
-    model = single_op("HardSigmoid", (2, 4, 6, 6))
-    plan, data, _ = _prepare(model, tmp_path)
-    assert plan.node("hardsigmoid").precision == Precision.INT8
+    model = single_op("HardSwish", (2, 4, 6, 6))  # HARD_SWISH has int8 kernels, no 16x8 one
+    plan, data, _ = _prepare(model, tmp_path, **MODES["int16"])
+    assert plan.node("hardswish").precision == Precision.INT16
     backend = TFLiteBackend()
     legal, deviations = backend.legalize(plan, backend.options())
-    assert legal.node("hardsigmoid").precision == Precision.FP32
-    assert any(d.subject == "hardsigmoid" and "no int8 kernel" in d.reason for d in deviations)
-    with pytest.raises(UnsupportedOperatorError, match="hardsigmoid"):
+    assert legal.node("hardswish").precision == Precision.FP32
+    assert any(d.subject == "hardswish" and "no int16 kernel" in d.reason for d in deviations)
+    with pytest.raises(UnsupportedOperatorError, match="hardswish"):
         backend.legalize(plan, backend.options({"fallback": "error"}))
     refused = lower(plan, ["tflite"], tmp_path / "refused", backend_options={"tflite": {"fallback": "error"}})["tflite"]
-    assert refused.artifact is None and "hardsigmoid" in refused.error
+    assert refused.artifact is None and "hardswish" in refused.error
     assert conform(plan, backends=["tflite"], data=data, out_dir=tmp_path / "c").passed
 
 

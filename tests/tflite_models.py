@@ -357,3 +357,78 @@ def channel_shuffle(seed: int = 0) -> onnx.ModelProto:
     ]
     return _model(nodes, "channel_shuffle", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4, 6, 6])],
                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 8, 6, 6])], inits)
+
+
+def graph_model(name: str, nodes: list, inputs: dict[str, list | tuple], outputs: dict[str, int],
+                inits: dict[str, np.ndarray], opset: int = 17) -> onnx.ModelProto:
+    """A model from nodes, ``inputs`` (name -> shape list for float32, or (ONNX elem type, shape list)),
+    ``outputs`` (name -> ONNX elem type) and constants; output shapes from ONNX shape inference."""
+    value_infos = []
+    for key, spec in inputs.items():
+        elem, shape = spec if isinstance(spec, tuple) else (TensorProto.FLOAT, spec)
+        value_infos.append(helper.make_tensor_value_info(key, elem, list(shape)))
+    graph = helper.make_graph(nodes, name, value_infos, [helper.make_tensor_value_info(k, t, None) for k, t in outputs.items()],
+                              initializer=[_init(k, v) for k, v in inits.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8 if opset < 19 else 9
+    model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    inferred = {vi.name: vi for vi in model.graph.value_info}
+    for out in model.graph.output:
+        if out.name in inferred:
+            out.CopyFrom(inferred[out.name])
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def recurrent(op: str = "LSTM", direction: str = "forward", layout: int = 0, time: int = 5, features: int = 3,
+              hidden: int = 4, initial: bool | float = True, peepholes: bool = False, batch_first: bool = True,
+              seed: int = 0, **attrs: object) -> onnx.ModelProto:
+    """One LSTM/GRU with random weights → Y, Y_h (and Y_c), batch dynamic ("N"), initial states as inputs when
+    ``initial`` is True, omitted when False, constants for a batch of 6 when a number (0.0: zeros; else random). ``batch_first``: the model's inputs and outputs put the batch first, as PyTorch exports
+    ``batch_first=True`` (Transposes around a layout-0 recurrence; mpcompile's data take samples on axis 0);
+    otherwise the ONNX tensors are the interface as they are (``layout`` 1 is batch first by itself)."""
+    rng = np.random.default_rng(seed)
+    gates = 4 if op == "LSTM" else 3
+    d = 2 if direction == "bidirectional" else 1
+    inits = {
+        "W": rng.normal(0, 0.5, (d, gates * hidden, features)).astype(np.float32),
+        "R": rng.normal(0, 0.5, (d, gates * hidden, hidden)).astype(np.float32),
+        "B": rng.normal(0, 0.3, (d, 2 * gates * hidden)).astype(np.float32),
+    }
+    wrap = batch_first and layout == 0
+    nodes = []
+    if layout == 0 and not wrap:
+        x_shape, state_shape = [time, "N", features], [d, "N", hidden]
+    else:
+        x_shape, state_shape = ["N", time, features], ["N", d, hidden]
+    inputs = {"x": x_shape}
+    names = ["xt" if wrap else "x", "W", "R", "B", ""]
+    if wrap:
+        nodes.append(helper.make_node("Transpose", ["x"], ["xt"], perm=[1, 0, 2]))
+    states = ["h0", "c0"] if op == "LSTM" else ["h0"]
+    for state in states:
+        if isinstance(initial, (int, float)) and not isinstance(initial, bool):
+            # constant initial states of a static batch, as PyTorch exports zeros (``initial`` is their value)
+            inits[state] = np.zeros((d, 6, hidden), np.float32)
+            if initial:
+                inits[state] = (inits[state] + rng.normal(0, 0.5, inits[state].shape)).astype(np.float32)
+            names.append(state)
+        elif initial:
+            inputs[state] = state_shape
+            if wrap:
+                nodes.append(helper.make_node("Transpose", [state], [f"{state}t"], perm=[1, 0, 2]))
+            names.append(f"{state}t" if wrap else state)
+        elif peepholes:
+            names.append("")
+    if peepholes:
+        inits["P"] = rng.normal(0, 0.3, (d, 3 * hidden)).astype(np.float32)
+        names.append("P")
+    outputs = ["y", "y_h"] + (["y_c"] if op == "LSTM" else [])
+    node_outputs = [f"{o}_t" for o in outputs] if wrap else outputs
+    nodes.append(helper.make_node(op, names, node_outputs, name=op.lower(), hidden_size=hidden, direction=direction,
+                                  layout=layout, **attrs))
+    if wrap:
+        nodes.append(helper.make_node("Transpose", ["y_t"], ["y"], perm=[2, 0, 1, 3]))
+        nodes += [helper.make_node("Transpose", [f"{o}_t"], [o], perm=[1, 0, 2]) for o in outputs[1:]]
+    return graph_model(f"{op.lower()}_{direction}_l{layout}", nodes, inputs, dict.fromkeys(outputs, TensorProto.FLOAT),
+                       inits, opset=14)

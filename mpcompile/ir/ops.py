@@ -72,6 +72,9 @@ FLOAT_ONLY_REASONS = {
     "Erf": "erf is evaluated in float by every runtime",
     "ReduceSum": "large fan-in reductions overflow integer accumulators",
     "Reciprocal": "reciprocal needs float range",
+    "LSTM": "recurrent state needs float range (the runtimes' integer LSTMs need internal scales a plan does not define)",
+    "GRU": "recurrent state needs float range (no integer GRU kernel in the target runtimes)",
+    "LpNormalization": "normalization needs float range (the norm of the row)",
 }
 
 #: Inputs that parameterize an op rather than carry data: never quantized (op -> input indices).

@@ -38,6 +38,7 @@ _ENUM_FIELDS = {
     "padding": "Padding",
     "fusedActivationFunction": "ActivationFunctionType",
     "quantizedBiasType": "TensorType",
+    "outType": "TensorType",
     "mode": "MirrorPadMode",
     "weightsFormat": "FullyConnectedOptionsWeightsFormat",
 }
@@ -98,6 +99,7 @@ def serialize(model: TflModel) -> bytes:
         if t.signature is not None:
             tt.shapeSignature = np.asarray(t.signature, dtype=np.int32)
         tt.hasRank = True
+        tt.isVariable = bool(t.variable)
         if t.data is not None:
             data = np.ascontiguousarray(np.asarray(t.data, dtype=np.dtype(t.dtype)))
             buffers.append(_AlignedBuffer(data.astype(data.dtype.newbyteorder("<")).tobytes()))

@@ -1,5 +1,9 @@
 """Operator fusions on the legalized plan that change no number the plan defines.
 
+``fuse_rsqrt``: ``Reciprocal(Sqrt(x))`` (or ``Div(1, Sqrt(x))``) becomes one ``Rsqrt`` node (TFLite
+RSQRT), under the same conditions as the GELU fusion below. ``fuse_not_equal``: ``Not(Equal(a, b))``
+becomes one ``NotEqual`` node (TFLite NOT_EQUAL).
+
 ``fuse_gelu``: the exact (erf) GELU that PyTorch exports as five nodes,
 
     x / √2 (or x · 1/√2) → Erf → + 1 → · x → · 0.5     (the · 0.5 may also come first or second)
@@ -127,4 +131,61 @@ def fuse_gelu(plan: Graph) -> tuple[Graph, int]:
     return g, len(fused)
 
 
-__all__ = ["fuse_gelu"]
+def fuse_rsqrt(plan: Graph) -> tuple[Graph, int]:
+    """``Reciprocal(Sqrt(x))`` and ``Div(1, Sqrt(x))`` of one float precision as one ``Rsqrt`` node (TFLite RSQRT).
+
+    Like the GELU fusion: only where both nodes share one float precision and the square root is an
+    intermediate that the plan does not quantize, consumes nowhere else and does not output.
+    """
+    g = plan.copy()
+    matcher = _Matcher(g)
+    replaced: dict[str, Node] = {}
+    removed: set[str] = set()
+    for node in g.nodes:
+        if node.op_type == "Reciprocal":
+            root = node.inputs[0]
+        elif node.op_type == "Div" and len(node.inputs) == 2 and _scalar(g, node.inputs[0]) == 1.0:
+            root = node.inputs[1]
+        else:
+            continue
+        sqrt = matcher.producers.get(root)
+        if sqrt is None or sqrt.op_type != "Sqrt" or matcher.single_use(root) is not node or sqrt.name in removed:
+            continue
+        if sqrt.precision != node.precision or node.precision not in FLOAT_PRECISIONS:
+            continue
+        replaced[node.name] = Node(g.unique_name(f"{node.name}/rsqrt"), "Rsqrt", [sqrt.inputs[0]], [node.outputs[0]],
+                                   precision=node.precision, precision_reason=f"{node.op_type}(Sqrt(x)) fused as RSQRT")
+        removed.add(sqrt.name)
+    if not replaced:
+        return g, 0
+    g.nodes = [replaced.get(n.name, n) for n in g.nodes if n.name not in removed]
+    g.remove_unused()
+    return g, len(replaced)
+
+
+def fuse_not_equal(plan: Graph) -> tuple[Graph, int]:
+    """``Not(Equal(a, b))`` as one ``NotEqual`` node (TFLite NOT_EQUAL) where the Equal's bool result is
+    consumed by the Not only and is no graph output (ONNX has no NotEqual operator)."""
+    g = plan.copy()
+    matcher = _Matcher(g)
+    replaced: dict[str, Node] = {}
+    removed: set[str] = set()
+    for node in g.nodes:
+        if node.op_type != "Not":
+            continue
+        equal = matcher.producers.get(node.inputs[0])
+        if equal is None or equal.op_type != "Equal" or matcher.single_use(node.inputs[0]) is not node:
+            continue
+        if equal.precision != node.precision:
+            continue
+        replaced[node.name] = Node(g.unique_name(f"{node.name}/not_equal"), "NotEqual", list(equal.inputs[:2]),
+                                   [node.outputs[0]], precision=node.precision, precision_reason="Not(Equal) fused")
+        removed.add(equal.name)
+    if not replaced:
+        return g, 0
+    g.nodes = [replaced.get(n.name, n) for n in g.nodes if n.name not in removed]
+    g.remove_unused()
+    return g, len(replaced)
+
+
+__all__ = ["fuse_gelu", "fuse_not_equal", "fuse_rsqrt"]

@@ -111,8 +111,10 @@ SPATIAL = {
 ELEMENTWISE = {
     "Relu", "Clip", "Sigmoid", "Tanh", "LeakyRelu", "HardSwish", "HardSigmoid", "Gelu", "Erf", "Sqrt",
     "Exp", "Log", "Abs", "Neg", "Identity", "Dropout", "Add", "Sub", "Mul", "Div", "Pow", "Max", "Min",
-    "PRelu", "Reciprocal", "Floor", "Ceil", "Cast", "Sum",
+    "PRelu", "Reciprocal", "Rsqrt", "Floor", "Ceil", "Cast", "Sum",
 }
+#: Elementwise operators on bools, ids or floats: every constant operand follows the layout, whatever its type.
+ELEMENTWISE_ANY_TYPE = {"And", "Or", "Xor", "Not", "Equal", "NotEqual", "Less", "LessOrEqual", "Greater", "GreaterOrEqual", "Where"}
 #: Operators that reinterpret memory (and so need the ONNX element order of their input).
 RESHAPES = {"Reshape", "Flatten", "Squeeze", "Unsqueeze"}
 
@@ -311,7 +313,8 @@ def _elementwise(pl: _Planner, node: Node) -> None:
             inputs.append("")
         elif pl.is_activation(i):
             inputs.append(pl.ensure(i, perm if pl.rank(i) == rank else identity(pl.rank(i))))
-        elif pl.src.tensors[i].value.dtype.kind == "f" and pl.src.tensors[i].value.ndim <= rank:
+        elif pl.src.tensors[i].value.ndim <= rank and (pl.src.tensors[i].value.dtype.kind == "f"
+                                                       or node.op_type in ELEMENTWISE_ANY_TYPE):
             inputs.append(_const_for_layout(pl, i, rank, perm))
         else:
             inputs.append(pl.constant(i))  # Clip bounds, Cast targets: scalars
@@ -393,6 +396,15 @@ def _reduce(pl: _Planner, node: Node) -> None:
         out_perm = tuple(rest.index(p) for p in perm if p not in axes)
     node_attrs = {"axes": sorted(perm.index(a) for a in axes), "keepdims": int(keep)}
     pl.emit(node, [x], [TensorLayout(out_perm)], **node_attrs)
+
+
+@_onnx_layout_if_unflattened
+def _axis_attr(pl: _Planner, node: Node) -> None:
+    """An operator along one ``axis`` attribute (LpNormalization): any layout, the axis remapped."""
+    x = node.inputs[0]
+    rank = pl.rank(x)
+    perm = pl.perm(x)
+    pl.emit(node, [x], [TensorLayout(perm)], axis=perm.index(_axis(int(node.attr("axis", -1)), rank)))
 
 
 @_onnx_layout_if_unflattened
@@ -657,7 +669,7 @@ def _flatten_source(pl: _Planner, name: str) -> str:
 
 RULES: dict[str, Callable[[_Planner, Node], None]] = {
     **{op: _spatial for op in SPATIAL},
-    **{op: _elementwise for op in ELEMENTWISE},
+    **{op: _elementwise for op in ELEMENTWISE | ELEMENTWISE_ANY_TYPE},
     **{op: _reshape for op in RESHAPES},
     "Concat": _concat,
     "Softmax": _softmax,
@@ -666,6 +678,11 @@ RULES: dict[str, Callable[[_Planner, Node], None]] = {
     "ReduceMax": _reduce,
     "ReduceMin": _reduce,
     "ReduceSum": _reduce,
+    "ReduceProd": _reduce,
+    "ReduceL1": _reduce,
+    "ReduceL2": _reduce,
+    "ReduceSumSquare": _reduce,
+    "LpNormalization": _axis_attr,
     "Transpose": _transpose,
     "Split": _split,
     "Slice": _slice,

@@ -40,6 +40,8 @@ class TflTensor:
     signature: tuple[int, ...] | None = None
     data: np.ndarray | None = None
     quant: QuantParams | None = None
+    #: a variable tensor (recurrent state a kernel updates in place)
+    variable: bool = False
 
     @property
     def is_constant(self) -> bool:

@@ -19,6 +19,7 @@ from collections.abc import Callable
 import numpy as np
 
 from mpcompile.backends.api import Graph, Node, Precision, UnsupportedOperatorError
+from mpcompile_tflite import recurrent
 from mpcompile_tflite.emit import (
     STATIC_SHAPE_HINT,
     NodeContext,
@@ -27,6 +28,7 @@ from mpcompile_tflite.emit import (
     quant_params,
     same_numbers,
 )
+from mpcompile_tflite.resize import ResizeAxis, choose
 
 I8, I16, F16, F32 = Precision.INT8, Precision.INT16, Precision.FP16, Precision.FP32
 INTEGER = (I8, I16)
@@ -45,16 +47,18 @@ class OpSupport:
     check: Check | None = None
     #: fuses(graph, node) -> True when the TFLite operator takes a fused activation
     fuses: Callable[[Graph, Node], bool] | None = None
+    #: why the op is not written in integer precision, where "no kernel" would not be the whole truth
+    integer_reason: str | None = None
 
 
 EMITTERS: dict[str, OpSupport] = {}
 
 
 def emitter(*op_types: str, precisions: tuple[Precision, ...] = ALL, check: Check | None = None,
-            fuses: Callable[[Graph, Node], bool] | None = None) -> Callable:
+            fuses: Callable[[Graph, Node], bool] | None = None, integer_reason: str | None = None) -> Callable:
     def register(fn: Callable[[NodeContext, Node], None]) -> Callable[[NodeContext, Node], None]:
         for op in op_types:
-            EMITTERS[op] = OpSupport(op, fn, frozenset(precisions), check, fuses)
+            EMITTERS[op] = OpSupport(op, fn, frozenset(precisions), check, fuses, integer_reason)
         return fn
 
     return register
@@ -68,6 +72,8 @@ def why_not(graph: Graph, node: Node, integer: bool) -> str | None:
     if integer:
         wanted = node.precision if node.precision in INTEGER else I8
         if wanted not in support.precisions:
+            if support.integer_reason:
+                return f"{node.op_type} {node.name!r}: {support.integer_reason}"
             return f"TFLite has no {wanted.value} kernel for {node.op_type}"
     elif not (set(FLOAT) & support.precisions):
         return f"the TFLite writer emits {node.op_type} in integer precision only"
@@ -425,11 +431,20 @@ emitter("Sigmoid")(_unary("LOGISTIC", None, int8=2, int16=3))
 emitter("Tanh")(_unary("TANH", None, int8=2, int16=3))
 emitter("HardSwish", precisions=(I8, F16, F32))(_unary("HARD_SWISH", None))
 emitter("Sqrt", precisions=FLOAT)(_unary("SQRT"))
+emitter("Rsqrt", precisions=FLOAT)(_unary("RSQRT"))  # Reciprocal(Sqrt(x)) fused by fuse.py
 emitter("Exp", precisions=FLOAT)(_unary("EXP"))
 emitter("Log", precisions=FLOAT)(_unary("LOG"))
 emitter("Abs", precisions=FLOAT)(_unary("ABS"))
 emitter("Neg", precisions=FLOAT)(_unary("NEG"))
 emitter("Floor", precisions=FLOAT)(_unary("FLOOR"))
+
+
+@emitter("Reciprocal", precisions=FLOAT)
+def reciprocal(ctx: NodeContext, node: Node) -> None:
+    # no RECIPROCAL builtin: 1 / x (correctly rounded, as ONNX Runtime computes it)
+    x = ctx.input(node.inputs[0])
+    out = ctx.output(node.outputs[0])
+    ctx.op("DIV", [ctx.param([1.0], "float32", "one"), x], [out], "DivOptions", 1, fusedActivationFunction="NONE")
 
 
 @emitter("Ceil", precisions=FLOAT)
@@ -473,17 +488,67 @@ def gelu(ctx: NodeContext, node: Node) -> None:
     ctx.op("GELU", [x], [out], "GeluOptions", ctx.version(int8=2), approximate=approx == "tanh")
 
 
-@emitter("HardSigmoid", precisions=FLOAT)
+def _hard_sigmoid_weights(alpha: float, x_scale: float) -> tuple[np.ndarray, float, float]:
+    """(int8 weight [[±127]], its scale |alpha|/127, the bias scale s_x·s_w) that compute alpha·x exactly."""
+    w_scale = np.float32(abs(alpha) / 127.0) if alpha != 0.0 else np.float32(1.0)
+    q = np.array([[127 if alpha > 0 else -127 if alpha < 0 else 0]], np.int8)
+    return q, float(w_scale), float(np.float32(x_scale) * w_scale)
+
+
+def _hard_sigmoid_check(graph: Graph, node: Node, integer: bool) -> str | None:
+    if not integer:
+        return None
+    x = graph.tensors[node.inputs[0]].quant
+    if x is None or x.axis is not None:
+        return None  # legalization handles unquantized inputs; per-tensor activations only
+    _, _, bias_scale = _hard_sigmoid_weights(float(node.attr("alpha", 0.2)), float(x.scale))
+    if abs(float(node.attr("beta", 0.5)) / bias_scale) >= 2**31 - 1:
+        return f"HardSigmoid {node.name!r}: beta does not fit the int32 bias of the integer form at this input scale"
+    return None
+
+
+@emitter("HardSigmoid", check=_hard_sigmoid_check)
 def hard_sigmoid(ctx: NodeContext, node: Node) -> None:
-    # max(0, min(1, alpha·x + beta)): float MUL, ADD, then RELU_0_TO_1
+    """max(0, min(1, alpha·x + beta)).
+
+    Float: MUL, ADD, RELU_0_TO_1. Integer: alpha·x + beta in one requantization, as a 1×1
+    FULLY_CONNECTED (weight ±127 at scale |alpha|/127, int32 bias beta at s_x·s_w: the accumulator is
+    exact, rounded once to the output's spec), then MAXIMUM/MINIMUM with the quantized 0 and 1 (exact:
+    clamping commutes with quantizing).
+    """
+    alpha, beta = float(node.attr("alpha", 0.2)), float(node.attr("beta", 0.5))
     x = ctx.input(node.inputs[0])
     out = ctx.output(node.outputs[0])
     shape = ctx.shape(node.outputs[0])
-    scaled = ctx.temp(out, shape, "scaled")
-    shifted = ctx.temp(out, shape, "shifted")
-    ctx.op("MUL", [x, ctx.param([float(node.attr("alpha", 0.2))], "float32", "alpha")], [scaled], "MulOptions")
-    ctx.op("ADD", [scaled, ctx.param([float(node.attr("beta", 0.5))], "float32", "beta")], [shifted], "AddOptions")
-    ctx.op("RELU_0_TO_1", [shifted], [out])
+    if not ctx.integer:
+        scaled = ctx.temp(out, shape, "scaled")
+        shifted = ctx.temp(out, shape, "shifted")
+        ctx.op("MUL", [x, ctx.param([alpha], "float32", "alpha")], [scaled], "MulOptions")
+        ctx.op("ADD", [scaled, ctx.param([beta], "float32", "beta")], [shifted], "AddOptions")
+        ctx.op("RELU_0_TO_1", [shifted], [out])
+        return
+    from mpcompile_tflite.model import QuantParams
+
+    x_spec = ctx.spec(node.inputs[0])
+    q_w, w_scale, bias_scale = _hard_sigmoid_weights(alpha, float(x_spec.scale))
+    rows = int(np.prod(shape)) if all(isinstance(d, int) for d in shape) else -1
+    column = ctx.temp(x, (rows, 1), "column")
+    ctx.op("RESHAPE", [x, ctx.param([rows, 1], suffix="column_shape")], [column], "ReshapeOptions", 1, newShape=[rows, 1])
+    weight = ctx.w.new_tensor(f"{node.name}/alpha", "int8", (1, 1), QuantParams.from_arrays([w_scale], [0]), q_w)
+    bias_type = "int64" if ctx.kind == "int16" else "int32"
+    bias = ctx.w.new_tensor(f"{node.name}/beta", bias_type, (1,), QuantParams.from_arrays([bias_scale], [0]),
+                            np.array([np.rint(beta / bias_scale)], bias_type))
+    affine = ctx.temp(out, (rows, 1), "affine")
+    ctx.op("FULLY_CONNECTED", [column, weight, bias], [affine], "FullyConnectedOptions", ctx.version(int8=4, int16=1),
+           fusedActivationFunction="NONE", keepNumDims=False)
+    low = ctx.temp(out, (rows, 1), "at_least_0")
+    high = ctx.temp(out, (rows, 1), "at_most_1")
+    ctx.op("MAXIMUM", [affine, ctx.scalar_like(node.outputs[0], 0.0, "zero")], [low], "MaximumMinimumOptions",
+           ctx.version(int8=2, int16=4))
+    ctx.op("MINIMUM", [low, ctx.scalar_like(node.outputs[0], 1.0, "one")], [high], "MaximumMinimumOptions",
+           ctx.version(int8=2, int16=4))
+    dims = _dims(ctx, node.outputs[0])
+    ctx.op("RESHAPE", [high, ctx.param(dims, suffix="shape")], [out], "ReshapeOptions", 1, newShape=dims)
 
 
 # ============================================================================ relu / clip
@@ -625,6 +690,79 @@ emitter("ReduceMean", precisions=(I8, I16, F16, F32))(_reduce("MEAN", _axes, _ke
 emitter("ReduceMax", precisions=(I8, I16, F16, F32))(_reduce("REDUCE_MAX", _axes, _keep))
 emitter("ReduceMin", precisions=(I8, I16, F16, F32))(_reduce("REDUCE_MIN", _axes, _keep))
 emitter("ReduceSum", precisions=FLOAT)(_reduce("SUM", _axes, _keep))
+emitter("ReduceProd", precisions=FLOAT)(_reduce("REDUCE_PROD", _axes, _keep))
+
+
+def _norm_reduce_check(graph: Graph, node: Node, integer: bool) -> str | None:
+    axes = node.attr("axes")
+    if axes is None and len(node.inputs) > 1 and node.inputs[1]:
+        t = graph.tensors.get(node.inputs[1])
+        if t is None or not t.is_constant:
+            return f"{node.op_type} {node.name!r}: TFLite needs constant axes"
+        axes = t.value.reshape(-1).tolist()
+    if not axes and node.attr("noop_with_empty_axes", 0):
+        return f"{node.op_type} {node.name!r}: noop_with_empty_axes with no axes is not written for TFLite"
+    return None
+
+
+#: ReduceL1 = SUM(|x|), ReduceSumSquare = SUM(x·x), ReduceL2 = SQRT(SUM(x·x)): float operators, the
+#: order ONNX Runtime computes them in.
+_NORM_REDUCTIONS = {"ReduceL1": ("ABS", None), "ReduceSumSquare": ("MUL", None), "ReduceL2": ("MUL", "SQRT")}
+
+
+@emitter(*_NORM_REDUCTIONS, precisions=FLOAT, check=_norm_reduce_check)
+def norm_reduce(ctx: NodeContext, node: Node) -> None:
+    first, last = _NORM_REDUCTIONS[node.op_type]
+    x = ctx.input(node.inputs[0])
+    out = ctx.output(node.outputs[0])
+    elementwise = ctx.temp(out, ctx.shape(node.inputs[0]), "elementwise")
+    if first == "MUL":
+        ctx.op("MUL", [x, x], [elementwise], "MulOptions", 1, fusedActivationFunction="NONE")
+    else:
+        ctx.op(first, [x], [elementwise])
+    total = ctx.temp(out, ctx.shape(node.outputs[0]), "sum") if last else out
+    ctx.op("SUM", [elementwise, ctx.param(_axes(ctx, node), suffix="axes")], [total], "ReducerOptions", 1,
+           keepDims=_keep(node))
+    if last:
+        ctx.op(last, [total], [out])
+
+
+def _lp_norm_check(graph: Graph, node: Node, integer: bool) -> str | None:
+    p = int(node.attr("p", 2))
+    if p not in (1, 2):
+        return f"LpNormalization {node.name!r}: p must be 1 or 2, got {p}"
+    return None
+
+
+@emitter("LpNormalization", precisions=FLOAT, check=_lp_norm_check)
+def lp_normalization(ctx: NodeContext, node: Node) -> None:
+    """x / ‖x‖ₚ along ``axis``: L2_NORMALIZATION for p = 2 along the last stored axis, else SUM and DIV.
+
+    TFLite's L2_NORMALIZATION divides by max(‖x‖₂, 1e-6) (l2norm.cc), ONNX by ‖x‖₂: they differ only
+    on rows whose norm is below 1e-6 (ONNX: a unit vector or NaN for a zero row; TFLite: x·1e6, 0).
+    """
+    x = ctx.input(node.inputs[0])
+    shape = ctx.shape(node.inputs[0])
+    rank = len(shape)
+    axis = int(node.attr("axis", -1))
+    axis = axis + rank if axis < 0 else axis
+    p = int(node.attr("p", 2))
+    out = ctx.output(node.outputs[0])
+    if p == 2 and axis == rank - 1 and rank <= 4:
+        ctx.op("L2_NORMALIZATION", [x], [out], "L2NormOptions", 1, fusedActivationFunction="NONE")
+        return
+    reduced = tuple(1 if i == axis else d for i, d in enumerate(shape))
+    elementwise, total = ctx.temp(out, shape, "elementwise"), ctx.temp(out, reduced, "sum")
+    if p == 2:
+        ctx.op("MUL", [x, x], [elementwise], "MulOptions", 1, fusedActivationFunction="NONE")
+    else:
+        ctx.op("ABS", [x], [elementwise])
+    ctx.op("SUM", [elementwise, ctx.param([axis], suffix="axis")], [total], "ReducerOptions", 1, keepDims=True)
+    if p == 2:
+        norm = ctx.temp(out, reduced, "norm")
+        ctx.op("SQRT", [total], [norm])
+        total = norm
+    ctx.op("DIV", [x, total], [out], "DivOptions", 1, fusedActivationFunction="NONE")
 
 
 # ============================================================================ data movement
@@ -731,13 +869,49 @@ def _has_computed_input(graph: Graph, node: Node, indices: tuple[int, ...]) -> b
     )
 
 
-def _pad_check(graph: Graph, node: Node, integer: bool) -> str | None:
+def _pad_mode(node: Node) -> str:
     mode = node.attr("mode", "constant")
-    mode = mode.decode() if isinstance(mode, bytes) else mode
-    if mode not in ("constant", "reflect"):
+    return mode.decode() if isinstance(mode, bytes) else mode
+
+
+def _pad_node_pads(graph: Graph, node: Node) -> list[int] | None:
+    """The full ``[begin..., end...]`` pads of a Pad node in ONNX axis order (``axes`` resolved), or None."""
+    rank = graph.tensors[node.inputs[0]].rank
+    pads = node.attr("pads")
+    if pads is None and len(node.inputs) > 1 and node.inputs[1]:
+        t = graph.tensors.get(node.inputs[1])
+        pads = t.value.reshape(-1).tolist() if t is not None and t.is_constant else None
+    if pads is None or rank is None:
+        return None
+    axes = list(range(rank))
+    if len(node.inputs) > 3 and node.inputs[3]:
+        axes = [int(a) + rank if int(a) < 0 else int(a) for a in graph.tensors[node.inputs[3]].value.reshape(-1)]
+    full = [0] * (2 * rank)
+    for k, a in enumerate(axes):
+        full[a], full[a + rank] = int(pads[k]), int(pads[k + len(axes)])
+    return full
+
+
+def _pad_check(graph: Graph, node: Node, integer: bool) -> str | None:
+    mode = _pad_mode(node)
+    if mode not in ("constant", "reflect", "edge", "wrap"):
         return f"Pad {node.name!r}: mode {mode!r} has no TFLite operator"
     if _has_computed_input(graph, node, (1, 2, 3)):
         return f"Pad {node.name!r}: TFLite needs constant pads"
+    pads = _pad_node_pads(graph, node)
+    shape = graph.tensors[node.inputs[0]].shape
+    if pads is None or shape is None:
+        return f"Pad {node.name!r}: TFLite needs the pads and the data rank"
+    rank = len(shape)
+    if mode in ("constant", "reflect") and min(pads) < 0:
+        return f"Pad {node.name!r}: negative pads (cropping) are not written for TFLite's PAD/MIRROR_PAD"
+    for axis in range(rank):
+        if mode == "constant" or not (pads[axis] or pads[axis + rank]):
+            continue
+        if not isinstance(shape[axis], int):
+            return f"Pad {node.name!r}: {mode} padding needs a static size on axis {axis}"
+        if mode == "reflect" and max(pads[axis], pads[axis + rank]) > shape[axis] - 1:
+            return f"Pad {node.name!r}: reflect pads beyond the axis size - 1 have no MIRROR_PAD form"
     return None
 
 
@@ -746,10 +920,12 @@ def pad(ctx: NodeContext, node: Node) -> None:
     x = ctx.input(node.inputs[0])
     pads = [int(p) for p in node.attr("pads")]
     rank = len(pads) // 2
-    paddings = ctx.param([[pads[i], pads[i + rank]] for i in range(rank)], suffix="paddings")
+    mode = _pad_mode(node)
     out = ctx.output(node.outputs[0])
-    mode = node.attr("mode", "constant")
-    mode = mode.decode() if isinstance(mode, bytes) else mode
+    if mode in ("edge", "wrap"):
+        _gather_pad(ctx, node, x, out, pads, mode)
+        return
+    paddings = ctx.param([[pads[i], pads[i + rank]] for i in range(rank)], suffix="paddings")
     version = 4 if rank > 4 else ctx.version(int8=2, int16=3)
     if mode == "reflect":
         ctx.op("MIRROR_PAD", [x, paddings], [out], "MirrorPadOptions", ctx.version(int8=2, int16=3), mode="REFLECT")
@@ -758,6 +934,31 @@ def pad(ctx: NodeContext, node: Node) -> None:
     else:
         value = ctx.scalar_like(node.outputs[0], float(node.attr("value")), "pad_value")
         ctx.op("PADV2", [x, paddings, value], [out], "PadV2Options", version)
+
+
+def _gather_pad(ctx: NodeContext, node: Node, x: int, out: int, pads: list[int], mode: str) -> None:
+    """Edge and wrap padding (no TFLite operator) as one GATHER per padded axis: exact data movement.
+
+    The indices along an axis of size n are ``clip(range(-begin, n + end), 0, n - 1)`` (edge: the
+    border element repeated) or ``range(-begin, n + end) mod n`` (wrap); negative pads crop.
+    """
+    rank = len(pads) // 2
+    shape = list(ctx.shape(node.inputs[0]))
+    axes = [a for a in range(rank) if pads[a] or pads[a + rank]]
+    if not axes:
+        dims = _dims(ctx, node.outputs[0])
+        ctx.op("RESHAPE", [x, ctx.param(dims, suffix="shape")], [out], "ReshapeOptions", 1, newShape=dims)
+        return
+    for k, axis in enumerate(axes):
+        n = int(shape[axis])
+        positions = np.arange(-pads[axis], n + pads[axis + rank])
+        indices = np.clip(positions, 0, n - 1) if mode == "edge" else np.mod(positions, n)
+        shape[axis] = len(positions)
+        target = out if k == len(axes) - 1 else ctx.temp(x, tuple(shape), f"{mode}_pad_{axis}")
+        version = _by_dtype(ctx, x, int16=4, bool=3, int8=2)
+        ctx.op("GATHER", [x, ctx.param(indices, suffix=f"{mode}_indices_{axis}")], [target], "GatherOptions", version,
+               axis=axis)
+        x = target
 
 
 @emitter("Split")
@@ -816,28 +1017,86 @@ def gather(ctx: NodeContext, node: Node) -> None:
     ctx.op("GATHER", [data, indices], [out], "GatherOptions", version, axis=int(node.attr("axis", 0)))
 
 
+def _resize_axes(graph: Graph, node: Node) -> tuple[list[ResizeAxis], bool] | str:
+    """The two spatial axes of a Resize with the scale ONNX uses (and whether sizes, not scales, were
+    given), or why TFLite cannot take it."""
+    x, out = graph.tensors[node.inputs[0]], graph.tensors[node.outputs[0]]
+    # the plan's NCHW node, or the same node after layout.py (NHWC data; scales still in ONNX axis order)
+    spatial = (1, 2) if node.attr("data_layout") == "NHWC" else (2, 3)
+    kept = [i for i in range(4) if i not in spatial]
+    if out.shape is None or any(x.shape[i] != out.shape[i] for i in kept) or \
+            not all(isinstance(out.shape[i], int) for i in spatial):
+        return "TFLite resizes the two spatial axes only, to a static size"
+    rank = len(x.shape)
+    axes = [int(a) + rank if int(a) < 0 else int(a) for a in (node.attr("axes") or range(rank))]
+    scales = None
+    if len(node.inputs) > 2 and node.inputs[2]:
+        t = graph.tensors[node.inputs[2]]
+        if not t.is_constant:
+            return "TFLite needs constant scales"
+        if t.value.size:
+            scales = dict(zip(axes, (float(v) for v in t.value.reshape(-1).astype(np.float32))))
+    # computed sizes are fine: the output shape is static (checked above), and ONNX's scale is output/input
+    result = []
+    for a, stored in zip((2, 3), spatial):
+        n_in, n_out = int(x.shape[stored]), int(out.shape[stored])
+        scale = scales[a] if scales is not None and a in scales else float(np.float32(n_out) / np.float32(n_in))
+        result.append(ResizeAxis(n_in, n_out, scale))
+    return result, scales is None
+
+
+def _resize_plan(graph: Graph, node: Node) -> tuple[bool, bool] | str:
+    """(align_corners, half_pixel_centers) of the TFLite resize that computes this Resize, or a reason."""
+    mode, coord, nearest = _resize_modes(node)
+    if mode not in ("nearest", "linear"):
+        return f"mode {mode!r} has no TFLite equivalent (TFLite resizes nearest or bilinear)"
+    if coord == "tf_crop_and_resize":
+        return "tf_crop_and_resize (a region of interest) has no TFLite equivalent"
+    policy = node.attr("keep_aspect_ratio_policy", "stretch")
+    if (policy.decode() if isinstance(policy, bytes) else policy) != "stretch":
+        return "keep_aspect_ratio_policy other than stretch is not written for TFLite"
+    found = _resize_axes(graph, node)
+    if isinstance(found, str):
+        return found
+    axes, sizes = found
+    if node.attr("antialias", 0) and mode == "linear" and any(a.scale < 1.0 for a in axes):
+        return "antialiased downscaling has no TFLite equivalent"
+    return choose(axes, mode, coord, nearest, sizes)
+
+
 def _resize_check(graph: Graph, node: Node, integer: bool) -> str | None:
     reason = _spatial_check(graph, node, integer)
     if reason:
         return reason
-    mode, coord, nearest = _resize_modes(node)
-    if mode == "nearest" and (coord, nearest) not in _NEAREST:
-        if not (coord == "half_pixel" and nearest == "round_prefer_floor" and _integer_upscale(graph, node)):
-            return f"Resize {node.name!r}: nearest with {coord}/{nearest} has no TFLite equivalent"
-    if mode == "linear" and coord not in _BILINEAR:
-        return f"Resize {node.name!r}: linear with {coord} has no TFLite equivalent"
-    if mode not in ("nearest", "linear"):
-        return f"Resize {node.name!r}: mode {mode!r} has no TFLite equivalent"
-    x, out = graph.tensors[node.inputs[0]], graph.tensors[node.outputs[0]]
-    if out.shape is None or x.shape[:2] != out.shape[:2] or not all(isinstance(d, int) for d in out.shape[2:]):
-        return f"Resize {node.name!r}: TFLite resizes the two spatial axes only, to a static size"
+    plan = _resize_plan(graph, node)
+    if isinstance(plan, str):
+        return f"Resize {node.name!r}: {plan}"
+    if integer and node.precision == I16 and _resize_modes(node)[0] == "linear":
+        inexact = _inexact_16x8_bilinear(graph, node, *plan)
+        if inexact:
+            return f"Resize {node.name!r}: {inexact}"
     return None
 
 
-_NEAREST = {("asymmetric", "floor"): (False, False), ("align_corners", "round_prefer_ceil"): (True, False),
-            ("tf_half_pixel_for_nn", "floor"): (False, True)}
-_BILINEAR = {"asymmetric": (False, False), "align_corners": (True, False), "half_pixel": (False, True),
-             "pytorch_half_pixel": (False, True)}
+def _inexact_16x8_bilinear(graph: Graph, node: Node, align: bool, half: bool) -> str | None:
+    """Why TFLite's int16 bilinear kernel does not reproduce the plan, or None.
+
+    ``ResizeBilinearInteger`` samples at coordinates in 1/1024 pixel: the ratio rounded to 10 bits
+    (``(1024·in + out/2) / out``, align_corners with in − 1 and out − 1) and, for half-pixel centres,
+    that ratio halved (truncated). Where those are exact the interpolation weights are the plan's;
+    otherwise a sample moves by up to 2⁻¹⁰ pixel, which across a 16-bit edge is tens of LSB (measured
+    82 LSB for 6 → 9). In int8 the same error stays below a quarter LSB.
+    """
+    found = _resize_axes(graph, node)
+    if isinstance(found, str):
+        return found
+    for axis in found[0]:
+        n_in, n_out = (axis.input - 1, axis.output - 1) if align and axis.output > 1 else (axis.input, axis.output)
+        exact = (1024 * n_in) % n_out == 0 and (not half or (1024 * n_in // n_out) % 2 == 0)
+        if not exact:
+            return (f"TFLite's 16x8 bilinear resize samples at 1/1024 pixel and {axis.input} → {axis.output} is not "
+                    f"exact there (16-bit errors of tens of LSB)")
+    return None
 
 
 def _resize_modes(node: Node) -> tuple[str, str, str]:
@@ -848,25 +1107,22 @@ def _resize_modes(node: Node) -> tuple[str, str, str]:
     return text("mode", "nearest"), text("coordinate_transformation_mode", "half_pixel"), text("nearest_mode", "round_prefer_floor")
 
 
-def _integer_upscale(graph: Graph, node: Node) -> bool:
-    x, out = graph.tensors[node.inputs[0]].shape, graph.tensors[node.outputs[0]].shape
-    return all(isinstance(o, int) and o % i == 0 for i, o in zip(x[2:], out[2:]))
-
-
 @emitter("Resize", check=_resize_check)
 def resize(ctx: NodeContext, node: Node) -> None:
     x = ctx.input(node.inputs[0])
     out_shape = ctx.shape(node.outputs[0])
     size = ctx.param([int(out_shape[1]), int(out_shape[2])], suffix="size")
     out = ctx.output(node.outputs[0])
-    mode, coord, nearest = _resize_modes(node)
+    mode = _resize_modes(node)[0]
+    plan = _resize_plan(ctx.graph, node)
+    if isinstance(plan, str):
+        raise UnsupportedOperatorError(f"Resize {node.name!r}: {plan}")
+    align, half = plan
     if mode == "nearest":
-        align, half = _NEAREST.get((coord, nearest), (False, True))
         ctx.op("RESIZE_NEAREST_NEIGHBOR", [x, size], [out], "ResizeNearestNeighborOptions",
                ctx.version(int8=3 if (align or half) else 2, int16=4, float=3 if (align or half) else 1),
                alignCorners=align, halfPixelCenters=half)
     else:
-        align, half = _BILINEAR[coord]
         ctx.op("RESIZE_BILINEAR", [x, size], [out], "ResizeBilinearOptions",
                ctx.version(int8=3 if half else 2, int16=4, float=3 if half else 1), alignCorners=align, halfPixelCenters=half)
 
@@ -1025,20 +1281,38 @@ def cast(ctx: NodeContext, node: Node) -> None:
     ctx.op("CAST", [x], [out], None, version)
 
 
-# ============================================================================ logic and selection (not quantized)
+# ============================================================================ logic, comparison and selection (not quantized)
+#: Ranks measured to broadcast correctly in LiteRT 2.3's comparison, logical and SELECT_V2 kernels
+#: (every resolver: XNNPACK, built-in, reference).
+BROADCAST_RANK = 6
+
+
+def _broadcast_check(graph: Graph, node: Node, limit: int = BROADCAST_RANK) -> str | None:
+    shapes = [graph.tensors[name].shape for name in node.inputs if name and name in graph.tensors]
+    if any(s is None for s in shapes):
+        return f"{node.op_type} {node.name!r}: TFLite needs the operands' ranks"
+    if len({tuple(s) for s in shapes}) > 1 and max(len(s) for s in shapes) > limit:
+        return f"{node.op_type} {node.name!r}: TFLite's broadcasting {node.op_type} is verified up to rank {limit}"
+    return None
+
+
 def _logical_check(graph: Graph, node: Node, integer: bool) -> str | None:
     for name in node.inputs + node.outputs:
         t = graph.tensors.get(name) if name else None
         if t is not None and t.dtype is not None and np.dtype(t.dtype) != np.bool_:
             return f"{node.op_type} {node.name!r}: TFLite's logical operators take bool tensors"
-    return None
+    return _broadcast_check(graph, node)
 
 
-@emitter("And", "Or", precisions=FLOAT, check=_logical_check)
+_LOGICAL = {"And": ("LOGICAL_AND", "LogicalAndOptions"), "Or": ("LOGICAL_OR", "LogicalOrOptions"),
+            "Xor": ("NOT_EQUAL", "NotEqualOptions")}  # a ≠ b is exclusive or on bools
+
+
+@emitter("And", "Or", "Xor", precisions=FLOAT, check=_logical_check)
 def logical_binary(ctx: NodeContext, node: Node) -> None:
     a, b = ctx.input(node.inputs[0]), ctx.input(node.inputs[1])
     out = ctx.output(node.outputs[0])
-    op, options = {"And": ("LOGICAL_AND", "LogicalAndOptions"), "Or": ("LOGICAL_OR", "LogicalOrOptions")}[node.op_type]
+    op, options = _LOGICAL[node.op_type]
     ctx.op(op, [a, b], [out], options, 1)
 
 
@@ -1049,12 +1323,83 @@ def logical_not(ctx: NodeContext, node: Node) -> None:
     ctx.op("LOGICAL_NOT", [x], [out], "LogicalNotOptions", 1)
 
 
-def _where_check(graph: Graph, node: Node, integer: bool) -> str | None:
-    for name in node.inputs[1:] + node.outputs:
+_COMPARISONS = {
+    "Equal": ("EQUAL", "EqualOptions"), "Less": ("LESS", "LessOptions"), "LessOrEqual": ("LESS_EQUAL", "LessEqualOptions"),
+    "Greater": ("GREATER", "GreaterOptions"), "GreaterOrEqual": ("GREATER_EQUAL", "GreaterEqualOptions"),
+    "NotEqual": ("NOT_EQUAL", "NotEqualOptions"),  # not an ONNX operator: Not(Equal) fused by fuse.py
+}
+#: Operand types of LiteRT's comparison kernels (comparisons.cc); bool only for EQUAL/NOT_EQUAL.
+_COMPARED = {"float32", "float16", "float64", "int32", "int64", "int8", "int16", "uint8"}
+
+#: Why integer comparisons run in float: LiteRT's int8 kernels rescale both operands with a rounding
+#: fixed-point multiplier (comparisons.cc, left shift 8), which merges neighbouring values when the
+#: scale is small (measured: int8 EQUAL at scale 1e-3 is true for 189 of 255 neighbouring pairs).
+#: DEQUANTIZE is exact, so comparing the dequantized values is what the plan means.
+INTEGER_COMPARISON = ("LiteRT's int8 comparisons rescale both operands with a rounding multiplier and can merge "
+                      "neighbouring values; the dequantized values are compared in float (exact)")
+
+
+def _comparison_check(graph: Graph, node: Node, integer: bool) -> str | None:
+    for name in node.inputs[:2]:
         t = graph.tensors.get(name)
-        if t is not None and t.rank is not None and t.rank > 5:
-            return f"Where {node.name!r}: TFLite's SELECT_V2 broadcasts up to rank 5"
-    return None
+        if t is None or t.dtype is None:
+            continue
+        kind = np.dtype(t.dtype)
+        if kind == np.bool_ and node.op_type not in ("Equal", "NotEqual"):
+            return f"{node.op_type} {node.name!r}: TFLite orders numbers, not bools"
+        if kind != np.bool_ and kind.name not in _COMPARED:
+            return f"{node.op_type} {node.name!r}: TFLite's comparisons take no {kind.name} operands"
+    return _broadcast_check(graph, node)
+
+
+#: operators that pass values on unchanged: a value they carry is as rounded as their input
+_PASS_THROUGH = {"Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout"}
+
+
+def _half_rounded_in_plan(ctx: NodeContext, name: str) -> bool:
+    """Whether the plan rounds activation ``name`` to float16 before this node reads it.
+
+    The reference rounds an FP16 node's inputs and outputs; TFLite's FP16 nodes compute in float32, which
+    only matters (beyond fp16 noise) where a value is compared: a value within half an fp16 step of the
+    other operand compares differently in float32.
+    """
+    if ctx.fp16:
+        return True
+    if ctx.spec(name) is not None:
+        return False  # the consumer reads the dequantized value, rounded by the quantization only
+    producer = ctx.w.producers.get(name)
+    while producer is not None and producer.op_type in _PASS_THROUGH and producer.precision not in (F16, Precision.BF16):
+        producer = ctx.w.producers.get(producer.inputs[0])
+    return producer is not None and producer.precision in (F16, Precision.BF16)
+
+
+def _rounded_to_fp16(ctx: NodeContext, index: int, name: str) -> int:
+    """A float activation rounded through float16 where the plan rounds it (CAST there and back)."""
+    if ctx.is_constant(name) or _dtype(ctx, index) != "float32" or not _half_rounded_in_plan(ctx, name):
+        return index  # constants of FP16 nodes are float16 already
+    shape = ctx.shape(name)
+    half = ctx.temp(index, shape, f"{name}/fp16", dtype="float16", quant=None)
+    back = ctx.temp(index, shape, f"{name}/fp16_f32", dtype="float32", quant=None)
+    ctx.op("CAST", [index], [half], None, 5)
+    ctx.op("CAST", [half], [back], None, 5)
+    return back
+
+
+@emitter(*_COMPARISONS, precisions=FLOAT, check=_comparison_check, integer_reason=INTEGER_COMPARISON)
+def comparison(ctx: NodeContext, node: Node) -> None:
+    """EQUAL/LESS/... on float values (dequantized when the plan quantized them), ids or bools; a bool output.
+
+    Float operands that the plan rounds to float16 (an FP16 comparison, or an FP16 producer) are rounded
+    to float16 here too, so that the comparison sees the plan's values.
+    """
+    a, b = (_rounded_to_fp16(ctx, ctx.input(name), name) for name in node.inputs[:2])
+    out = ctx.output(node.outputs[0])
+    op, options = _COMPARISONS[node.op_type]
+    ctx.op(op, [a, b], [out], options, 1)
+
+
+def _where_check(graph: Graph, node: Node, integer: bool) -> str | None:
+    return _broadcast_check(graph, node)
 
 
 @emitter("Where", precisions=FLOAT, check=_where_check)
@@ -1087,6 +1432,13 @@ def expand(ctx: NodeContext, node: Node) -> None:
     # op_version.cc: int8/int16 3, else 2 (version 1 was withdrawn).
     ctx.op("BROADCAST_TO", [x, ctx.param(list(out_shape), suffix="shape")], [out], None,
            _by_dtype(ctx, x, 2, int8=3, int16=3))
+
+
+# ============================================================================ recurrent (float)
+RECURRENT_INTEGER = ("the plan keeps recurrent operators in float, and TFLite's integer LSTM needs gate and "
+                     "cell-state scales that a plan does not define")
+emitter("LSTM", precisions=FLOAT, check=recurrent.recurrent_check, integer_reason=RECURRENT_INTEGER)(recurrent.lstm)
+emitter("GRU", precisions=FLOAT, check=recurrent.recurrent_check, integer_reason=RECURRENT_INTEGER)(recurrent.gru)
 
 
 def supported_precisions() -> dict[str, frozenset[Precision]]:
