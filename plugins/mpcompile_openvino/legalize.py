@@ -44,6 +44,7 @@ def legalize_for_openvino(plan: Graph, caps: Capabilities, hint: str = "f32") ->
     g = plan.copy()
     deviations: list[Deviation] = []
     _float_nodes(g, hint, deviations)
+    _int16_nodes(g, hint, deviations)
     g, shared = legalize_with_capabilities(g, caps, backend_name=BACKEND)
     deviations += shared
     _even_zero_points(g, deviations)
@@ -65,6 +66,19 @@ def _float_nodes(g: Graph, hint: str, out: list[Deviation]) -> None:
         else:
             new, why = target, f"inference_precision_hint={hint}: OpenVINO runs every float node in {target.value}"
         out.append(Deviation(node.name, "node", f"{p.value} → {new.value}", why))
+        node.precision = new
+        node.precision_reason = f"{node.precision_reason}; legalized for {BACKEND}: {why}".lstrip("; ")
+
+
+def _int16_nodes(g: Graph, hint: str, out: list[Deviation]) -> None:
+    """INT16 nodes run in float (the hint's precision; FP32 by default): accuracy first, as the shared rule."""
+    new = HINT_PRECISION[hint]
+    why = ("OpenVINO's CPU plugin has no 16-bit integer kernels: it strips 16-bit Q/DQ pairs (qdq_stripping) and "
+           "computes those tensors in float")
+    for node in g.nodes:
+        if node.precision != Precision.INT16:
+            continue
+        out.append(Deviation(node.name, "node", f"{node.precision.value} → {new.value}", why))
         node.precision = new
         node.precision_reason = f"{node.precision_reason}; legalized for {BACKEND}: {why}".lstrip("; ")
 

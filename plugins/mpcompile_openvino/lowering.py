@@ -32,6 +32,9 @@ import numpy as np
 from mpcompile.backends.api import Artifact, BackendError, Graph, Precision, QDQWriter, QuantSpec, Tensor, ops, serde
 from mpcompile_openvino.options import OpenVINOOptions
 
+#: names the FP16 nodes' weights carry between the QDQ ONNX and the IR (``_fp16_weights``)
+FP16_SUFFIX = "_from_fp16"
+
 
 class OpenVINOPlacer(QDQWriter):
     """OpenVINO's placement on top of the shared Q/DQ writer."""
@@ -79,7 +82,7 @@ class OpenVINOPlacer(QDQWriter):
                     continue
                 if name not in cast:
                     half = g.add_tensor(Tensor(g.unique_name(f"{name}_fp16"), value=t.value.astype(np.float16)))
-                    cast[name] = g.unique_name(f"{name}_from_fp16")
+                    cast[name] = g.unique_name(f"{name}{FP16_SUFFIX}")
                     self.node("Cast", [half.name], cast[name], np.float32, t.shape, to=1)
                 node.inputs[i] = cast[name]
 
@@ -88,6 +91,25 @@ def lower_to_qdq(plan: Graph) -> tuple[Graph, dict[str, str]]:
     placer = OpenVINOPlacer(plan)
     graph = placer.place()
     return graph, placer.tensor_map
+
+
+def _fp16_weights(model) -> None:  # noqa: ANN001
+    """``convert_model`` folds ``Cast(f16 initializer)`` into an f32 constant: store it as ``Constant(f16) → Convert``.
+
+    The values are the same (the plan's FP16 weights); the ``.bin`` then holds them in FP16, as
+    OpenVINO's own ``compress_to_fp16`` does for every weight.
+    """
+    import openvino.opset13 as opset
+    from openvino import op
+
+    for node in model.get_ops():
+        if node.get_type_name() != "Constant" or not any(n.endswith(FP16_SUFFIX) for n in node.output(0).get_names()):
+            continue
+        half = op.Constant(np.asarray(node.get_data()).astype(np.float16))
+        widened = opset.convert(half, "f32")
+        widened.output(0).set_names(node.output(0).get_names())
+        for target in list(node.output(0).get_target_inputs()):
+            target.replace_source_output(widened.output(0))
 
 
 def write_ir(plan: Graph, out_dir: Path, stem: str, options: OpenVINOOptions, version: str) -> Artifact:
@@ -104,6 +126,7 @@ def write_ir(plan: Graph, out_dir: Path, stem: str, options: OpenVINOOptions, ve
     except Exception as exc:  # OpenVINO's frontend refuses an op or a pattern: this backend's error
         first = str(exc).strip().splitlines()
         raise BackendError(f"openvino.convert_model could not read {source.name}: {first[-1] if first else exc!r}") from None
+    _fp16_weights(model)
     names = {n for op in model.get_ops() for out in op.outputs() for n in out.get_names()}
     exposed = {ir: art for ir, art in tensor_map.items() if art in names}
     xml = out_dir / f"{stem}.xml"
