@@ -63,18 +63,40 @@ def check_fake_quantize(model: Any, plan: Graph, tensor_map: dict[str, str]) -> 
         if op is None:
             problems.append(f"tensor {t.name!r} has no FakeQuantize in the IR")
             continue
+        while op.get_type_name() in DATA_MOVEMENT and spec.axis is None:
+            op = op.input_value(0).get_node()  # convert_model moves per-tensor FakeQuantize across data movement
         if op.get_type_name() != "FakeQuantize":
             problems.append(f"tensor {t.name!r} is produced by {op.get_type_name()}, not FakeQuantize")
             continue
-        params = fake_quantize_params(op)
-        if params["levels"] != 2 ** spec.qtype.bits:
-            problems.append(f"tensor {t.name!r}: FakeQuantize levels {params['levels']}, the plan's {spec.qtype.value} "
-                            f"has {2 ** spec.qtype.bits}")
-        lo, hi = expected_ranges(spec)
-        for label, got, want in zip(("input_low", "input_high", "output_low", "output_high"), params["ranges"],
-                                    (lo, hi, lo, hi)):
-            if got is None or _ulps(got, want) > 0:
-                problems.append(f"tensor {t.name!r}: FakeQuantize {label} {got} ≠ the plan's {want}")
+        problems += _check_ranges(t.name, spec, fake_quantize_params(op))
+    return problems
+
+
+#: ops that move per-tensor quantized values without changing them (convert_model sinks FakeQuantize past them)
+DATA_MOVEMENT = {"Transpose", "Reshape", "Squeeze", "Unsqueeze"}
+
+
+def _check_ranges(name: str, spec: QuantSpec, params: dict[str, Any]) -> list[str]:
+    """Levels and output range must be the plan's. The input range may be the plan's shifted by a constant:
+    ``convert_model`` folds an ``Add(x, c)`` before a FakeQuantize into its input range (``il − c, ih − c``),
+    which computes the same ``rint((x + c − il) / s)``; a different width would be a different scale."""
+    problems = []
+    if params["levels"] != 2 ** spec.qtype.bits:
+        problems.append(f"tensor {name!r}: FakeQuantize levels {params['levels']}, the plan's {spec.qtype.value} "
+                        f"has {2 ** spec.qtype.bits}")
+    lo, hi = expected_ranges(spec)
+    il, ih, ol, oh = params["ranges"]
+    for label, got, want in (("output_low", ol, lo), ("output_high", oh, hi)):
+        if got is None or _ulps(got, want) > 0:
+            problems.append(f"tensor {name!r}: FakeQuantize {label} {got} ≠ the plan's {want}")
+    if il is None or ih is None:
+        return problems + [f"tensor {name!r}: FakeQuantize input range is not constant"]
+    if _ulps(il, lo) == 0 and _ulps(ih, hi) == 0:
+        return problems
+    width, planned = np.float32(np.asarray(ih).reshape(-1)[0] - np.asarray(il).reshape(-1)[0]), np.float32(hi - lo)
+    if abs(float(width) - float(planned)) > 4 * float(np.spacing(np.float32(max(abs(hi), abs(lo), 1.0)))):
+        problems.append(f"tensor {name!r}: FakeQuantize input range [{il}, {ih}] has another width than the plan's "
+                        f"[{lo}, {hi}] (another scale)")
     return problems
 
 
