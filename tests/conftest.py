@@ -16,6 +16,17 @@ MNIST_CALIB = ROOT / "models" / "mnist_cnn.calib.npz"
 MNIST_EVAL = ROOT / "models" / "mnist_cnn.eval.npz"
 
 
+def pytest_collection_modifyitems(config, items):  # noqa: ANN001, ARG001
+    """Run OpenVINO's tests after every other test.
+
+    Measured here (OpenVINO 2026.4.1): once its CPU plugin has compiled models in a process, the
+    in-process SIGINT test of tests/test_outputs.py (a signal raised during a publish) ends the
+    whole process with SIGSEGV, and no faulthandler trace. Standalone scripts that compile a model
+    and then raise and re-raise SIGINT do not crash; the interplay is still unexplained.
+    """
+    items.sort(key=lambda item: "openvino" in item.nodeid)
+
+
 @pytest.fixture
 def small_cnn_path(tmp_path: Path) -> Path:
     from modelgen import small_cnn

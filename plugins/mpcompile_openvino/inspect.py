@@ -1,0 +1,146 @@
+"""Read an OpenVINO model back and hold it to the plan: FakeQuantize ranges, integer weights, op counts.
+
+``convert_model`` writes an activation's Q/DQ pair as ``FakeQuantize(x, il, ih, ol, oh, levels)``
+with ``il = ol = (qmin − zp)·s`` and ``ih = oh = (qmax − zp)·s`` in float32, and a weight's
+DequantizeLinear as ``Multiply(Convert(Constant(int8)), scale)`` (a ``Subtract`` of the zero-point
+in between when it is not 0). ``check_fake_quantize`` compares both with the plan's numbers.
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import Any
+
+import numpy as np
+
+from mpcompile.backends.api import Graph, QuantSpec
+
+
+def _producers(model: Any) -> dict[str, Any]:
+    return {name: op for op in model.get_ops() for out in op.outputs() for name in out.get_names()}
+
+
+def _constant(node: Any) -> np.ndarray | None:
+    return np.asarray(node.get_data()) if node.get_type_name() == "Constant" else None
+
+
+def fake_quantize_params(op: Any) -> dict[str, Any]:
+    """``levels`` and the four ranges (float32 arrays) of one FakeQuantize node."""
+    ranges = [_constant(op.input_value(i).get_node()) for i in range(1, 5)]
+    return {"levels": int(op.get_levels()), "ranges": ranges}
+
+
+def expected_ranges(spec: QuantSpec) -> tuple[np.float32, np.float32]:
+    """The FakeQuantize range of a Q/DQ pair: ONNX QuantizeLinear clips to the type's range."""
+    lo, hi = spec.qtype.qmin - int(spec.zero_point), spec.qtype.qmax - int(spec.zero_point)
+    s = np.float32(spec.scale)
+    return np.float32(np.float32(lo) * s), np.float32(np.float32(hi) * s)
+
+
+def _ulps(a: np.ndarray, b: np.float32) -> int:
+    a = np.asarray(a, np.float32).reshape(-1)
+    return int(np.max(np.abs(a.view(np.int32).astype(np.int64) - np.full(a.shape, b, np.float32).view(np.int32).astype(np.int64))))
+
+
+def check_fake_quantize(model: Any, plan: Graph, tensor_map: dict[str, str]) -> list[str]:
+    """Every quantized tensor of ``plan`` against the IR; one message per mismatch (empty: the IR is the plan)."""
+    producers = _producers(model)
+    problems = []
+    for t in plan.tensors.values():
+        spec = t.quant
+        if spec is None:
+            continue
+        if t.is_constant:
+            op = producers.get(t.name)
+            if op is None:
+                continue  # folded into a float constant (no integer node reads it): nothing to hold
+            problems += _check_weight(t.name, t.value, spec, op)
+            continue
+        if spec.qtype.bits > 16:
+            continue
+        art = tensor_map.get(t.name)
+        op = producers.get(art) if art else None
+        if op is None:
+            problems.append(f"tensor {t.name!r} has no FakeQuantize in the IR")
+            continue
+        while op.get_type_name() in DATA_MOVEMENT and spec.axis is None:
+            op = op.input_value(0).get_node()  # convert_model moves per-tensor FakeQuantize across data movement
+        if op.get_type_name() != "FakeQuantize":
+            problems.append(f"tensor {t.name!r} is produced by {op.get_type_name()}, not FakeQuantize")
+            continue
+        problems += _check_ranges(t.name, spec, fake_quantize_params(op))
+    return problems
+
+
+#: ops that move per-tensor quantized values without changing them (convert_model sinks FakeQuantize past them)
+DATA_MOVEMENT = {"Transpose", "Reshape", "Squeeze", "Unsqueeze"}
+
+
+def _check_ranges(name: str, spec: QuantSpec, params: dict[str, Any]) -> list[str]:
+    """Levels and output range must be the plan's. The input range may be the plan's shifted by a constant:
+    ``convert_model`` folds an ``Add(x, c)`` before a FakeQuantize into its input range (``il − c, ih − c``),
+    which computes the same ``rint((x + c − il) / s)``; a different width would be a different scale."""
+    problems = []
+    if params["levels"] != 2 ** spec.qtype.bits:
+        problems.append(f"tensor {name!r}: FakeQuantize levels {params['levels']}, the plan's {spec.qtype.value} "
+                        f"has {2 ** spec.qtype.bits}")
+    lo, hi = expected_ranges(spec)
+    il, ih, ol, oh = params["ranges"]
+    for label, got, want in (("output_low", ol, lo), ("output_high", oh, hi)):
+        if got is None or _ulps(got, want) > 0:
+            problems.append(f"tensor {name!r}: FakeQuantize {label} {got} ≠ the plan's {want}")
+    if il is None or ih is None:
+        return problems + [f"tensor {name!r}: FakeQuantize input range is not constant"]
+    if _ulps(il, lo) == 0 and _ulps(ih, hi) == 0:
+        return problems
+    width, planned = np.float32(np.asarray(ih).reshape(-1)[0] - np.asarray(il).reshape(-1)[0]), np.float32(hi - lo)
+    if abs(float(width) - float(planned)) > 4 * float(np.spacing(np.float32(max(abs(hi), abs(lo), 1.0)))):
+        problems.append(f"tensor {name!r}: FakeQuantize input range [{il}, {ih}] has another width than the plan's "
+                        f"[{lo}, {hi}] (another scale)")
+    return problems
+
+
+def _check_weight(name: str, value: np.ndarray, spec: QuantSpec, op: Any) -> list[str]:
+    if op.get_type_name() != "Multiply":
+        return [f"weight {name!r} is produced by {op.get_type_name()}, not a dequantizing Multiply"]
+    source, scale = (op.input_value(i).get_node() for i in range(2))
+    zero_point = None
+    if source.get_type_name() == "Subtract":
+        source, zp_node = (source.input_value(i).get_node() for i in range(2))
+        if zp_node.get_type_name() == "Convert":
+            zp_node = zp_node.input_value(0).get_node()
+        zero_point = _constant(zp_node)
+    stored = _constant(source.input_value(0).get_node()) if source.get_type_name() == "Convert" else None
+    scales = _constant(scale)
+    want = spec.quantize(value)
+    problems = []
+    if stored is None or stored.dtype != want.dtype or not np.array_equal(stored.reshape(want.shape), want):
+        problems.append(f"weight {name!r}: the IR's integers are not the plan's {spec.qtype.value} values")
+    if scales is None or not np.array_equal(scales.reshape(-1).view(np.uint32), np.broadcast_to(spec.scale, scales.reshape(-1).shape).view(np.uint32)):
+        problems.append(f"weight {name!r}: the IR's dequantization scales are not the plan's")
+    if zero_point is not None and np.any(zero_point.reshape(-1) != np.broadcast_to(spec.zero_point, zero_point.reshape(-1).shape)):
+        problems.append(f"weight {name!r}: the IR's zero-points are not the plan's")
+    if zero_point is None and np.any(spec.zero_point != 0):
+        problems.append(f"weight {name!r}: the plan's zero-points are not 0 but the IR subtracts none")
+    return problems
+
+
+def summary(model: Any) -> dict[str, int]:
+    """Op counts of an OpenVINO model, plus its integer and FP16 constants."""
+    counts: collections.Counter[str] = collections.Counter(op.get_type_name() for op in model.get_ops())
+    for op in model.get_ops():
+        if op.get_type_name() == "Constant":
+            counts[f"Constant<{op.get_element_type().get_type_name()}>"] += 1
+    return dict(sorted(counts.items()))
+
+
+def runtime_precisions(compiled: Any) -> dict[str, str]:
+    """Layer name → the precision the compiled model runs it in (``runtimePrecision``), compute layers only."""
+    result = {}
+    for op in compiled.get_runtime_model().get_ops():
+        info = op.get_rt_info()
+        kind = info["layerType"].astype(str)
+        if kind in ("Const", "Input", "Output", "Reorder"):
+            continue
+        result[op.get_friendly_name()] = f"{kind}:{info['runtimePrecision'].astype(str)}"
+    return result

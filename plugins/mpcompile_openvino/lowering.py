@@ -1,0 +1,148 @@
+"""Lower a plan to OpenVINO IR (``.xml`` + ``.bin``) that carries the plan's numbers.
+
+The path: the legalized plan → a QDQ ONNX written with the shared ``QDQWriter`` (placement
+below) → ``openvino.convert_model`` (its ONNX frontend turns every activation Q/DQ pair into a
+``FakeQuantize`` with ``levels`` 256 and the plan's range, and every weight's DequantizeLinear
+into ``Constant(i8) → Convert → Subtract(zp) → Multiply(scale)``) → ``openvino.save_model``.
+OpenVINO's low-precision transformations then run ``FakeQuantize → Convolution/MatMul`` as
+u8/i8 integer kernels when the model is compiled.
+
+Placement, as OpenVINO's low-precision transformations expect it:
+
+* weights and biases are stored as integers (int8 per channel with an explicit axis, int32
+  bias at ``s_in × s_w``) feeding a DequantizeLinear;
+* every annotated activation gets QuantizeLinear → DequantizeLinear right after its producer;
+* a Relu whose input the plan left unquantized (the fused activation) also gets the Relu's
+  Q/DQ on its producer's output: with the Relu's zero-point at the bottom of the integer range
+  the quantizer itself clamps negatives, so the numbers do not change and the producer's
+  output is a FakeQuantize, which is what lets the kernel run in integers;
+* FP16 nodes read their float constants as FP16 initializers cast to FP32 (OpenVINO keeps such
+  ``Constant(f16) → Convert`` weights compressed; the values are the plan's FP16 weights).
+
+``lower`` then reads the IR back and checks every FakeQuantize against the plan's spec of the
+tensor it produces (``inspect.check_fake_quantize``): a mismatch is an error, not an artifact.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from mpcompile.backends.api import Artifact, BackendError, Graph, Precision, QDQWriter, QuantSpec, Tensor, ops, serde
+from mpcompile_openvino.options import OpenVINOOptions
+
+#: names the FP16 nodes' weights carry between the QDQ ONNX and the IR (``_fp16_weights``)
+FP16_SUFFIX = "_from_fp16"
+
+
+class OpenVINOPlacer(QDQWriter):
+    """OpenVINO's placement on top of the shared Q/DQ writer."""
+
+    def place(self) -> Graph:
+        g = self.g
+        consumers = g.consumers()
+        producers = g.producers()
+        fused: list[tuple[str, QuantSpec]] = []
+        for node in g.nodes:
+            if node.op_type == "Relu" and node.precision is not None and node.precision.is_integer:
+                src, out = node.inputs[0], node.outputs[0]
+                spec = g.tensors[out].quant
+                producer = producers.get(src)
+                if (
+                    spec is not None
+                    and g.tensors[src].quant is None
+                    and producer is not None
+                    and producer.op_type in ops.FUSING_PRODUCERS
+                    and len(consumers.get(src, [])) == 1
+                    and float(spec.representable_range()[0]) == 0.0
+                ):
+                    fused.append((src, spec))
+        self._fp16_constants()
+        for tensor in list(g.tensors.values()):
+            if tensor.quant is not None and tensor.is_constant:
+                self.store_constant(tensor, tensor.quant)
+        for tensor in list(g.tensors.values()):
+            if tensor.quant is not None and not tensor.is_constant:
+                self.quantize_activation(tensor.name, tensor.quant)
+        for name, spec in fused:
+            self.quantize_activation(name, spec.replace(provenance={"role": "fused-relu-input"}))
+        return self.clear_plan()
+
+    def _fp16_constants(self) -> None:
+        """Float constants of FP16 nodes become FP16 initializers + Cast to FP32 (one per constant)."""
+        g = self.g
+        cast: dict[str, str] = {}
+        for node in list(g.nodes):
+            if node.precision != Precision.FP16:
+                continue
+            for i, name in enumerate(node.inputs):
+                t = g.tensors.get(name) if name else None
+                if t is None or not t.is_constant or t.quant is not None or t.value is None or t.value.dtype != np.float32:
+                    continue
+                if name not in cast:
+                    half = g.add_tensor(Tensor(g.unique_name(f"{name}_fp16"), value=t.value.astype(np.float16)))
+                    cast[name] = g.unique_name(f"{name}{FP16_SUFFIX}")
+                    self.node("Cast", [half.name], cast[name], np.float32, t.shape, to=1)
+                node.inputs[i] = cast[name]
+
+
+def lower_to_qdq(plan: Graph) -> tuple[Graph, dict[str, str]]:
+    placer = OpenVINOPlacer(plan)
+    graph = placer.place()
+    return graph, placer.tensor_map
+
+
+def _fp16_weights(model) -> None:  # noqa: ANN001
+    """``convert_model`` folds ``Cast(f16 initializer)`` into an f32 constant: store it as ``Constant(f16) → Convert``.
+
+    The values are the same (the plan's FP16 weights); the ``.bin`` then holds them in FP16, as
+    OpenVINO's own ``compress_to_fp16`` does for every weight.
+    """
+    import openvino.opset13 as opset
+    from openvino import op
+
+    for node in model.get_ops():
+        if node.get_type_name() != "Constant" or not any(n.endswith(FP16_SUFFIX) for n in node.output(0).get_names()):
+            continue
+        half = op.Constant(np.asarray(node.get_data()).astype(np.float16))
+        widened = opset.convert(half, "f32")
+        widened.output(0).set_names(node.output(0).get_names())
+        for target in list(node.output(0).get_target_inputs()):
+            target.replace_source_output(widened.output(0))
+
+
+def write_ir(plan: Graph, out_dir: Path, stem: str, options: OpenVINOOptions, version: str) -> Artifact:
+    import openvino as ov
+
+    from mpcompile_openvino.inspect import check_fake_quantize, summary
+
+    out_dir = Path(out_dir)
+    graph, tensor_map = lower_to_qdq(plan)
+    source = out_dir / f"{stem}.qdq.onnx"
+    serde.save_onnx(graph, source)
+    try:
+        model = ov.convert_model(str(source))
+    except Exception as exc:  # OpenVINO's frontend refuses an op or a pattern: this backend's error
+        first = str(exc).strip().splitlines()
+        raise BackendError(f"openvino.convert_model could not read {source.name}: {first[-1] if first else exc!r}") from None
+    _fp16_weights(model)
+    names = {n for op in model.get_ops() for out in op.outputs() for n in out.get_names()}
+    exposed = {ir: art for ir, art in tensor_map.items() if art in names}
+    xml = out_dir / f"{stem}.xml"
+    ov.save_model(model, str(xml), compress_to_fp16=options.compress_to_fp16)
+    saved = ov.Core().read_model(str(xml))
+    problems = check_fake_quantize(saved, plan, exposed)
+    if problems:
+        raise BackendError(f"the OpenVINO IR of {plan.name!r} does not carry the plan's quantization: " + "; ".join(problems[:6]))
+    metadata = {
+        "openvino": version,
+        "format": "OpenVINO IR",
+        "source": source.name,
+        "tensor_map": exposed,
+        "outputs": list(plan.outputs),
+        "compress_to_fp16": options.compress_to_fp16,
+        "inference_precision_hint": options.inference_precision_hint,
+        "ops": summary(saved),
+    }
+    return Artifact("openvino", xml, [xml, xml.with_suffix(".bin"), source], metadata=metadata)

@@ -1,0 +1,118 @@
+"""Run an OpenVINO IR artifact with ``openvino.Core().compile_model``, intermediates included.
+
+Feeds and results are the plan's (ONNX) names, layouts and float32 values. Intermediates are
+IR tensors exposed by adding them as outputs of the model before compiling
+(``model.add_outputs``), found through ``Artifact.metadata["tensor_map"]``: a tensor made an
+output can no longer be fused away, so a run with intermediates compiles its own model (the
+FakeQuantize it exposes is computed on its own, with the same rounding).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+
+from mpcompile.backends.api import Artifact, BackendError, Runner
+from mpcompile_openvino.options import OpenVINOOptions
+
+#: inference_precision_hint -> the device capability (OPTIMIZATION_CAPABILITIES) it needs
+NEEDS = {"f32": "FP32", "bf16": "BF16", "f16": "FP16"}
+
+
+def compile_config(core: Any, options: OpenVINOOptions) -> dict[str, Any]:
+    """The ``compile_model`` properties for ``options`` (only those the device has)."""
+    device = options.device
+    if device not in core.available_devices and device.split(".")[0] not in {d.split(".")[0] for d in core.available_devices}:
+        raise BackendError(f"OpenVINO has no device {device!r} here (available: {', '.join(core.available_devices)})")
+    supported = set(core.get_property(device, "SUPPORTED_PROPERTIES"))
+    caps = set(core.get_property(device, "OPTIMIZATION_CAPABILITIES")) if "OPTIMIZATION_CAPABILITIES" in supported else set()
+    if options.inference_precision_hint != "f32" and NEEDS[options.inference_precision_hint] not in caps:
+        raise BackendError(f"OpenVINO device {device} cannot run inference_precision_hint={options.inference_precision_hint}"
+                           f" (its OPTIMIZATION_CAPABILITIES: {', '.join(sorted(caps))})")
+    wanted: dict[str, Any] = {"INFERENCE_PRECISION_HINT": options.inference_precision_hint}
+    if options.num_streams is not None:
+        wanted["NUM_STREAMS"] = str(options.num_streams)
+    if options.num_threads is not None:
+        wanted["INFERENCE_NUM_THREADS"] = options.num_threads
+    if options.performance_hint is not None:
+        wanted["PERFORMANCE_HINT"] = options.performance_hint
+    if not options.dynamic_quantization:
+        wanted["DYNAMIC_QUANTIZATION_GROUP_SIZE"] = 0
+    return {k: v for k, v in wanted.items() if k in supported}
+
+
+class OpenVINORunner(Runner):
+    supports_intermediates = True
+
+    def __init__(self, artifact: Artifact, options: OpenVINOOptions) -> None:
+        import openvino as ov
+
+        self.artifact = artifact
+        self.options = options
+        self.tensor_map: dict[str, str] = dict(artifact.metadata.get("tensor_map", {}))
+        self.core = ov.Core()
+        self.config = compile_config(self.core, options)
+        self._compiled: dict[tuple[str, ...], tuple[Any, Any, dict[str, Any]]] = {}
+        self._outputs: list[str] | None = None
+
+    def compiled(self, intermediates: tuple[str, ...] = ()) -> tuple[Any, Any, dict[str, Any]]:
+        """(compiled model, infer request, result name -> output port) for these intermediates, cached."""
+        if intermediates in self._compiled:
+            return self._compiled[intermediates]
+        try:
+            model = self.core.read_model(str(self.artifact.path))
+            outputs = {name: port for port in model.outputs for name in port.get_names()}
+            known = {n for op in model.get_ops() for out in op.outputs() for n in out.get_names()}
+            extra = [n for n in intermediates if self.tensor_map.get(n, n) in known and n not in outputs]
+            if extra:
+                model.add_outputs([self.tensor_map.get(n, n) for n in extra])
+            compiled = self.core.compile_model(model, self.options.device, self.config)
+        except BackendError:
+            raise
+        except Exception as exc:
+            raise BackendError(f"OpenVINO could not compile {self.artifact.path.name}: {_first_line(exc)}") from None
+        ports: dict[str, Any] = {}
+        for port in compiled.outputs:
+            for name in port.get_names():
+                ports.setdefault(name, port)
+        by_ir = {n: ports[self.tensor_map.get(n, n)] for n in intermediates if self.tensor_map.get(n, n) in ports}
+        for name in ports:
+            by_ir.setdefault(name, ports[name])
+        entry = (compiled, compiled.create_infer_request(), by_ir)
+        self._compiled[intermediates] = entry
+        return entry
+
+    def run(self, feeds: Mapping[str, np.ndarray], intermediates: Iterable[str] = ()) -> dict[str, np.ndarray]:
+        inter = tuple(intermediates)
+        compiled, request, ports = self.compiled(inter)
+        inputs = {name for port in compiled.inputs for name in port.get_names()}
+        given = {k: np.ascontiguousarray(v) for k, v in feeds.items() if k in inputs}
+        try:
+            values = request.infer(given)
+        except Exception as exc:
+            raise BackendError(f"OpenVINO failed on {self.artifact.path.name}: {_first_line(exc)}") from None
+        result = {}
+        for name in [*self.plan_outputs(compiled), *inter]:
+            port = ports.get(name)
+            if port is not None:
+                result[name] = np.array(values[port], copy=True)
+        return result
+
+    def plan_outputs(self, compiled: Any) -> list[str]:
+        """The plan's output names (recorded by the lowering; else the first name of each output of the IR)."""
+        names = self.artifact.metadata.get("outputs")
+        if names:
+            return list(names)
+        if self._outputs is None:
+            self._outputs = [sorted(port.get_names())[0] for port in self.core.read_model(str(self.artifact.path)).outputs]
+        return self._outputs
+
+    def close(self) -> None:
+        self._compiled.clear()
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    return lines[-1].strip() if lines else type(exc).__name__
