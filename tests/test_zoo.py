@@ -46,6 +46,10 @@ KNOWN_ORT_NONCONFORMANCE: dict[str, str] = {
     # optimizer bug (microsoft/onnxruntime#24711): conformance catching a backend bug.
     "ppocr_rec": "ORT's EXTENDED graph optimizations change the int8 QDQ result (exact at ORT_ENABLE_BASIC)",
     "ppocr_det": "ORT's EXTENDED graph optimizations change the int8 QDQ result (exact at ORT_ENABLE_BASIC)",
+    # Measured: the uniform int8 plan moves to ~7 dB under a 1e-6 nudge of its own scales; ORT's fused
+    # MatMul+Add rounds 2 LSB off it at layer.0/intermediate/dense/Add_output_0 and that cascades, so the
+    # float embedding misses its rule (SQNR ~20 dB < 30) and the integer certificate names the tensor.
+    "minilm": "fused ORT kernels round 2 LSB off the uniform int8 plan in the first encoder layer; it cascades",
 }
 
 
