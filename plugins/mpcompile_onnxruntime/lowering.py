@@ -1,11 +1,22 @@
 """Lower a plan to a QDQ ONNX model that ONNX Runtime's CPU provider turns into integer kernels.
 
-Placement follows what ORT's QDQ fusion recognises (QLinearConv, QLinearMatMul, QGemm…):
+Placement follows what ORT's QDQ fusion recognises (QLinearConv, QLinearMatMul, QGemm,
+QLinearAdd…), and never changes a number of the plan:
 
 * weights and biases are stored as integers (int8 per channel, int32 bias) feeding a
   DequantizeLinear with an explicit axis;
 * every annotated activation gets QuantizeLinear → DequantizeLinear right after its
   producer;
+* **activations are written as uint8** when the plan says int8: the same scale with the
+  zero-point moved by +128 gives bit-identical dequantized values. ORT's x86 kernels are
+  u8 × s8 (VNNI ``vpdpbusd``); its selectors refuse an int8 activation (``int8_allowed`` is
+  false on x86), and its own s8 → u8 rewrite only converts a Q whose one consumer is a DQ.
+  An int8 tensor read by several nodes (a LayerNorm output feeding Q, K, V and the
+  residual) therefore kept every consumer in float, its weights dequantized at each run.
+  Constants read as data (Add/Mul operands) follow the activations; weights stay int8;
+* an embedding table (a quantized constant read only by ``Gather``) is gathered as integers
+  and the gathered rows are dequantized: dequantizing the whole table first cost a full
+  pass over it at every run (30522 × 384 values for MiniLM);
 * a Relu whose input the plan left unquantized (fused activation) gets the Relu's own
   Q/DQ on its producer's output too: with the Relu's zero-point at the bottom of the
   integer range, the quantizer itself clamps negatives, so ORT can fuse the producer
@@ -16,7 +27,25 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mpcompile.backends.api import Artifact, Graph, QDQWriter, QuantSpec, ops, serde
+import numpy as np
+
+from mpcompile.backends.api import Artifact, Graph, Node, QDQWriter, QType, QuantSpec, Tensor, ops, serde
+
+
+def ort_storage(spec: QuantSpec) -> QuantSpec:
+    """The spec ORT's x86 kernels want for an activation: int8 becomes uint8 with zero-point + 128.
+
+    ``(q + 128) - (z + 128) == q - z`` for every q, and saturation at -128/127 maps to 0/255,
+    so the dequantized values are identical.
+    """
+    if spec.qtype != QType.INT8:
+        return spec
+    zero = spec.zero_point.astype(np.int16) + 128
+    return spec.replace(qtype=QType.UINT8, zero_point=zero.astype(np.uint8), symmetric=False, narrow_range=False)
+
+
+def _as_uint8(values: np.ndarray) -> np.ndarray:
+    return (values.astype(np.int16) + 128).astype(np.uint8)
 
 
 class QDQPlacer(QDQWriter):
@@ -26,6 +55,28 @@ class QDQPlacer(QDQWriter):
         g = self.g
         consumers = g.consumers()
         producers = g.producers()
+        fused = self._fused_relu_inputs(consumers, producers)
+        gathers = self._integer_gathers(consumers)
+        for tensor in list(g.tensors.values()):
+            if tensor.quant is None or not tensor.is_constant:
+                continue
+            if tensor.name in gathers:
+                self.gather_integers(tensor, tensor.quant, gathers[tensor.name])
+            elif self._weight_only(tensor.name, consumers):
+                self.store_constant(tensor, tensor.quant)
+            else:
+                self.store_data_constant(tensor, tensor.quant)
+        skip = {out for nodes in gathers.values() for node in nodes for out in node.outputs}
+        for tensor in list(g.tensors.values()):
+            if tensor.quant is not None and not tensor.is_constant and tensor.name not in skip:
+                self.quantize_activation(tensor.name, ort_storage(tensor.quant))
+        for name, spec in fused:
+            self.quantize_activation(name, ort_storage(spec.replace(provenance={"role": "fused-relu-input"})))
+        return self.clear_plan()
+
+    # ------------------------------------------------------------------ what goes where
+    def _fused_relu_inputs(self, consumers: dict[str, list[Node]], producers: dict[str, Node]) -> list[tuple[str, QuantSpec]]:
+        g = self.g
         fused: list[tuple[str, QuantSpec]] = []
         for node in g.nodes:
             if node.op_type == "Relu" and node.precision is not None and node.precision.is_integer:
@@ -41,15 +92,75 @@ class QDQPlacer(QDQWriter):
                     and float(spec.representable_range()[0]) == 0.0
                 ):
                     fused.append((src, spec))
-        for tensor in list(g.tensors.values()):
-            if tensor.quant is not None and tensor.is_constant:
-                self.store_constant(tensor, tensor.quant)
-        for tensor in list(g.tensors.values()):
-            if tensor.quant is not None and not tensor.is_constant:
-                self.quantize_activation(tensor.name, tensor.quant)
-        for name, spec in fused:
-            self.quantize_activation(name, spec.replace(provenance={"role": "fused-relu-input"}))
-        return self.clear_plan()
+        return fused
+
+    def _weight_only(self, name: str, consumers: dict[str, list[Node]]) -> bool:
+        """True when every reader takes the constant as the weight of a Conv/Gemm/MatMul (or as a bias)."""
+        readers = consumers.get(name, [])
+        if not readers:
+            return True
+        for node in readers:
+            if node.op_type not in ops.WEIGHTED:
+                return False
+            weight, bias = ops.WEIGHTED[node.op_type]
+            if any(i not in (weight, bias) for i, x in enumerate(node.inputs) if x == name):
+                return False
+        return True
+
+    def _integer_gathers(self, consumers: dict[str, list[Node]]) -> dict[str, list[Node]]:
+        """Quantized per-tensor constants read only as the data of integer Gathers whose output has the
+        table's quantization (the plan's scale-preserving rule) or none: table name -> the Gathers."""
+        g = self.g
+        found: dict[str, list[Node]] = {}
+        for tensor in g.tensors.values():
+            spec = tensor.quant
+            if spec is None or not tensor.is_constant or spec.axis is not None or spec.qtype not in (QType.INT8, QType.UINT8):
+                continue
+            readers = consumers.get(tensor.name, [])
+            if not readers or any(
+                n.op_type != "Gather" or n.inputs[0] != tensor.name or tensor.name in n.inputs[1:] for n in readers
+            ):
+                continue
+            if all(g.tensors[n.outputs[0]].quant in (None, spec) for n in readers):
+                found[tensor.name] = readers
+        return found
+
+    # ------------------------------------------------------------------ placements
+    def store_data_constant(self, tensor: Tensor, spec: QuantSpec) -> None:
+        """A constant read as data (an Add or Mul operand): stored like the activations it meets (uint8)."""
+        if spec.qtype != QType.INT8:
+            self.store_constant(tensor, spec)
+            return
+        g = self.g
+        assert tensor.value is not None
+        stored = g.add_tensor(Tensor(g.unique_name(f"{tensor.name}_quantized"), value=_as_uint8(spec.quantize(tensor.value))))
+        storage = ort_storage(spec)
+        scale, zero = self.params(tensor.name, storage)
+        g.tensors[tensor.name] = Tensor(tensor.name, np.float32, tensor.shape)
+        self.node("DequantizeLinear", [stored.name, scale, zero], tensor.name, np.float32, tensor.shape, **self.attrs(storage))
+
+    def gather_integers(self, tensor: Tensor, spec: QuantSpec, gathers: list[Node]) -> None:
+        """Integer table → Gather → DequantizeLinear of the gathered rows (the output keeps its name).
+
+        Gathering dequantized rows or dequantizing gathered rows gives the same values; the output's
+        own Q/DQ (same spec) would round-trip them unchanged, so none is written.
+        """
+        g = self.g
+        assert tensor.value is not None
+        storage = ort_storage(spec)
+        q = spec.quantize(tensor.value)
+        stored = g.add_tensor(Tensor(g.unique_name(f"{tensor.name}_quantized"), value=_as_uint8(q) if storage is not spec else q))
+        scale, zero = self.params(tensor.name, storage)
+        del g.tensors[tensor.name]
+        for node in gathers:
+            out = node.outputs[0]
+            shape = g.tensors[out].shape
+            gathered = g.unique_name(f"{out}_quantized")
+            g.add_tensor(Tensor(gathered, storage.qtype.numpy_dtype, shape))
+            node.inputs = [stored.name, *node.inputs[1:]]
+            node.outputs = [gathered]
+            self._producers[gathered] = node
+            self.node("DequantizeLinear", [gathered, scale, zero], out, np.float32, shape, **self.attrs(storage))
 
 
 def lower_to_qdq(plan: Graph) -> tuple[Graph, dict[str, str]]:
