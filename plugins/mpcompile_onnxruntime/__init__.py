@@ -57,7 +57,7 @@ class OnnxRuntimeBackend(Backend):
     def legalize(self, plan: Graph, options: OnnxRuntimeOptions) -> tuple[Graph, list[Deviation]]:
         from mpcompile_onnxruntime.legalize import legalize_for_onnxruntime
 
-        return legalize_for_onnxruntime(plan, self.capabilities)
+        return legalize_for_onnxruntime(plan, self.capabilities, options)
 
     def lower(self, plan: Graph, out_dir: Path, *, stem: str, options: OnnxRuntimeOptions) -> Artifact:
         from mpcompile_onnxruntime.lowering import write_qdq_model

@@ -52,6 +52,7 @@ class QDQPlacer(QDQWriter):
     """ORT's placement on top of the shared Q/DQ writer."""
 
     def place(self) -> Graph:
+        self.dynamic_matmuls()
         g = self.g
         consumers = g.consumers()
         producers = g.producers()
@@ -126,6 +127,53 @@ class QDQPlacer(QDQWriter):
         return found
 
     # ------------------------------------------------------------------ placements
+    def dynamic_matmuls(self) -> None:
+        """``DynamicQuantizeLinear → DequantizeLinear → MatMul(·, int8 weight)`` (a plan legalized with
+        ``quantization=dynamic``) written as ORT's ``quantize_dynamic`` writes it: ``MatMulInteger →
+        Cast → Mul(scale_x × scale_w)``. ORT fuses that form (bias Add included) into
+        ``DynamicQuantizeMatMul`` also for 2-D inputs, where a float ``MatMul + Add`` would first become a
+        ``Gemm`` that no dynamic kernel takes. Same values up to float rounding: exact int32 sums scaled once."""
+        g = self.g
+        producers = g.producers()
+        rewritten = False
+        for node in list(g.nodes):
+            if node.op_type != "MatMul":
+                continue
+            dq = producers.get(node.inputs[0])
+            dql = producers.get(dq.inputs[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+            weight = g.tensors.get(node.inputs[1])
+            if (
+                dql is None
+                or dql.op_type != "DynamicQuantizeLinear"
+                or list(dq.inputs) != list(dql.outputs)
+                or weight is None
+                or not weight.is_constant
+                or weight.quant is None
+                or weight.quant.qtype != QType.INT8
+                or weight.quant.axis not in (None, weight.value.ndim - 1)
+            ):
+                continue
+            spec = weight.quant
+            quantized, x_scale, x_zero = dql.outputs
+            out = node.outputs[0]
+            shape = g.tensors[out].shape
+            w_int = g.add_tensor(Tensor(g.unique_name(f"{weight.name}_quantized"), value=spec.quantize(weight.value)))
+            w_scale, w_zero = self.params(weight.name, spec)
+            accum = g.add_tensor(Tensor(g.unique_name(f"{out}_int32"), np.int32, shape))
+            as_float = g.add_tensor(Tensor(g.unique_name(f"{out}_int32_float"), np.float32, shape))
+            scale = g.add_tensor(Tensor(g.unique_name(f"{out}_scale"), np.float32, None))
+            index = g.nodes.index(node)
+            g.nodes[index : index + 1] = [
+                Node(g.unique_name(f"{node.name}_MatMulInteger"), "MatMulInteger", [quantized, w_int.name, x_zero, w_zero], [accum.name]),
+                Node(g.unique_name(f"{node.name}_Cast"), "Cast", [accum.name], [as_float.name], {"to": 1}),
+                Node(g.unique_name(f"{node.name}_scales"), "Mul", [x_scale, w_scale], [scale.name]),
+                Node(g.unique_name(f"{node.name}_scale"), "Mul", [as_float.name, scale.name], [out]),
+            ]
+            rewritten = True
+        if rewritten:
+            g.remove_unused()  # DequantizeLinears and float weights nobody reads any more
+            self.reindex()
+
     def store_data_constant(self, tensor: Tensor, spec: QuantSpec) -> None:
         """A constant read as data (an Add or Mul operand): stored like the activations it meets (uint8)."""
         if spec.qtype != QType.INT8:
