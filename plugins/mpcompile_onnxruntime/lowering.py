@@ -217,9 +217,128 @@ def lower_to_qdq(plan: Graph) -> tuple[Graph, dict[str, str]]:
     return graph, placer.tensor_map
 
 
-def write_qdq_model(plan: Graph, out_dir: Path, stem: str, version: str) -> Artifact:
+def write_qdq_model(plan: Graph, out_dir: Path, stem: str, version: str, *, fusion: bool = True) -> Artifact:
     graph, tensor_map = lower_to_qdq(plan)
     path = Path(out_dir) / f"{stem}.qdq.onnx"
     serde.save_onnx(graph, path)
     metadata = {"onnxruntime": version, "tensor_map": tensor_map, "format": "QDQ ONNX"}
+    if fusion:
+        report = fusion_report(path, plan)
+        metadata["ort_fusion"] = report
+        metadata["speed_note"] = report["speed_note"]
     return Artifact("onnxruntime", path, [path], metadata=metadata)
+
+
+# ---------------------------------------------------------------------------- what ORT made of it
+#: Kernels of ORT's CPU provider that compute in integers (what its QDQ and dynamic fusions produce).
+INTEGER_KERNELS = frozenset({
+    "QLinearConv", "QLinearMatMul", "QGemm", "QLinearAdd", "QLinearMul", "QLinearSigmoid", "QLinearSoftmax",
+    "QLinearConcat", "QLinearAveragePool", "QLinearGlobalAveragePool", "QLinearLeakyRelu", "QLinearReduceMean",
+    "QLinearWhere", "QLinearConvTranspose", "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "MatMulInteger",
+    "ConvInteger", "NhwcMaxPool", "QAttention", "QEmbedLayerNormalization",
+})
+#: Float kernels that take a weight at input 1 (ORT's fused variants included).
+FLOAT_WEIGHTED = frozenset({"Conv", "FusedConv", "NchwcConv", "ConvTranspose", "MatMul", "FusedMatMul", "Gemm", "FusedGemm"})
+#: Moving or shaping data only: not counted as float compute.
+DATA_MOVEMENT = ops.SCALE_PRESERVING | ops.SHAPE_OPS | {"Concat", "ReorderInput", "ReorderOutput", "Unsqueeze"}
+#: Measured on this project's x86 machines (AVX-512 VNNI, ORT 1.32, 1 thread, benchmarks/README.md):
+#: QLinearConv vs float Conv, 3×3, fp32/int8 time 0.22 (K = 9), 0.31 (18), 0.35–0.82 (27), 0.75 (36),
+#: 1.24 (72), 2.25 (144), 2.83 (288), with K = input channels per group × kernel area.
+SMALL_CONV_K = 64
+
+
+def _small_convs(plan: Graph) -> list[tuple[str, int]]:
+    found = []
+    for node in plan.nodes:
+        if node.op_type != "Conv" or node.precision is None or not node.precision.is_integer:
+            continue
+        weight = plan.tensors.get(node.inputs[1])
+        if weight is None or weight.value is None or weight.value.ndim < 3:
+            continue
+        k = int(np.prod(weight.value.shape[1:]))
+        if k < SMALL_CONV_K:
+            found.append((node.name, k))
+    return found
+
+
+def fusion_report(path: Path, plan: Graph) -> dict:
+    """Load the artifact in ORT (CPU provider, default optimizations) and say what ran how.
+
+    ``integer_kernels``: op counts of integer kernels; ``float_compute``: float compute nodes that
+    read a DequantizeLinear or feed a QuantizeLinear; ``runtime_dequantized_weights``: weights that a
+    float node dequantizes at every run (the slow case); ``small_convs``: integer Convs with a small
+    reduction (K = channels per group × kernel area), measured slower than ORT's float Conv.
+    """
+    import tempfile
+
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    with tempfile.TemporaryDirectory(prefix="mpcompile-ort-fusion-") as tmp:
+        optimized_path = Path(tmp) / "optimized.onnx"
+        options.optimized_model_filepath = str(optimized_path)
+        ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        optimized = serde.read_graph(optimized_path)
+    producers = optimized.producers()
+    consumers = optimized.consumers()
+    integer: dict[str, int] = {}
+    islands: dict[str, int] = {}
+    slow_weights: list[str] = []
+    slow_values = 0
+    for node in optimized.nodes:
+        if node.op_type in INTEGER_KERNELS:
+            integer[node.op_type] = integer.get(node.op_type, 0) + 1
+            continue
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear") or node.op_type in DATA_MOVEMENT:
+            continue
+        reads_dq = any(getattr(producers.get(i), "op_type", None) == "DequantizeLinear" for i in node.inputs if i)
+        feeds_q = any(c.op_type == "QuantizeLinear" for o in node.outputs for c in consumers.get(o, []))
+        if reads_dq or feeds_q:
+            islands[node.op_type] = islands.get(node.op_type, 0) + 1
+        if node.op_type in FLOAT_WEIGHTED and len(node.inputs) > 1:
+            dq = producers.get(node.inputs[1])
+            source = optimized.tensors.get(dq.inputs[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+            if source is not None and source.is_constant:
+                slow_weights.append(node.name)
+                slow_values += int(source.value.size)
+    counts = optimized.op_counts()
+    small = _small_convs(plan)
+    weighted_plan = sum(1 for n in plan.nodes if n.op_type in ops.WEIGHTED and n.precision is not None and n.precision.is_integer)
+    report = {
+        "integer_kernels": dict(sorted(integer.items())),
+        "float_compute_next_to_qdq": dict(sorted(islands.items(), key=lambda kv: (-kv[1], kv[0]))),
+        "quantize_linear": counts.get("QuantizeLinear", 0),
+        "dequantize_linear": counts.get("DequantizeLinear", 0),
+        "integer_weighted_nodes_in_plan": weighted_plan,
+        "runtime_dequantized_weights": slow_weights,
+        "small_convs": [{"node": name, "k": k} for name, k in small],
+        "optimized_nodes": len(optimized.nodes),
+    }
+    report["speed_note"] = speed_note(report)
+    return report
+
+
+def speed_note(report: dict) -> str:
+    """One honest sentence or three about what to expect, from the fusion report (an estimate, not a measurement)."""
+    parts: list[str] = []
+    slow = report["runtime_dequantized_weights"]
+    if slow:
+        parts.append(f"likely SLOWER than FP32: {len(slow)} weighted node(s) stay float and dequantize their weights at "
+                     f"every run ({', '.join(slow[:3])}{', …' if len(slow) > 3 else ''})")
+    small = report["small_convs"]
+    if small:
+        names = ", ".join(f"{s['node']} (K={s['k']})" for s in small[:3])
+        parts.append(f"integer Conv with a small reduction is slower than ORT's float Conv on x86 (measured 0.2–0.8× for "
+                     f"K ≤ 36): {names}; a small CNN made of such layers can be slower than FP32")
+    fused = sum(report["integer_kernels"].values())
+    islands = report["float_compute_next_to_qdq"]
+    if islands:
+        listed = ", ".join(f"{op} ×{n}" for op, n in list(islands.items())[:5])
+        parts.append(f"{sum(islands.values())} float node(s) run between DequantizeLinear/QuantizeLinear ({listed}); "
+                     f"each crossing costs a dequantize and a quantize pass")
+    if not slow:
+        parts.insert(0, f"{fused} integer kernel(s) after ORT's fusion, no weight dequantized at run time")
+    parts.append("an estimate from the fused graph: measure with `mpcompile bench ARTIFACT --baseline MODEL.onnx`")
+    return "; ".join(parts)
