@@ -86,6 +86,25 @@ def _gemm_as_matmul(g: Graph, node: Node, out: list[Deviation]) -> Node | None:
     return matmul
 
 
+def _gather_tables(g: Graph) -> set[str]:
+    """Quantized per-tensor constants read only as the data of integer Gathers (embedding tables): they stay
+    int8 (gathered as integers, then dequantized: exact, and a quarter of the file)."""
+    readers: dict[str, list[Node]] = {}
+    for node in g.nodes:
+        for i, name in enumerate(node.inputs):
+            if name:
+                readers.setdefault(name, []).append(node if i == 0 and node.op_type == "Gather" else None)  # type: ignore[arg-type]
+    tables = set()
+    for t in g.tensors.values():
+        spec = t.quant
+        if spec is None or not t.is_constant or spec.axis is not None or spec.qtype not in (QType.INT8, QType.UINT8):
+            continue
+        nodes = readers.get(t.name, [])
+        if nodes and all(n is not None and n.precision is not None and n.precision.is_integer for n in nodes):
+            tables.add(t.name)
+    return tables
+
+
 def dynamic_plan(g: Graph) -> list[Deviation]:
     """Rewrite the legalized plan ``g`` in place for dynamic quantization; return the deviations."""
     out: list[Deviation] = []
@@ -101,18 +120,21 @@ def dynamic_plan(g: Graph) -> list[Deviation]:
             continue
         dynamic.setdefault(source.name, []).append(node)
     chosen = {id(n) for nodes in dynamic.values() for n in nodes}
+    tables = _gather_tables(g)
+    chosen |= {id(n) for n in g.nodes if n.op_type == "Gather" and n.inputs[0] in tables}
     for node in g.nodes:
         if node.precision is not None and node.precision.is_integer and id(node) not in chosen:
             out.append(Deviation(node.name, "node", f"{node.precision.value} → fp32", "quantization=dynamic: only MatMuls with a "
                                  "constant weight run in integer (ORT's dynamic kernels)"))
             node.precision = Precision.FP32
             node.precision_reason = f"{node.precision_reason}; legalized for {BACKEND}: quantization=dynamic".lstrip("; ")
-    keep = {n.inputs[1] for nodes in dynamic.values() for n in nodes}
+    keep = {n.inputs[1] for nodes in dynamic.values() for n in nodes} | tables
     for t in g.tensors.values():
         if t.quant is not None and t.name not in keep:
             what = "static quantization removed"
             out.append(Deviation(t.name, "tensor", what, "quantization=dynamic: ranges are measured per batch at run time"
-                                 if not t.is_constant else "quantization=dynamic: only MatMul weights stay int8"))
+                                 if not t.is_constant else "quantization=dynamic: only MatMul weights and embedding tables "
+                                 "stay int8"))
             t.quant = None
     for name, nodes in dynamic.items():
         source = g.tensors[name]
