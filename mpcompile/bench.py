@@ -45,11 +45,13 @@ class Subject:
     options: BackendOptions
     baseline: bool = False
     note: str = ""
+    #: bytes of the artifact's files, read when the subject is made (a scratch baseline may be gone later)
+    size_bytes: int = -1
 
-    @property
-    def size_bytes(self) -> int:
-        files = self.artifact.files or [self.artifact.path]
-        return int(sum(Path(f).stat().st_size for f in dict.fromkeys(map(str, files)) if Path(f).is_file()))
+    def __post_init__(self) -> None:
+        if self.size_bytes < 0:
+            files = self.artifact.files or [self.artifact.path]
+            self.size_bytes = int(sum(Path(f).stat().st_size for f in dict.fromkeys(map(str, files)) if Path(f).is_file()))
 
 
 @dataclasses.dataclass
@@ -185,8 +187,9 @@ class BenchReport:
             text.append(f"error: {r.label}: {r.error}")
         for c, slow in self.slower():
             at = ", ".join(f"{s:.2f}× at batch {b}" for b, s in slow.items())
-            text.append(f"warning: {c.result.label} is slower than FP32 on {c.result.subject.backend.name}: {at}"
-                        + (f" — {c.result.subject.note}" if c.result.subject.note else ""))
+            text.append(f"warning: {c.result.label} is slower than FP32 on {c.result.subject.backend.name}: {at}")
+            if c.result.subject.note:
+                text.append(f"  why, from its fusion report: {c.result.subject.note}")
         return "\n".join(text)
 
 

@@ -44,6 +44,16 @@ def ort_storage(spec: QuantSpec) -> QuantSpec:
     return spec.replace(qtype=QType.UINT8, zero_point=zero.astype(np.uint8), symmetric=False, narrow_range=False)
 
 
+def _same_numbers(spec: QuantSpec | None, table: QuantSpec) -> bool:
+    """No spec, or the table's scale, zero-point and type (provenance aside)."""
+    return spec is None or (
+        spec.qtype == table.qtype
+        and spec.axis == table.axis
+        and np.array_equal(spec.scale, table.scale)
+        and np.array_equal(spec.zero_point, table.zero_point)
+    )
+
+
 def _as_uint8(values: np.ndarray) -> np.ndarray:
     return (values.astype(np.int16) + 128).astype(np.uint8)
 
@@ -122,7 +132,7 @@ class QDQPlacer(QDQWriter):
                 n.op_type != "Gather" or n.inputs[0] != tensor.name or tensor.name in n.inputs[1:] for n in readers
             ):
                 continue
-            if all(g.tensors[n.outputs[0]].quant in (None, spec) for n in readers):
+            if all(_same_numbers(g.tensors[n.outputs[0]].quant, spec) for n in readers):
                 found[tensor.name] = readers
         return found
 
