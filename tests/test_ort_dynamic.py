@@ -37,6 +37,7 @@ def test_encoder_dynamic_fuses_and_matches_its_reference(tmp_path):
     counts = op_counts(optimized(result.artifacts["onnxruntime"].path, tmp_path))
     assert counts["DynamicQuantizeMatMul"] + counts["MatMulIntegerToFloat"] == 6, counts  # every weighted MatMul
     assert counts["QuantizeLinear"] == 0 and counts["QLinearMatMul"] == 0, counts
+    assert counts["SkipLayerNormalization"] == 0 and counts["LayerNormalization"] == 3, counts  # residuals written as Sum
     changes = {d.change for d in result.artifacts["onnxruntime"].deviations}
     assert "int8 static activations → int8 dynamic activations (uint8, per batch)" in changes
     assert result.artifacts["onnxruntime"].metadata["ort_fusion"]["runtime_dequantized_weights"] == []
@@ -87,3 +88,13 @@ def test_runner_is_the_plain_onnx_runner(tmp_path):
     with np.load(data) as z:
         out = runner.run({"ids": z["ids"][:4]})
     assert out["y"].shape == (4, 32) and np.isfinite(out["y"]).all()
+
+
+def test_skip_layernorm_fusion_is_an_option(tmp_path):
+    model, data = write_tiny_encoder(tmp_path)
+    options = {"onnxruntime": {"quantization": "dynamic", "skip_layernorm_fusion": True}}
+    result = compile(model, data, ["onnxruntime"], tmp_path / "out", conform=True, eval_data=data, progress=False,
+                     backend_options=options)
+    assert result.conformance.passed, result.conformance.format_text()
+    counts = op_counts(optimized(result.artifacts["onnxruntime"].path, tmp_path))
+    assert counts["SkipLayerNormalization"] == 2 and counts["Sum"] == 0, counts  # ORT's fusion, when asked for

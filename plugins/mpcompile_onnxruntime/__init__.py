@@ -62,7 +62,8 @@ class OnnxRuntimeBackend(Backend):
     def lower(self, plan: Graph, out_dir: Path, *, stem: str, options: OnnxRuntimeOptions) -> Artifact:
         from mpcompile_onnxruntime.lowering import write_qdq_model
 
-        return write_qdq_model(plan, out_dir, stem, self.version(), fusion=options.fusion_report)
+        return write_qdq_model(plan, out_dir, stem, self.version(), fusion=options.fusion_report,
+                               skip_layernorm=options.skip_layernorm_fusion)
 
     def runner(self, artifact: Artifact, options: OnnxRuntimeOptions) -> Runner:
         from mpcompile_onnxruntime.runner import ort_runner
