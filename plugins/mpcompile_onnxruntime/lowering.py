@@ -20,7 +20,16 @@ QLinearAdd…), and never changes a number of the plan:
 * a Relu whose input the plan left unquantized (fused activation) gets the Relu's own
   Q/DQ on its producer's output too: with the Relu's zero-point at the bottom of the
   integer range, the quantizer itself clamps negatives, so ORT can fuse the producer
-  into an integer kernel and the numbers do not change.
+  into an integer kernel and the numbers do not change;
+* a plan legalized with ``quantization=dynamic`` (``legalize.py``) carries
+  ``DynamicQuantizeLinear → DequantizeLinear`` before its MatMuls; they are written as
+  ``MatMulInteger → Cast → Mul``, the form ORT fuses into ``DynamicQuantizeMatMul``;
+* a residual ``Add`` read only by a ``LayerNormalization`` is written as ``Sum``, which keeps
+  ORT from fusing the pair into its (here much slower) ``SkipLayerNormalization``.
+
+After writing, ``fusion_report`` loads the artifact in ORT once and records what became an
+integer kernel, what stayed float next to Q/DQ, and whether any weight is dequantized at run
+time, with a speed note (an estimate; ``mpcompile bench`` measures).
 """
 
 from __future__ import annotations
