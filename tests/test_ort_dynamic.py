@@ -13,7 +13,7 @@ from ort_models import op_counts, optimized, write_tiny_encoder
 
 from mpcompile.backends.api import Artifact, BackendOptionError, OnnxFileRunner, ReferenceRunner
 from mpcompile.backends.registry import get_backend
-from mpcompile.pipeline import calibrate, compile
+from mpcompile.pipeline import calibrate, compile, conform, lower
 
 DYNAMIC = {"onnxruntime": {"quantization": "dynamic"}}
 
@@ -26,21 +26,37 @@ def test_option_is_validated():
         backend.options({"quantization": "sometimes"})
 
 
+def _dynamic(model, data, folder, **options):
+    """The plan lowered with quantization=dynamic, and its conformance (the reference of the legalized plan)."""
+    plan = calibrate(model, data, progress=False).plan
+    values = {"onnxruntime": {"quantization": "dynamic", **options}}
+    artifact = lower(plan, ["onnxruntime"], folder, backend_options=values)["onnxruntime"].artifact
+    report = conform(plan, ["onnxruntime"], data, artifacts={"onnxruntime": artifact.path}, backend_options=values)
+    return artifact, report
+
+
 def test_encoder_dynamic_fuses_and_matches_its_reference(tmp_path):
     model, data = write_tiny_encoder(tmp_path)
-    result = compile(model, data, ["onnxruntime"], tmp_path / "out", conform=True, eval_data=data, progress=False,
-                     backend_options=DYNAMIC)
-    report = result.conformance
+    artifact, report = _dynamic(model, data, tmp_path / "out")
     assert report.passed, report.format_text()
     out = report.backends[0].outputs["y"]
     assert out.max_abs_diff < 1e-4, out.to_dict()  # float rounding only
-    counts = op_counts(optimized(result.artifacts["onnxruntime"].path, tmp_path))
+    counts = op_counts(optimized(artifact.path, tmp_path))
     assert counts["DynamicQuantizeMatMul"] + counts["MatMulIntegerToFloat"] == 6, counts  # every weighted MatMul
     assert counts["QuantizeLinear"] == 0 and counts["QLinearMatMul"] == 0, counts
     assert counts["SkipLayerNormalization"] == 0 and counts["LayerNormalization"] == 3, counts  # residuals written as Sum
-    changes = {d.change for d in result.artifacts["onnxruntime"].deviations}
+    changes = {d.change for d in artifact.deviations}
     assert "int8 static activations → int8 dynamic activations (uint8, per batch)" in changes
-    assert result.artifacts["onnxruntime"].metadata["ort_fusion"]["runtime_dequantized_weights"] == []
+    assert artifact.metadata["ort_fusion"]["runtime_dequantized_weights"] == []
+
+
+def test_compile_with_conformance_and_report(tmp_path):
+    """End to end, HTML report included (the legalized plan has more nodes than the plan)."""
+    model, data = write_tiny_encoder(tmp_path)
+    result = compile(model, data, ["onnxruntime"], tmp_path / "out", conform=True, eval_data=data, progress=False,
+                     backend_options=DYNAMIC)
+    assert result.conformance.passed, result.conformance.format_text()
+    assert (tmp_path / "out" / "conformance.html").is_file()
 
 
 def test_legalized_plan_carries_the_dynamic_quantization(tmp_path):
@@ -67,15 +83,15 @@ def test_legalized_plan_carries_the_dynamic_quantization(tmp_path):
 
 
 def test_mnist_dynamic_gemms_become_dynamic_matmuls(tmp_path):
-    result = compile(MNIST, MNIST_CALIB, ["onnxruntime"], tmp_path / "out", conform=True, eval_data=MNIST_EVAL,
-                     progress=False, backend_options=DYNAMIC)
-    report = result.conformance
+    plan = calibrate(MNIST, MNIST_CALIB, progress=False).plan
+    artifact = lower(plan, ["onnxruntime"], tmp_path / "out", backend_options=DYNAMIC)["onnxruntime"].artifact
+    report = conform(plan, ["onnxruntime"], MNIST_EVAL, artifacts={"onnxruntime": artifact.path}, backend_options=DYNAMIC)
     assert report.passed, report.format_text()
     assert report.backends[0].accuracy >= 0.98
-    counts = op_counts(optimized(result.artifacts["onnxruntime"].path, tmp_path))
+    counts = op_counts(optimized(artifact.path, tmp_path))
     assert counts["DynamicQuantizeMatMul"] == 2, counts  # fc1, fc2 (2-D: a float MatMul + Add would become a Gemm)
     assert counts["Conv"] == 2 and counts["QLinearConv"] == 0, counts  # convolutions run FP32 in this mode
-    subjects = {d.subject for d in result.artifacts["onnxruntime"].deviations if d.change.startswith("Gemm")}
+    subjects = {d.subject for d in artifact.deviations if d.change.startswith("Gemm")}
     assert subjects == {"/fc1/Gemm", "/fc2/Gemm"}
 
 
@@ -92,9 +108,7 @@ def test_runner_is_the_plain_onnx_runner(tmp_path):
 
 def test_skip_layernorm_fusion_is_an_option(tmp_path):
     model, data = write_tiny_encoder(tmp_path)
-    options = {"onnxruntime": {"quantization": "dynamic", "skip_layernorm_fusion": True}}
-    result = compile(model, data, ["onnxruntime"], tmp_path / "out", conform=True, eval_data=data, progress=False,
-                     backend_options=options)
-    assert result.conformance.passed, result.conformance.format_text()
-    counts = op_counts(optimized(result.artifacts["onnxruntime"].path, tmp_path))
+    artifact, report = _dynamic(model, data, tmp_path / "out", skip_layernorm_fusion=True)
+    assert report.passed, report.format_text()
+    counts = op_counts(optimized(artifact.path, tmp_path))
     assert counts["SkipLayerNormalization"] == 2 and counts["Sum"] == 0, counts  # ORT's fusion, when asked for

@@ -72,7 +72,8 @@ def _gemm_as_matmul(g: Graph, node: Node, out: list[Deviation]) -> Node | None:
     if bias is not None:
         matmul_out = g.unique_name(f"{out_name}_matmul")
         g.add_tensor(Tensor(matmul_out, g.tensors[out_name].dtype, g.tensors[out_name].shape))
-    matmul = Node(g.unique_name(f"{node.name}_matmul"), "MatMul", [node.inputs[0], weight.name], [matmul_out], {},
+    # The MatMul keeps the Gemm's name: reports that line nodes up by name find it in the Gemm's place.
+    matmul = Node(node.name, "MatMul", [node.inputs[0], weight.name], [matmul_out], {},
                   precision=node.precision, precision_reason=node.precision_reason)
     index = g.nodes.index(node)
     replacement = [matmul]
