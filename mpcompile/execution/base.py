@@ -228,23 +228,40 @@ class Executor(abc.ABC):
         """``[fn(value, item) for item in items]``, the results in ``items`` order.
 
         ``progress`` (anything with ``advance(n)``) is advanced as results arrive, from
-        whichever worker. The first failure cancels the remaining tasks and is raised.
+        whichever worker. On a failure the tasks after it are cancelled, the ones before it
+        finish, and the first failing task in ``items`` order is raised: the one a sequential
+        run reports.
         """
         labels = list(labels) if labels is not None else [f"task {i}" for i in range(len(items))]
         tasks = [self.submit(fn, shared, item, label=label) for item, label in zip(items, labels)]
         position = {id(t): i for i, t in enumerate(tasks)}
         results: list[Any] = [None] * len(tasks)
-        finished = 0
         try:
             for task in self.as_completed(tasks):
-                results[position[id(task)]] = task.result()
-                finished += 1
+                try:
+                    results[position[id(task)]] = task.result()
+                except TaskFailure as failure:
+                    first = self._first_failure(tasks, position[id(task)], failure)
+                    raise first from first.__cause__
                 if progress is not None:
                     progress.advance(1)
         except BaseException:
             self.cancel(t for t in tasks if not t.done())
             raise
         return results
+
+    def _first_failure(self, tasks: Sequence[Task], failed: int, failure: TaskFailure) -> TaskFailure:
+        """``failure`` at ``failed``, or a failure of an earlier task (those are all started: submission order)."""
+        self.cancel(t for t in tasks[failed + 1:] if not t.done())
+        earlier = list(tasks[:failed])
+        for _ in self.as_completed([t for t in earlier if not t.done()]):
+            pass
+        for task in earlier:
+            try:
+                task.result()
+            except TaskFailure as other:
+                return other
+        return failure
 
 
 class WorkerCache:
