@@ -5,7 +5,8 @@
   it and keeps it (a small LRU), so a model or cached activations cross to a worker once.
 * Each worker's ONNX Runtime sessions use ``cores // workers`` intra-op threads (at least
   1), set by the pool's initializer; the parent keeps ORT's default.
-* Workers are spawned (not forked): no inherited threads or ORT state, the same on every OS.
+* Workers never fork this process (its threads, its ORT state): they fork from a forkserver
+  that imported numpy and ONNX Runtime once (where the OS has one), else they are spawned.
   They ignore SIGINT: Ctrl-C reaches the parent, which stops them.
 """
 
@@ -45,6 +46,23 @@ def _init_worker(threads: int) -> None:
     set_worker_threads(threads)
 
 
+#: What a forkserver imports once, before it forks the workers (each then starts warm).
+PRELOAD = ("numpy", "onnx", "onnxruntime", "mpcompile.ortsession", "mpcompile.execution.processes")
+
+
+def default_start_method() -> str:
+    """``forkserver`` where the OS has it (workers fork from a clean, single-threaded server that has
+    imported numpy and ONNX Runtime once), else ``spawn``; never a plain ``fork`` of this process."""
+    return "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+
+
+def _context(method: str) -> multiprocessing.context.BaseContext:
+    context = multiprocessing.get_context(method)
+    if method == "forkserver":
+        context.set_forkserver_preload(list(PRELOAD))  # no '__main__': the caller's script is not imported there
+    return context
+
+
 class SharedFile(Shared):
     """A handle on a value written by ``shared.dump``: a key and a path, a few bytes to pickle.
 
@@ -74,8 +92,9 @@ class _PoolTask(Task):
         try:
             value = self.future.result()
         except BrokenProcessPool as exc:
-            raise worker_died(self.label, self.index, f"{exc or 'the process pool broke'}; workers are spawned, so a "
-                              "script that starts them must guard its top level with if __name__ == '__main__':") from None
+            raise worker_died(self.label, self.index, f"{exc or 'the process pool broke'}; workers start as fresh "
+                              "interpreters that import the main script, so a script that uses them must guard its "
+                              "top level with if __name__ == '__main__':") from None
         except cf.CancelledError:
             raise worker_died(self.label, self.index, "cancelled") from None
         if isinstance(value, Failure):
@@ -86,8 +105,10 @@ class _PoolTask(Task):
 class ProcessExecutor(Executor):
     kind = "processes"
 
-    def __init__(self, workers: int, *, threads: int | None = None, folder: str | os.PathLike | None = None) -> None:
+    def __init__(self, workers: int, *, threads: int | None = None, folder: str | os.PathLike | None = None,
+                 start_method: str | None = None) -> None:
         super().__init__()
+        self.start_method = start_method or default_start_method()
         if workers < 1:
             raise ValueError(f"workers must be ≥ 1, got {workers}")
         self.workers = workers
@@ -101,7 +122,7 @@ class ProcessExecutor(Executor):
     def _ensure_pool(self) -> cf.ProcessPoolExecutor:
         if self._pool is None:
             self._pool = cf.ProcessPoolExecutor(
-                max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
+                max_workers=self.workers, mp_context=_context(self.start_method),
                 initializer=_init_worker, initargs=(self.threads,),
             )
         return self._pool
