@@ -1,6 +1,7 @@
 """Speed-up of sensitivity and the auto search against the number of workers (issue 20).
 
-    python benchmarks/scaling_workers.py [--quick] [--repeats N] [--workers 1 2] [--no-ray] [--json PATH]
+    python benchmarks/scaling_workers.py [--quick] [--repeats N] [--workers 1 2] [--no-ray]
+                                         [--models mnist minilm] [--tasks sensitivity auto] [--json PATH]
 
 For MNIST (shipped) and MiniLM-L6 (exported once by ``models/export_minilm.py`` and cached, as in
 ``benchmarks/run.py``): ``local_sensitivity`` over every integer layer and ``auto_plan`` (cosine,
@@ -93,12 +94,14 @@ def run_child(args: dict[str, Any], timeout: float = 3600) -> dict[str, Any]:
 
 
 # ============================================================================ the benchmark
-def cases(ctx: Context, quick: bool) -> list[dict[str, Any]]:
+def cases(ctx: Context, quick: bool, models: list[str]) -> list[dict[str, Any]]:
     found = [
         {"key": "mnist", "task": "sensitivity", "model": str(MNIST_MODEL), "calib": str(MNIST_CALIB), "samples": 32},
         {"key": "mnist", "task": "auto", "model": str(MNIST_MODEL), "calib": str(MNIST_CALIB), "eval": str(MNIST_EVAL),
          "samples": 1000, "budget": 1e-5},
-    ]
+    ] if "mnist" in models else []
+    if "minilm" not in models:
+        return found
     minilm = ctx.minilm()
     if minilm is None:
         print(f"MiniLM rows skipped: {ctx.minilm_error}", file=sys.stderr)
@@ -151,6 +154,7 @@ def report(case: dict[str, Any], configs: list[tuple[str, int, bool]], results: 
         spread = [m["cold"] for m in ok[name]]
         ratio = base / cold if base and cold else None
         warm_ratio = base_warm / warm_s if base_warm and warm_s else None
+        paired = _paired(results[base_name], results[name])
         lines.append(
             f"| {case['key']} | {case['task']} | {name} | {fmt(cold)} ({fmt(min(spread) if spread else None)}–"
             f"{fmt(max(spread) if spread else None)}) | {fmt(ratio, 'x')} | {fmt(warm_s)} | {fmt(warm_ratio, 'x')} | "
@@ -164,10 +168,20 @@ def report(case: dict[str, Any], configs: list[tuple[str, int, bool]], results: 
         rows.append(Row(
             f"scaling_workers/{case['key']}/{case['task']}/{name.replace(' ', '-')}",
             f"s, cold ({base_name} / {name}: speed-up)", cold, base, ratio, target, met,
-            f"warm {fmt(warm_s)} s vs {fmt(base_warm)} s ({fmt(warm_ratio, 'x')}); identical results: "
+            f"warm {fmt(warm_s)} s vs {fmt(base_warm)} s ({fmt(warm_ratio, 'x')}); speed-up per repeat (paired): "
+            f"cold {paired['cold']}, warm {paired['warm']}; identical results: "
             f"{'yes' if identical else 'NO'}; {', '.join(sorted(digests))}" + (f"; errors: {errors[0]}" if errors else ""),
         ))
     return rows
+
+
+def _paired(base: list[dict[str, Any]], other: list[dict[str, Any]]) -> dict[str, str]:
+    """Speed-ups within each repeat (the two ran back to back, under about the same load): their range."""
+    out = {}
+    for key in ("cold", "warm"):
+        ratios = [b[key] / o[key] for b, o in zip(base, other) if b.get(key) and o.get(key)]
+        out[key] = f"{min(ratios):.2f}–{max(ratios):.2f}x" if ratios else "—"
+    return out
 
 
 def fmt(value: float | None, unit: str = "") -> str:
@@ -177,7 +191,7 @@ def fmt(value: float | None, unit: str = "") -> str:
 
 
 def run(ctx: Context, *, workers: list[int] | None = None, ray: bool | None = None, repeats: int | None = None,
-        lines: list[str] | None = None) -> list[Row]:
+        lines: list[str] | None = None, models: list[str] | None = None, tasks: list[str] | None = None) -> list[Row]:
     """The rows (for ``benchmarks/run.py``-style tables); ``lines`` receives the detailed Markdown table."""
     import importlib.util
 
@@ -190,7 +204,9 @@ def run(ctx: Context, *, workers: list[int] | None = None, ray: bool | None = No
     lines += ["| model | task | executor | cold s (min–max) | speed-up | warm s | warm speed-up | load | identical |",
               "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     rows: list[Row] = []
-    for case in cases(ctx, ctx.quick):
+    for case in cases(ctx, ctx.quick, models or ["mnist", "minilm"]):
+        if tasks and case["task"] not in tasks:
+            continue
         results = measure(ctx, case, configs, repeats, warm=not ctx.quick)
         rows += report(case, configs, results, lines)
     return rows
@@ -203,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=None, help="fresh-process repeats (default 3, quick 1)")
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="process counts (the first is the baseline)")
     ap.add_argument("--no-ray", action="store_true", help="skip the local Ray rows")
+    ap.add_argument("--models", nargs="+", choices=["mnist", "minilm"], default=["mnist", "minilm"])
+    ap.add_argument("--tasks", nargs="+", choices=["sensitivity", "auto"], default=["sensitivity", "auto"])
     ap.add_argument("--cache", help=f"where the MiniLM export is cached (default {default_cache()})")
     ap.add_argument("--json", metavar="PATH", help="also write the rows and the detailed table as JSON")
     args = ap.parse_args(argv)
@@ -213,7 +231,8 @@ def main(argv: list[str] | None = None) -> int:
         ctx = Context(args.quick, Path(tmp), Path(args.cache) if args.cache else default_cache())
         lines: list[str] = []
         started = time.perf_counter()
-        rows = run(ctx, workers=args.workers, ray=False if args.no_ray else None, repeats=args.repeats, lines=lines)
+        rows = run(ctx, workers=args.workers, ray=False if args.no_ray else None, repeats=args.repeats, lines=lines,
+                   models=args.models, tasks=args.tasks)
     print(f"\n## scaling with workers ({os.cpu_count()} cores, {time.perf_counter() - started:.0f} s)\n")
     print("\n".join(lines))
     print()

@@ -288,3 +288,18 @@ def test_ray_without_ray_installed_is_one_line_exit_2(tmp_path, command):
     assert lines[0].startswith("error: --ray needs Ray") and "pip install 'mpcompile[ray]'" in lines[0]
     assert not list(tmp_path.iterdir())  # nothing written
     assert time.perf_counter() - started < 60  # refused before any calibration
+
+
+def test_a_ray_worker_with_other_versions_refuses(ray_executor):
+    """A node with another onnxruntime could compute other numbers: its first task says so, naming the task."""
+    plan = calibrate(MNIST, MNIST_CALIB, progress=False).plan
+    expected = ray_executor._expected
+    ray_executor._expected = {**expected, "onnxruntime": "0.0.1"}
+    try:
+        with pytest.raises(TaskError) as info:
+            local_sensitivity(plan, open_data(plan, MNIST_CALIB), samples=8, executor=ray_executor)
+    finally:
+        ray_executor._expected = expected
+    message = str(info.value)
+    assert message.startswith("sensitivity of layer ") and "has other versions than the driver: onnxruntime" in message
+    assert "(driver 0.0.1)" in message
