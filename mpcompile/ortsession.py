@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from mpcompile.errors import MpcompileError
+from mpcompile.execution import worker_threads
 from mpcompile.ir import serde
 from mpcompile.ir.graph import Graph
 
@@ -20,7 +21,11 @@ PROVIDERS = ["CPUExecutionProvider"]
 
 
 def session_options(*, optimize: bool = True, threads: int | None = None) -> Any:
-    """``SessionOptions`` with ORT's own graph optimizations on (production) or off (exact numbers)."""
+    """``SessionOptions`` with ORT's own graph optimizations on (production) or off (exact numbers).
+
+    ``threads`` (intra-op) defaults to ORT's own choice, or in an executor's worker process to
+    that worker's share of the cores (``mpcompile.execution.worker_threads``).
+    """
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -28,6 +33,8 @@ def session_options(*, optimize: bool = True, threads: int | None = None) -> Any
     options.graph_optimization_level = (
         ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     )
+    if threads is None:
+        threads = worker_threads()  # in a worker of mpcompile.execution: its share of the cores
     if threads:
         options.intra_op_num_threads = threads
     return options

@@ -92,6 +92,8 @@ class CalibrationOptions:
     metric: str = "top1"
     max_accuracy_drop: float = 0.01
     metric_fn: str | None = None
+    workers: int | None = None  # the auto search's executor: local processes (mpcompile.execution)
+    ray: str | None = None  # ... or a Ray cluster: "local" or an address
 
     @classmethod
     def build(cls, options: CalibrationOptions | None, keywords: Mapping[str, Any]) -> CalibrationOptions:
@@ -117,7 +119,7 @@ class CalibrationOptions:
 
     def summary(self) -> dict[str, Any]:
         """The options as the manifest records them (no data objects)."""
-        skip = {"preprocess", "stats", "save_stats"}
+        skip = {"preprocess", "stats", "save_stats", "workers", "ray"}  # where it ran never changes the plan
         return {k: (str(v) if isinstance(v, os.PathLike) else v) for k, v in dataclasses.asdict(self).items() if k not in skip}
 
 
@@ -185,14 +187,16 @@ def calibrate(
         )
     auto = None
     if opts.precision == "auto":
+        from mpcompile.execution import open_executor
         from mpcompile.planning.auto import auto_plan
 
         if result is None:
             raise DataError(f"--precision auto on model {graph.name!r} needs calibration data (--data) or --stats")
         evaluation = open_data(graph, eval_data if eval_data is not None else data, opts.preprocess)
-        auto = auto_plan(graph, result, config, evaluation, metric=opts.metric, max_drop=opts.max_accuracy_drop,
-                         metric_fn=opts.metric_fn, samples=opts.samples or 256, batch_size=opts.batch_size,
-                         progress=progress)
+        with open_executor(opts.workers, opts.ray) as executor:
+            auto = auto_plan(graph, result, config, evaluation, metric=opts.metric, max_drop=opts.max_accuracy_drop,
+                             metric_fn=opts.metric_fn, samples=opts.samples or 256, batch_size=opts.batch_size,
+                             progress=progress, executor=executor)
         plan = auto.plan
     else:
         plan = make_plan(graph, result, config)

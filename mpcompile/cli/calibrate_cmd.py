@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from mpcompile.cli.options import auto_options, calibration_kwargs, calibration_options, data_options
+from mpcompile.cli.options import auto_options, calibration_kwargs, calibration_options, data_options, executor_options
 
 
 @click.command("calibrate")
@@ -12,6 +12,7 @@ from mpcompile.cli.options import auto_options, calibration_kwargs, calibration_
 @data_options()
 @calibration_options
 @auto_options
+@executor_options
 @click.option("--eval-data", default=None, help="--precision auto: data to measure the metric on (default: --data).")
 @click.option("--stats", "stats", type=click.Path(dir_okay=False), default=None, help="Reuse a calibration cache instead of running the model.")
 @click.option("--save-stats", type=click.Path(dir_okay=False), default=None, help="Save the calibration cache (JSON) for reuse with --stats.")
@@ -20,8 +21,8 @@ from mpcompile.cli.options import auto_options, calibration_kwargs, calibration_
 def calibrate_command(model: str, input_shape: tuple[str, ...], data: str | None, preprocess: str | None, samples: int | None, batch_size: int,
                       method: str, percentile: float | None, precision: str, keep: tuple[str, ...], overrides: str | None, activation_type: str,
                       symmetric: bool, per_channel: bool, weight_method: str, nan_policy: str, metric: str,
-                      max_accuracy_drop: float, metric_fn: str | None, eval_data: str | None, stats: str | None,
-                      save_stats: str | None, output: str, quiet: bool) -> None:
+                      max_accuracy_drop: float, metric_fn: str | None, workers: int | None, ray: str | None,
+                      eval_data: str | None, stats: str | None, save_stats: str | None, output: str, quiet: bool) -> None:
     """Calibrate MODEL on --data and write the plan (an annotated ONNX file) to -o.
 
     The FP32 model runs once over the data in ONNX Runtime; every activation streams into
@@ -34,6 +35,7 @@ def calibrate_command(model: str, input_shape: tuple[str, ...], data: str | None
       mpcompile calibrate model.onnx --data calib.npz --method entropy --save-stats stats.json
       mpcompile calibrate model.onnx --stats stats.json --method percentile --percentile 99.99 -o plan.onnx
       mpcompile calibrate model.onnx --data calib.npz --precision auto --metric cosine --max-accuracy-drop 0.01
+      mpcompile calibrate model.onnx --data calib.npz --precision auto --workers 2    # same plan, 2 processes
     """
     from mpcompile.ir import serde
     from mpcompile.pipeline import calibrate

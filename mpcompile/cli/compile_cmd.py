@@ -12,6 +12,7 @@ from mpcompile.cli.options import (
     calibration_kwargs,
     calibration_options,
     data_options,
+    executor_options,
     print_lowering,
 )
 
@@ -22,6 +23,7 @@ from mpcompile.cli.options import (
 @data_options()
 @calibration_options
 @auto_options
+@executor_options
 @click.option("-o", "--output-dir", "out_dir", default=None, type=click.Path(file_okay=False),
               help="Output folder (default: mpcompile-out/<model name>).")
 @click.option("--conform/--no-conform", default=True, show_default=True,

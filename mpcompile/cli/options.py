@@ -130,6 +130,27 @@ auto_options = _stack(
 )
 
 
+def _check_ray(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """``--ray`` without Ray installed: a one-line error with the install hint, before any work."""
+    if value:
+        from mpcompile.execution.ray_backend import import_ray
+
+        import_ray()
+    return value
+
+
+executor_options = _stack(
+    click.option("--workers", type=click.IntRange(min=1), default=None, metavar="N",
+                 help="Run the per-layer sensitivity runs and the --precision auto candidate evaluations on N local "
+                      "worker processes (each ORT session then uses cores/N threads). Default: sequential, in this "
+                      "process. The results are identical whatever N."),
+    click.option("--ray", "ray", default=None, metavar="ADDRESS", callback=_check_ray,
+                 help="Run them on a Ray cluster instead: 'local' starts one here (--workers CPUs, default all), "
+                      "anything else is an address for ray.init (auto, HEAD:6379, ray://HEAD:10001). "
+                      "Needs pip install 'mpcompile[ray]'; see docs/ray.md."),
+)
+
+
 def method_options(method: str, percentile: float | None) -> dict[str, Any]:
     if percentile is not None:
         if method != "percentile":
@@ -178,7 +199,7 @@ Exit codes:
 #: CLI parameters that map one to one onto ``pipeline.calibrate``/``compile`` keywords.
 _PASSTHROUGH = (
     "precision", "activation_type", "symmetric", "per_channel", "weight_method", "keep", "batch_size", "samples",
-    "nan_policy", "preprocess", "metric", "max_accuracy_drop", "metric_fn", "overrides",
+    "nan_policy", "preprocess", "metric", "max_accuracy_drop", "metric_fn", "overrides", "workers", "ray",
 )
 
 

@@ -22,6 +22,7 @@ import numpy as np
 
 from mpcompile.calibration.collect import observed_tensors
 from mpcompile.data import Dataset
+from mpcompile.execution import Executor, SequentialExecutor
 from mpcompile.ir.cost import node_cost
 from mpcompile.ir.graph import Graph, Node, Tensor
 from mpcompile.ortsession import make_session
@@ -63,8 +64,13 @@ def _single_node_graph(plan: Graph, node: Node, quantized: bool) -> tuple[Graph,
 
 
 def local_sensitivity(plan: Graph, dataset: Dataset, *, samples: int = 32, batch_size: int = 8,
-                      progress: bool = False) -> list[LayerSensitivity]:
-    """SQNR of each integer node's output when it alone is fake-quantized, from cached FP32 activations."""
+                      progress: bool = False, executor: Executor | None = None) -> list[LayerSensitivity]:
+    """SQNR of each integer node's output when it alone is fake-quantized, from cached FP32 activations.
+
+    The FP32 model runs once here; the per-layer runs are tasks of ``executor`` (default:
+    sequential), which receive the plan and the cached activations once per worker. The
+    numbers do not depend on the executor or on the number of workers.
+    """
     from mpcompile.progress import progress_bar
 
     names = observed_tensors(plan)
@@ -78,13 +84,21 @@ def local_sensitivity(plan: Graph, dataset: Dataset, *, samples: int = 32, batch
             if name not in out_names:
                 cache.setdefault(name, []).append(value)
     del session
-    layers = [n for n in plan.nodes if n.precision is not None and n.precision.is_integer]
-    results = []
-    with progress_bar(progress, total=len(layers), description="sensitivity", unit="layers") as bar:
-        for node in layers:
-            results.append(_one_node(plan, node, cache))
-            bar.advance(1)
-    return results
+    layers = [i for i, n in enumerate(plan.nodes) if n.precision is not None and n.precision.is_integer]
+    executor = executor if executor is not None else SequentialExecutor()
+    shared = executor.share((plan, cache))
+    try:
+        with progress_bar(progress, total=len(layers), description="sensitivity", unit="layers") as bar:
+            labels = [f"sensitivity of layer {plan.nodes[i].name!r} ({plan.nodes[i].op_type})" for i in layers]
+            return executor.map(_layer_task, shared, layers, labels=labels, progress=bar)
+    finally:
+        executor.release(shared)
+
+
+def _layer_task(shared: tuple[Graph, dict[str, list[np.ndarray]]], position: int) -> LayerSensitivity:
+    """The sensitivity of ``plan.nodes[position]``: one task of the executor (on a worker)."""
+    plan, cache = shared
+    return _one_node(plan, plan.nodes[position], cache)
 
 
 def _one_node(plan: Graph, node: Node, cache: dict[str, list[np.ndarray]]) -> LayerSensitivity:
