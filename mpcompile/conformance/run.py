@@ -58,8 +58,13 @@ def _topological_activations(graph: Graph) -> list:
     return ordered
 
 
-def _precisions(graph: Graph) -> list[str]:
-    return [(n.precision or Precision.FP32).value for n in graph.nodes]
+def _precisions(graph: Graph, order: Graph | None = None) -> list[str]:
+    """Node precisions in topological order; with ``order``, one per node of that graph, looked up by name
+    (a legalized plan may add or rewrite nodes: those without a counterpart are not shown)."""
+    if order is None:
+        return [(n.precision or Precision.FP32).value for n in graph.nodes]
+    by_name = {n.name: n.precision for n in graph.nodes}
+    return [(by_name.get(n.name) or Precision.FP32).value for n in order.nodes]
 
 
 def _version(target: Target) -> str:
@@ -136,11 +141,11 @@ def _integer_certificate(
 
 def _run_backend(
     target: Target, result: LowerResult, batches: list[Batch], refs: ReferenceCache, fp32_out: list[Batch],
-    labels: np.ndarray | None, per_layer: bool, tol: Tolerances, bar: Any,
+    labels: np.ndarray | None, per_layer: bool, tol: Tolerances, bar: Any, plan: Graph | None = None,
 ) -> BackendReport:
     legal = result.plan
     report = BackendReport(target.name, str(result.artifact.path), deviations=[d.to_dict() for d in result.deviations],
-                           precision=result.precision_note(), node_precisions=_precisions(legal))
+                           precision=result.precision_note(), node_precisions=_precisions(legal, plan))
     try:
         runner = open_runner(target, result.artifact)
     except MpcompileError as exc:
@@ -219,7 +224,7 @@ def check_artifacts(
 
     checked = [(name, result) for name, result in lowered.items() if result.ok]
     with progress_bar(progress, total=count * len(checked), description="conformance") as bar:
-        reports = [_run_backend(targets[name], result, batches, refs, fp32_out, labels, per_layer, tol, bar)
+        reports = [_run_backend(targets[name], result, batches, refs, fp32_out, labels, per_layer, tol, bar, plan)
                    for name, result in checked]
     return ConformanceReport(
         model=str(plan.metadata.get("source", plan.name)),
