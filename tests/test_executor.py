@@ -75,7 +75,8 @@ def ray_executor():
 
     started = not ray.is_initialized()
     if started:
-        ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
+        # address="local": a new instance, not whatever cluster another job on this machine runs
+        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
     try:
         with open_executor(ray="local") as ex:  # uses the Ray initialized above, leaves it running
             assert ex.kind == "ray" and ex.workers == 2

@@ -147,7 +147,8 @@ class RayExecutor(Executor):
             if address == "local":
                 # Workers inherit this environment (PYTHONPATH) and Ray adds the driver's folder to
                 # their sys.path; the fingerprint check below catches a worker importing other code.
-                options.update(num_cpus=workers, include_dashboard=False)
+                # address="local": always a new instance of our own, never a cluster that happens to run here.
+                options.update(address="local", num_cpus=workers, include_dashboard=False)
             else:
                 options.update(address=address)
             try:
