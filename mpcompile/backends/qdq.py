@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from mpcompile.ir import ops
 from mpcompile.ir.graph import Graph, Node, Tensor
 from mpcompile.ir.quant import QuantSpec
 from mpcompile.ir.types import QType
@@ -103,3 +104,47 @@ class QDQWriter:
             n.precision = None
         self.g.toposort()
         return self.g
+
+    # ------------------------------------------------------------------ the placement integer runtimes fuse
+    def prepare(self) -> None:
+        """Hook for a backend's own rewrites before the Q/DQ nodes are written (default: none)."""
+
+    def fused_relu_inputs(self) -> list[tuple[str, QuantSpec]]:
+        """Producer outputs the plan leaves unquantized because an integer Relu reads them (a fused activation).
+
+        Writing the Relu's own Q/DQ there too changes no number (with the Relu's zero-point at the
+        bottom of the integer range the quantizer itself clamps negatives) and lets a runtime fuse
+        the producer into an integer kernel.
+        """
+        g = self.g
+        consumers, producers = g.consumers(), g.producers()
+        fused = []
+        for node in g.nodes:
+            if node.op_type != "Relu" or node.precision is None or not node.precision.is_integer:
+                continue
+            src, out = node.inputs[0], node.outputs[0]
+            spec, producer = g.tensors[out].quant, producers.get(src)
+            if (
+                spec is not None
+                and g.tensors[src].quant is None
+                and producer is not None
+                and producer.op_type in ops.FUSING_PRODUCERS
+                and len(consumers.get(src, [])) == 1
+                and float(spec.representable_range()[0]) == 0.0
+            ):
+                fused.append((src, spec))
+        return fused
+
+    def place(self) -> Graph:
+        """Every annotated constant stored as integers, every annotated activation Q → DQ, fused Relu inputs too."""
+        fused = self.fused_relu_inputs()
+        self.prepare()
+        for tensor in list(self.g.tensors.values()):
+            if tensor.quant is not None and tensor.is_constant:
+                self.store_constant(tensor, tensor.quant)
+        for tensor in list(self.g.tensors.values()):
+            if tensor.quant is not None and not tensor.is_constant:
+                self.quantize_activation(tensor.name, tensor.quant)
+        for name, spec in fused:
+            self.quantize_activation(name, spec.replace(provenance={"role": "fused-relu-input"}))
+        return self.clear_plan()

@@ -16,44 +16,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mpcompile.backends.api import Artifact, Graph, QDQWriter, QuantSpec, ops, serde
-
-
-class QDQPlacer(QDQWriter):
-    """ORT's placement on top of the shared Q/DQ writer."""
-
-    def place(self) -> Graph:
-        g = self.g
-        consumers = g.consumers()
-        producers = g.producers()
-        fused: list[tuple[str, QuantSpec]] = []
-        for node in g.nodes:
-            if node.op_type == "Relu" and node.precision is not None and node.precision.is_integer:
-                src, out = node.inputs[0], node.outputs[0]
-                spec = g.tensors[out].quant
-                producer = producers.get(src)
-                if (
-                    spec is not None
-                    and g.tensors[src].quant is None
-                    and producer is not None
-                    and producer.op_type in ops.FUSING_PRODUCERS
-                    and len(consumers.get(src, [])) == 1
-                    and float(spec.representable_range()[0]) == 0.0
-                ):
-                    fused.append((src, spec))
-        for tensor in list(g.tensors.values()):
-            if tensor.quant is not None and tensor.is_constant:
-                self.store_constant(tensor, tensor.quant)
-        for tensor in list(g.tensors.values()):
-            if tensor.quant is not None and not tensor.is_constant:
-                self.quantize_activation(tensor.name, tensor.quant)
-        for name, spec in fused:
-            self.quantize_activation(name, spec.replace(provenance={"role": "fused-relu-input"}))
-        return self.clear_plan()
+from mpcompile.backends.api import Artifact, Graph, QDQWriter, serde
 
 
 def lower_to_qdq(plan: Graph) -> tuple[Graph, dict[str, str]]:
-    placer = QDQPlacer(plan)
+    placer = QDQWriter(plan)  # the shared placement is exactly what ORT's QDQ fusion recognises
     graph = placer.place()
     return graph, placer.tensor_map
 

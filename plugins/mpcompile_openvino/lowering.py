@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mpcompile.backends.api import Artifact, BackendError, Graph, Precision, QDQWriter, QuantSpec, Tensor, ops, serde
+from mpcompile.backends.api import Artifact, BackendError, Graph, Precision, QDQWriter, Tensor, serde
 from mpcompile_openvino.options import OpenVINOOptions
 
 #: names the FP16 nodes' weights carry between the QDQ ONNX and the IR (``_fp16_weights``)
@@ -37,37 +37,10 @@ FP16_SUFFIX = "_from_fp16"
 
 
 class OpenVINOPlacer(QDQWriter):
-    """OpenVINO's placement on top of the shared Q/DQ writer."""
+    """The shared placement, with FP16 nodes' constants stored as FP16 first."""
 
-    def place(self) -> Graph:
-        g = self.g
-        consumers = g.consumers()
-        producers = g.producers()
-        fused: list[tuple[str, QuantSpec]] = []
-        for node in g.nodes:
-            if node.op_type == "Relu" and node.precision is not None and node.precision.is_integer:
-                src, out = node.inputs[0], node.outputs[0]
-                spec = g.tensors[out].quant
-                producer = producers.get(src)
-                if (
-                    spec is not None
-                    and g.tensors[src].quant is None
-                    and producer is not None
-                    and producer.op_type in ops.FUSING_PRODUCERS
-                    and len(consumers.get(src, [])) == 1
-                    and float(spec.representable_range()[0]) == 0.0
-                ):
-                    fused.append((src, spec))
+    def prepare(self) -> None:
         self._fp16_constants()
-        for tensor in list(g.tensors.values()):
-            if tensor.quant is not None and tensor.is_constant:
-                self.store_constant(tensor, tensor.quant)
-        for tensor in list(g.tensors.values()):
-            if tensor.quant is not None and not tensor.is_constant:
-                self.quantize_activation(tensor.name, tensor.quant)
-        for name, spec in fused:
-            self.quantize_activation(name, spec.replace(provenance={"role": "fused-relu-input"}))
-        return self.clear_plan()
 
     def _fp16_constants(self) -> None:
         """Float constants of FP16 nodes become FP16 initializers + Cast to FP32 (one per constant)."""
