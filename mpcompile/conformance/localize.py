@@ -77,6 +77,7 @@ class Localization:
     candidates: int = 0
     plan_nodes: int = 0
     reproducer: str | None = None
+    reproducer_nodes: int = 0
     reproduces: bool | None = None
     reproducer_max_lsb: float | None = None
     note: str = ""
@@ -103,7 +104,7 @@ class Localization:
         if self.reproducer:
             verdict = {True: f"reproduces ({self.reproducer_max_lsb:.0f} LSB)", False: "does NOT reproduce alone",
                        None: "not checked"}[self.reproduces]
-            out.append(f"  reproducer: {self.reproducer} ({verdict})")
+            out.append(f"  reproducer: {self.reproducer} ({self.reproducer_nodes} nodes; {verdict})")
         if self.note:
             out.append(f"  {self.note}")
         return out
@@ -322,29 +323,56 @@ def localize(target: Target, legal: Graph, output: str, batches: list[Batch], *,
     return result
 
 
+#: How many times the reproducer may grow by one quantized step upstream when it does not reproduce alone
+#: (a backend may compute the tensor differently only inside a fused pattern that starts further up).
+REPRODUCER_GROWTH = 3
+
+
 def _write_reproducer(result: Localization, prober: _Prober, legal: Graph, name: str, frontier: set[str],
                       batches: list[Batch], folder: Path) -> None:
-    """The diverging region as a plan of its own, with the reference's values of its inputs; checked to reproduce."""
-    region = region_plan(legal, name, frontier)
+    """The diverging region as a plan of its own, with the reference's values of its inputs; checked to reproduce.
+
+    When the region alone computes the tensor within tolerance, it grows one quantized step
+    upstream (up to ``REPRODUCER_GROWTH`` times): the smallest region that reproduces is kept.
+    """
     full = ReferenceRunner(legal, engine=prober.engine)
-    feeds = []
-    for batch in batches:
-        values = full.run(batch, tuple(i for i in region.inputs if i not in legal.inputs))
-        feeds.append({i: np.asarray(batch[i] if i in legal.inputs else values[i]) for i in region.inputs})
     folder.mkdir(parents=True, exist_ok=True)
+    for growth in range(REPRODUCER_GROWTH + 1):
+        region = region_plan(legal, name, frontier)
+        feeds = []
+        for batch in batches:
+            values = full.run(batch, tuple(i for i in region.inputs if i not in legal.inputs))
+            feeds.append({i: np.asarray(batch[i] if i in legal.inputs else values[i]) for i in region.inputs})
+        shutil.rmtree(folder / "lowered", ignore_errors=True)
+        try:
+            acc, _ = prober.run_plan(region, feeds, folder / "lowered")
+        except MpcompileError as exc:
+            result.note = f"the reproducer could not be run on its own: {exc}"
+            acc = None
+        if acc is not None:
+            result.reproduces = not acc.passed()
+            result.reproducer_max_lsb = float(acc.max_lsb or 0.0)
+        upstream = {q for f in frontier for q in _quantized_frontier(legal, f)}
+        if acc is None or result.reproduces or not upstream or growth == REPRODUCER_GROWTH:
+            break
+        frontier = upstream
+    if not result.reproduces:
+        # The backend computes it differently only in a larger context (a fusion across the region's
+        # boundary): the prefix that showed the divergence is the reproducer, with the model's own inputs.
+        region = prefix_plan(legal, [name])
+        shutil.rmtree(folder / "lowered", ignore_errors=True)
+        feeds = [{i: np.concatenate([np.asarray(b[i]) for b in prober.batches]) for i in region.inputs}]
+        result.reproduces = True
+        result.reproducer_max_lsb = prober.results[name].max_lsb
+        result.note = (f"the region from its quantized inputs computes {name!r} within tolerance on its own: the "
+                       f"backend diverges only in the larger context (a fused pattern across that boundary); the "
+                       f"reproducer is the prefix of the plan that ends at {name!r}")
     plan_path = folder / "reproducer.plan.onnx"
     serde.save_plan(region, plan_path)
     np.savez(folder / "reproducer.inputs.npz", **feeds[0])
     result.reproducer = str(plan_path)
-    try:
-        acc, _ = prober.run_plan(region, feeds, folder / "lowered")
-    except MpcompileError as exc:
-        result.note = f"the reproducer could not be run on its own: {exc}"
-        return
-    result.reproduces = not acc.passed()
-    result.reproducer_max_lsb = float(acc.max_lsb or 0.0)
+    result.reproducer_nodes = len(region.nodes)
     (folder / "README.txt").write_text(
-        f"Backend {result.backend!r} computes tensor {name!r} (node {result.node!r}, {result.op}) "
-        f"{result.reproducer_max_lsb:.0f} LSB away from the plan, from inputs the plan and the backend agree on.\n\n"
+        "\n".join(result.lines()) + "\n\nRun it again:\n\n"
         f"  mpcompile conform {plan_path.name} --backend {result.backend} --data reproducer.inputs.npz --per-layer\n"
     )
