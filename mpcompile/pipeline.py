@@ -452,6 +452,7 @@ def conform(
     data: Any = None,
     *,
     calibration_data: Any = None,
+    input_shapes: dict[str, tuple[int, ...]] | None = None,
     per_layer: bool = False,
     localize: bool = False,
     reproducer_dir: str | os.PathLike | None = None,
@@ -476,7 +477,7 @@ def conform(
     """
     opts = CalibrationOptions.build(options, keywords)
     targets, _ = resolve_targets(list(backends) if backends else None, backend_options)
-    graph = as_graph(model)
+    graph = as_graph(model, input_shapes)
     if not graph.is_annotated:
         graph = calibrate(graph, calibration_data if calibration_data is not None else data, progress=False,
                           options=opts).plan
