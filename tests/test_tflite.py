@@ -220,6 +220,9 @@ OPS = {
     "resize_nearest": lambda r: single_op("Resize", (2, 4, 6, 6), {"_omitted": None, "sc": np.array([1, 1, 2, 2], np.float32)},
                                           mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor"),
     "gather_channels": lambda r: single_op("Gather", (2, 4, 6, 6), {"i": np.array([2, 0], np.int64)}, axis=1),
+    # x[:, -1] of a recurrence's output, counted from the end as ONNX does (TFLite's GATHER takes no negative index)
+    "gather_negative_index": lambda r: single_op("Gather", (2, 4, 6, 6), {"i": np.array(-1, np.int64)}, axis=1),
+    "gather_negative_indices": lambda r: single_op("Gather", (2, 4, 6, 6), {"i": np.array([-1, 0, -3], np.int64)}, axis=3),
     "depth_to_space": lambda r: single_op("DepthToSpace", (2, 4, 6, 6), blocksize=2),
     "hard_swish": lambda r: single_op("HardSwish", (2, 4, 6, 6)),
     "gelu": lambda r: single_op("Gelu", (2, 4, 6, 6), opset=20),

@@ -1006,15 +1006,23 @@ def slice_(ctx: NodeContext, node: Node) -> None:
 def gather(ctx: NodeContext, node: Node) -> None:
     data = ctx.input(node.inputs[0])
     idx_name = node.inputs[1]
+    axis = int(node.attr("axis", 0))
     if ctx.is_constant(idx_name):
         values = ctx.value(idx_name).astype(np.int64)
+        if np.any(values < 0):  # ONNX counts negative indices from the end; TFLite's GATHER refuses them
+            shape = ctx.shape(node.inputs[0])
+            dim = shape[axis if axis >= 0 else axis + len(shape)]
+            if not isinstance(dim, int):
+                raise UnsupportedOperatorError(f"Gather {node.name!r}: negative indices need a static size on axis {axis}, "
+                                               f"got {shape}: {STATIC_SHAPE_HINT}")
+            values = np.where(values < 0, values + dim, values)
         indices = ctx.w.new_tensor(f"{node.name}/indices", "int32", values.shape, data=values.astype(np.int32))
     else:
         indices = ctx.w.realize(idx_name, "raw")  # int32 or int64 ids (a model input stays int64)
     out = ctx.output(node.outputs[0])
     # op_version.cc: int16 indices 6, int16 data 4, bool data 3, int8 data 2
     version = 6 if _dtype(ctx, indices) == "int16" else _by_dtype(ctx, data, int16=4, bool=3, int8=2)
-    ctx.op("GATHER", [data, indices], [out], "GatherOptions", version, axis=int(node.attr("axis", 0)))
+    ctx.op("GATHER", [data, indices], [out], "GatherOptions", version, axis=axis)
 
 
 def _resize_axes(graph: Graph, node: Node) -> tuple[list[ResizeAxis], bool] | str:
