@@ -31,6 +31,7 @@ from tflite_models import (  # noqa: E402
     masked_encoder_feeds,
     mobile_block,
     single_op,
+    temporal_conv,
 )
 
 from mpcompile.conformance import Tolerances  # noqa: E402
@@ -165,6 +166,7 @@ CASES = {
     "channel_mixer": channel_mixer,
     "attention_block": attention_block,  # LayerNorm/Erf float islands, Split, BATCH_MATMUL, softmax
     "channel_shuffle": channel_shuffle,  # grouped convs, rank-5 reshape/transpose, float Sum
+    "temporal_conv": temporal_conv,  # 1-D convolutions and pools (an STFT as a strided Conv), as 2-D ones of height 1
 }
 
 
@@ -419,6 +421,17 @@ def test_operator_versions_follow_tflite_versioning(tmp_path):
     assert versions["CONV_2D"] == 3 and versions["DEPTHWISE_CONV_2D"] == 3 and versions["FULLY_CONNECTED"] == 4
     assert versions["SOFTMAX"] == 2 and versions["MAX_POOL_2D"] == 2 and versions["CONCATENATION"] == 2
     assert versions["QUANTIZE"] == 1 and versions["DEQUANTIZE"] == 2
+
+
+def test_one_dimensional_convolutions_and_pools_are_written_as_two_dimensional(tmp_path):
+    plan, _, _ = _prepare(temporal_conv(), tmp_path)
+    _, legal, artifact, _ = _lower(plan, tmp_path)
+    assert all(n.precision == Precision.INT8 for n in legal.nodes if n.op_type in ("Conv", "ConvTranspose", "MaxPool"))
+    assert artifact.metadata["lifted_1d"] == 8
+    ops = artifact.metadata["ops"]
+    assert ops["CONV_2D"] == 3 and ops["DEPTHWISE_CONV_2D"] == 1 and ops["TRANSPOSE_CONV"] == 1
+    assert ops["MAX_POOL_2D"] == 1 and ops["AVERAGE_POOL_2D"] == 1
+    assert "RELU" not in ops and "RELU6" not in ops  # the activations still fuse into their convolutions
 
 
 def test_channel_shuffle_costs_one_transpose(tmp_path):

@@ -19,7 +19,7 @@ from collections.abc import Callable
 import numpy as np
 
 from mpcompile.backends.api import Graph, Node, Precision, UnsupportedOperatorError
-from mpcompile_tflite import recurrent
+from mpcompile_tflite import recurrent, spatial1d
 from mpcompile_tflite.emit import (
     STATIC_SHAPE_HINT,
     NodeContext,
@@ -77,7 +77,11 @@ def why_not(graph: Graph, node: Node, integer: bool) -> str | None:
             return f"TFLite has no {wanted.value} kernel for {node.op_type}"
     elif not (set(FLOAT) & support.precisions):
         return f"the TFLite writer emits {node.op_type} in integer precision only"
-    return support.check(graph, node, integer) if support.check else None
+    if support.check is None:
+        return None
+    if spatial1d.is_1d(graph, node):  # checked as the lowering writes it
+        graph, node = spatial1d.lifted_view(graph, node)
+    return support.check(graph, node, integer)
 
 
 def _always(graph: Graph, node: Node) -> bool:
@@ -273,8 +277,8 @@ def conv_transpose(ctx: NodeContext, node: Node) -> None:
     target = out
     if crop:
         target = ctx.temp(out, (in_shape[0], full[0], full[1], out_shape[3]), "full")
-    batch = 1 if not isinstance(in_shape[0], int) else int(in_shape[0])
-    shape = ctx.param([batch, full[0], full[1], int(out_shape[3])], suffix="output_shape")
+    # TRANSPOSE_CONV checks output_shape against its input's batch: a dynamic batch is read at run time
+    shape = ctx.batch_shape(x, 0, in_shape[0], [full[0], full[1], int(out_shape[3])], "output_shape")
     version = ctx.version(int8=2, int16=2)
     if b >= 0:
         version = max(version, 3)
