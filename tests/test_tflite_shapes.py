@@ -1,0 +1,55 @@
+"""Real exports compute shapes at run time (Shape → arithmetic → Reshape, stage after stage, as Paddle's
+exporter writes them); TFLite needs them static. Each stage's Shape folds only once the stage before it
+has folded and shape inference has seen its output, so the import folds until nothing changes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper
+
+pytest.importorskip("ai_edge_litert")
+
+from test_tflite import _lower  # noqa: E402
+from tflite_models import graph_model  # noqa: E402
+
+from mpcompile import importer  # noqa: E402
+from mpcompile.pipeline import calibrate  # noqa: E402
+from mpcompile.reference import ReferenceRunner  # noqa: E402
+
+pytestmark = pytest.mark.tflite
+
+
+def staged_shapes(stages: int = 6) -> object:
+    """x[N, 4, 6] → ``stages`` × (Relu → Reshape to Max(Shape(y), 1)), a shape computation ONNX's data
+    propagation does not see through, so that every stage's output shape is unknown until it folds."""
+    nodes, y = [], "x"
+    for i in range(stages):
+        nodes += [
+            helper.make_node("Relu" if i % 2 == 0 else "Neg", [y], [f"a{i}"], name=f"act{i}"),
+            helper.make_node("Shape", [y], [f"s{i}"], name=f"shape{i}"),
+            helper.make_node("Max", [f"s{i}", "one"], [f"t{i}"], name=f"max{i}"),
+            helper.make_node("Reshape", [f"a{i}", f"t{i}"], [f"y{i}"], name=f"reshape{i}"),
+        ]
+        y = f"y{i}"
+    return graph_model("staged_shapes", nodes, {"x": ["N", 4, 6]}, {y: TensorProto.FLOAT}, {"one": np.array([1], np.int64)})
+
+
+def test_staged_shape_computations_fold_once_the_inputs_are_frozen(tmp_path):
+    import onnx
+
+    path = tmp_path / "staged.onnx"
+    onnx.save(staged_shapes(), path)
+    graph = importer.load(path, {"x": (2, 4, 6)})
+    assert not [n.name for n in graph.nodes if n.op_type in ("Shape", "Max")]
+    data = tmp_path / "x.npz"
+    x = np.random.default_rng(0).normal(0, 1, (8, 4, 6)).astype(np.float32)
+    np.savez(data, x=x)
+    plan = calibrate(path, data, input_shapes={"x": (2, 4, 6)}, progress=False).plan
+    backend, legal, artifact, _ = _lower(plan, tmp_path)
+    feeds = {"x": x[:2]}
+    with backend.runner(artifact, backend.options()) as runner:
+        got = runner.run(feeds)[legal.outputs[0]]
+    ref = ReferenceRunner(legal).run(feeds)[legal.outputs[0]]
+    spec = legal.tensors[legal.outputs[0]].quant
+    assert np.max(np.abs(got - ref)) <= float(spec.scale) * 1.01
