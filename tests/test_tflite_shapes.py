@@ -110,3 +110,16 @@ def test_samples_that_disagree_leave_the_dimension_dynamic(tmp_path):
     for i, length in enumerate((6, 6, 9)):
         np.save(folder / f"{i}.npy", np.zeros((4, length), np.float32))
     assert shapes_from_data(model_inputs(importer.load(path)), str(folder)) == {}
+
+
+def test_a_static_artifact_refuses_another_shape_naming_the_input(tmp_path):
+    from mpcompile.errors import DataError
+
+    path, data = _staged(tmp_path, ["N", 4, "L"])
+    plan = calibrate(path, data, input_shapes={"x": (1, 4, 6)}, progress=False).plan
+    backend, _, artifact, _ = _lower(plan, tmp_path)
+    x = np.zeros((3, 4, 6), np.float32)
+    with backend.runner(artifact, backend.options()) as runner:
+        runner.run({"x": x[:1]})
+        with pytest.raises(DataError, match=r"input 'x' of .* has the static shape 1x4x6 .* got 3x4x6"):
+            runner.run({"x": x})
