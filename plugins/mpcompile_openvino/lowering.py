@@ -25,12 +25,16 @@ tensor it produces (``inspect.check_fake_quantize``): a mismatch is an error, no
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 
 from mpcompile.backends.api import Artifact, BackendError, Graph, Precision, QDQWriter, Tensor, serde
 from mpcompile_openvino.options import OpenVINOOptions
+
+#: where the IR's rt_info holds the plan tensor -> IR tensor map (JSON), read by the runner
+TENSOR_MAP_RT_INFO = ("mpcompile", "tensor_map")
 
 #: names the FP16 nodes' weights carry between the QDQ ONNX and the IR (``_fp16_weights``)
 FP16_SUFFIX = "_from_fp16"
@@ -103,6 +107,9 @@ def write_ir(plan: Graph, out_dir: Path, stem: str, options: OpenVINOOptions, ve
     names = {n for op in model.get_ops() for out in op.outputs() for n in out.get_names()}
     exposed = {ir: art for ir, art in tensor_map.items() if art in names}
     xml = out_dir / f"{stem}.xml"
+    # The map travels inside the IR too, so an artifact given back by path (conform --artifact) is compared
+    # per layer on the same tensors as the one just lowered.
+    model.set_rt_info(json.dumps(exposed, sort_keys=True), list(TENSOR_MAP_RT_INFO))
     ov.save_model(model, str(xml), compress_to_fp16=options.compress_to_fp16)
     saved = ov.Core().read_model(str(xml))
     problems = check_fake_quantize(saved, plan, exposed)
