@@ -111,8 +111,11 @@ def _output_grids(model: Any) -> set[tuple[int, int, int]]:
 def _folded_ranges(plan: Graph, producers: dict[str, Any], name: str) -> list[tuple[np.ndarray, np.ndarray]]:
     """The input ranges a FakeQuantize of ``name`` may have once convert_model folds the plan's constant
     ``Add/Sub/Mul/Div`` producers (one per fold depth) into it: the plan's range pulled back through them."""
-    lo, hi = (np.asarray(v, np.float64) for v in expected_ranges(plan.tensors[name].quant))
+    spec = plan.tensors[name].quant
+    lo, hi = (np.asarray(v, np.float64) for v in expected_ranges(spec))
     ranges = []
+    if name in plan.inputs:  # lowering's exact input quantizer: its final Mul(s) folds in, the FakeQuantize reads steps
+        ranges.append((lo / float(spec.scale), hi / float(spec.scale)))
     for _ in range(MAX_FOLDS):
         node = producers.get(name)
         if node is None or node.op_type not in ("Add", "Sub", "Mul", "Div") or len(node.inputs) != 2:
