@@ -191,3 +191,28 @@ def test_an_artifact_given_by_path_is_compared_on_the_same_tensors(tmp_path):
                              open_data(plan, str(data)), per_layer=True, batch_size=8)
     assert report.passed, report.format_text()
     assert set(report.backends[0].per_layer) == set(lowered.backends[0].per_layer) >= {"x", "u1", "u"}
+
+
+def test_input_data_on_ties_of_the_grid_quantizes_like_onnx(tmp_path):
+    """Pixels normalised as ``k/127.5 − 1`` against the scale 2/255 are all ties of the grid: a FakeQuantize
+    (reciprocal multiply) rounded 22 % of a real OCR input 1 LSB off; the exact input quantizer makes it 0."""
+    rng = np.random.default_rng(4)
+    model = small_conv()
+    path = tmp_path / "pixels.onnx"
+    onnx.save(model, path)
+    pixels = rng.integers(0, 256, (32, 3, 8, 8)).astype(np.float32) / np.float32(127.5) - np.float32(1)
+    pixels[0, 0, 0, :2] = (-1.0, 1.0)  # the calibrated range is exactly [-1, 1]: scale 2/255
+    data = tmp_path / "pixels.npz"
+    np.savez(data, x=pixels)
+    plan = mpcompile.calibrate(str(path), str(data), progress=False).plan
+    assert float(plan.tensors["x"].quant.scale) == pytest.approx(2 / 255)
+    _, report = _lower_and_conform(plan, data, tmp_path)
+    assert report.backends[0].per_layer["x"].exact_share == 1.0, report.format_text()
+    assert report.passed, report.format_text()
+
+
+def small_conv(seed: int = 0) -> onnx.ModelProto:
+    rng = np.random.default_rng(seed)
+    inits = {"w": rng.normal(0, 0.3, (4, 3, 3, 3)).astype(np.float32), "b": rng.normal(0, 0.1, (4,)).astype(np.float32)}
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["y"])]
+    return graph_model("small_conv", nodes, {"x": ["N", 3, 8, 8]}, {"y": onnx.TensorProto.FLOAT}, inits)
