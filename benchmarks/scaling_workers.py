@@ -3,7 +3,8 @@
     python benchmarks/scaling_workers.py [--quick] [--repeats N] [--workers 1 2] [--no-ray]
                                          [--models mnist minilm] [--tasks sensitivity auto] [--json PATH]
 
-For MNIST (shipped) and MiniLM-L6 (exported once by ``models/export_minilm.py`` and cached, as in
+For MNIST (shipped), zoo entries named with ``--models`` (e.g. ``ppocr_rec``, the 294-layer CTC
+recogniser), and MiniLM-L6 (exported once by ``models/export_minilm.py`` and cached, as in
 ``benchmarks/run.py``): ``local_sensitivity`` over every integer layer and ``auto_plan`` (cosine,
 a tight budget, so the search runs long: exponential steps, then bisection), each sequential, on
 N local worker processes, and on a local Ray cluster with ``num_cpus=2``.
@@ -49,8 +50,9 @@ def child(args: dict[str, Any]) -> dict[str, Any]:
     from mpcompile.planning.auto import auto_plan
     from mpcompile.planning.sensitivity import local_sensitivity
 
-    calibrated = calibrate(args["model"], args["calib"], progress=False)
-    graph = as_graph(args["model"])
+    shapes = {k: tuple(v) for k, v in args["input_shapes"].items()} if args.get("input_shapes") else None
+    calibrated = calibrate(args["model"], args["calib"], input_shapes=shapes, progress=False)
+    graph = as_graph(args["model"], shapes)
 
     def work(executor: Any) -> str:
         if args["task"] == "sensitivity":
@@ -100,6 +102,7 @@ def cases(ctx: Context, quick: bool, models: list[str]) -> list[dict[str, Any]]:
         {"key": "mnist", "task": "auto", "model": str(MNIST_MODEL), "calib": str(MNIST_CALIB), "eval": str(MNIST_EVAL),
          "samples": 1000, "budget": 1e-5},
     ] if "mnist" in models else []
+    found += zoo_cases([m for m in models if m not in ("mnist", "minilm")], quick)
     if "minilm" not in models:
         return found
     minilm = ctx.minilm()
@@ -111,6 +114,23 @@ def cases(ctx: Context, quick: bool, models: list[str]) -> list[dict[str, Any]]:
             {"key": "minilm", "task": "auto", "model": minilm["model"], "calib": minilm["calib"], "eval": minilm["eval"],
              "samples": 64 if quick else 128, "budget": 1e-3},
         ]
+    return found
+
+
+def zoo_cases(names: list[str], quick: bool) -> list[dict[str, Any]]:
+    """Sensitivity and the auto search on zoo entries (built into the zoo cache first, as the zoo tests do)."""
+    if not names:
+        return []
+    from models import zoo
+
+    found = []
+    for name in names:
+        built = zoo.get(name).build()
+        common = {"key": name, "model": str(built.model_path), "calib": str(built.calib_path),
+                  "input_shapes": {k: list(v) for k, v in (built.input_shapes or {}).items()}}
+        found += [{**common, "task": "sensitivity", "samples": 16 if quick else 32},
+                  {**common, "task": "auto", "eval": str(built.eval_path), "samples": 32 if quick else 64,
+                   "budget": 1e-3}]
     return found
 
 
@@ -219,7 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=None, help="fresh-process repeats (default 3, quick 1)")
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="process counts (the first is the baseline)")
     ap.add_argument("--no-ray", action="store_true", help="skip the local Ray rows")
-    ap.add_argument("--models", nargs="+", choices=["mnist", "minilm"], default=["mnist", "minilm"])
+    ap.add_argument("--models", nargs="+", default=["mnist", "minilm"],
+                    help="mnist, minilm and/or zoo entry names (python -m models.zoo list), e.g. ppocr_rec")
     ap.add_argument("--tasks", nargs="+", choices=["sensitivity", "auto"], default=["sensitivity", "auto"])
     ap.add_argument("--cache", help=f"where the MiniLM export is cached (default {default_cache()})")
     ap.add_argument("--json", metavar="PATH", help="also write the rows and the detailed table as JSON")

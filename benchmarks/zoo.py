@@ -3,7 +3,12 @@ plan (ONNX Runtime artifact, and the TFLite artifact where it lowers) vs ONNX Ru
 ``quantize_static`` on the same calibration data: task metric, compile time, artifact size.
 Same data, same run, same machine.
 
-    python benchmarks/zoo.py [--only NAME ...] [--json PATH] [--cache DIR]
+    python benchmarks/zoo.py [--only NAME ...] [--json PATH] [--cache DIR] [--workers N | --ray ADDRESS]
+
+Each model is one task of mpcompile's executor (``mpcompile.execution``): sequential by
+default, ``--workers N`` local processes, ``--ray local|ADDRESS`` a Ray cluster. The rows come
+back in the zoo's order whatever ran where; metrics do not depend on the executor, timings
+do (models side by side share the machine).
 
 Every artifact's task metric is measured on the entry's held-out evaluation set with the
 entry's own metric (accuracy, F1, AUC, exact match, retrieval accuracy). The ORT artifacts of
@@ -35,6 +40,7 @@ if str(ROOT) not in sys.path:
 
 from models import zoo  # noqa: E402
 from models.zoo._common import ort_session  # noqa: E402
+from mpcompile.execution import open_executor, worker_threads  # noqa: E402
 
 
 def log(msg: str) -> None:
@@ -47,7 +53,7 @@ def _short(exc: BaseException, n: int = 600) -> str:
 
 
 def run_ort(path: Path, ev: dict, batch: int) -> list[dict]:
-    sess = ort_session(path)
+    sess = ort_session(path, threads=worker_threads() or 2)
     names = [i.name for i in sess.get_inputs()]
     outs = [o.name for o in sess.get_outputs()]
     fixed = sess.get_inputs()[0].shape[0]
@@ -184,25 +190,36 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def bench_task(cache: Path, name: str) -> dict:
+    """One executor task: the whole row of one zoo entry (a failure becomes the row's error)."""
+    entry = zoo.get(name)
+    with tempfile.TemporaryDirectory(prefix=f"zoo-{entry.name}-") as tmp:
+        try:
+            return bench(entry, cache, Path(tmp))
+        except Exception as exc:
+            log(traceback.format_exc())
+            return {"name": entry.name, "error": _short(exc)}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--only", nargs="+", metavar="NAME", help="only these zoo entries")
     ap.add_argument("--json", help="also write the rows as JSON")
     ap.add_argument("--cache", default=None, help="zoo cache (default $MPCOMPILE_ZOO_CACHE or ~/.cache/mpcompile/zoo)")
+    ap.add_argument("--workers", type=int, default=None, metavar="N", help="run N models at once on local processes")
+    ap.add_argument("--ray", default=None, metavar="ADDRESS", help="run the models on Ray: 'local' or a cluster address")
     args = ap.parse_args(argv)
     cache = Path(args.cache).expanduser() if args.cache else zoo.default_cache()
-    rows, t0 = [], time.perf_counter()
-    for entry in zoo.entries():
-        if args.only and entry.name not in args.only:
-            continue
-        with tempfile.TemporaryDirectory(prefix=f"zoo-{entry.name}-") as tmp:
-            try:
-                rows.append(bench(entry, cache, Path(tmp)))
-            except Exception as exc:
-                log(traceback.format_exc())
-                rows.append({"name": entry.name, "error": _short(exc)})
+    names = [e.name for e in zoo.entries() if not args.only or e.name in args.only]
+    t0 = time.perf_counter()
+    # The benchmark's own module, not __main__: worker processes import the task function by name.
+    from benchmarks.zoo import bench_task
+
+    with open_executor(args.workers, args.ray) as executor:
+        rows = executor.map(bench_task, executor.share(cache), names, labels=[f"zoo entry {n}" for n in names])
+        where = executor.describe()
     print(table(rows))
-    print(f"\n{len(rows)} models in {time.perf_counter() - t0:.0f} s")
+    print(f"\n{len(rows)} models in {time.perf_counter() - t0:.0f} s ({where})")
     if args.json:
         meta = {"versions": _versions(), "seconds": time.perf_counter() - t0}
         Path(args.json).write_text(json.dumps({"rows": rows, "meta": meta}, indent=2, default=str))

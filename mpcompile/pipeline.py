@@ -8,6 +8,7 @@ others are still written, conformed and listed in the manifest.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -452,6 +453,8 @@ def conform(
     *,
     calibration_data: Any = None,
     per_layer: bool = False,
+    localize: bool = False,
+    reproducer_dir: str | os.PathLike | None = None,
     tolerances: Tolerances | None = None,
     artifacts: Mapping[str, str | os.PathLike] | None = None,
     out_dir: str | os.PathLike | None = None,
@@ -466,6 +469,10 @@ def conform(
     Each backend lowers the plan into ``out_dir`` (default: a temporary folder, removed
     afterwards) or is held to the given ``artifacts[backend]``; then every artifact and the
     reference run on ``data``. A backend that cannot lower is reported with its reason.
+
+    ``localize``: for each backend that fails, bisect over sub-models of its legalized plan for
+    the first tensor it computes beyond tolerance (``conformance/localize.py``); with
+    ``reproducer_dir``, a minimal reproducer of each is written to ``reproducer_dir/<backend>/``.
     """
     opts = CalibrationOptions.build(options, keywords)
     targets, _ = resolve_targets(list(backends) if backends else None, backend_options)
@@ -489,12 +496,52 @@ def conform(
             graph, lowered, {t.name: t for t in targets}, dataset, samples=opts.samples, batch_size=opts.batch_size,
             per_layer=per_layer, tolerances=tolerances, reference_engine=reference_engine, progress=progress,
         )
+        if localize:
+            _localize_failures(report, lowered, {t.name: t for t in targets}, dataset, opts, tolerances,
+                               reference_engine, reproducer_dir, progress)
     if out_dir is not None:
         _relocate(lowered, work, Path(out_dir))
         paths = {r.backend: str(r.artifact.path) for r in lowered.values() if r.artifact is not None}
         for backend_report in report.backends:
             backend_report.artifact = paths.get(backend_report.backend, backend_report.artifact)
     return report
+
+
+#: Samples each localization probe runs: enough to show a divergence the full comparison saw.
+LOCALIZE_SAMPLES = 32
+
+
+def _localize_failures(report: ConformanceReport, lowered: Mapping[str, LowerResult], targets: Mapping[str, Target],
+                       dataset: Any, opts: CalibrationOptions, tolerances: Tolerances | None,
+                       reference_engine: str, reproducer_dir: str | os.PathLike | None, progress: bool) -> None:
+    """``--localize``: the first diverging tensor of every failing backend, found on sub-models of its plan."""
+    from mpcompile.conformance.localize import localize
+    from mpcompile.progress import progress_bar
+
+    failing = [b for b in report.backends if not b.passed and b.error is None]
+    if not failing:
+        return
+    samples = min(opts.samples or LOCALIZE_SAMPLES, LOCALIZE_SAMPLES)
+    batches = list(dataset.batches(min(opts.batch_size, samples), limit=samples))
+    if reproducer_dir is not None:
+        check_output_dir(reproducer_dir)
+    staging = staging_dir(reproducer_dir) if reproducer_dir is not None else contextlib.nullcontext(None)
+    with staging as repro_root, scratch_dir("mpcompile-localize-") as work, \
+            progress_bar(progress, total=None, description="localize", unit="sub-model runs") as bar:
+        for backend_report in failing:
+            result = lowered[backend_report.backend]
+            outputs = [name for name in backend_report.outputs if not backend_report.output_passed(name)]
+            for output in outputs or list(backend_report.outputs)[:1]:
+                found = localize(
+                    targets[backend_report.backend], result.plan, output, batches, tolerances=tolerances,
+                    engine=reference_engine, work=Path(work) / backend_report.backend,
+                    reproducer_dir=None if repro_root is None else Path(repro_root) / backend_report.backend,
+                    on_probe=lambda: bar.advance(1),
+                )
+                if found.reproducer is not None:
+                    found.reproducer = str(Path(reproducer_dir) / Path(found.reproducer).relative_to(repro_root))
+                backend_report.localization.append(found.to_dict())
+                backend_report.localization_lines += found.lines()
 
 
 def _given_artifact(target: Target, plan: Graph, path: Path) -> LowerResult:

@@ -15,6 +15,12 @@ from mpcompile.cli.options import EXIT_CODES_HELP, backend_option, backend_optio
 @click.option("--samples", type=click.IntRange(min=1), default=None, help="Use at most N samples.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--per-layer", is_flag=True, help="Also compare every quantized intermediate tensor and name the first that diverges.")
+@click.option("--localize", is_flag=True,
+              help="For each failing backend, find the first tensor it computes beyond tolerance by bisecting over "
+                   "sub-models of its plan (about log2(tensors) lowerings; works without --per-layer and in bounded "
+                   "memory), and print the node, its op, the worst values and a minimal reproducer.")
+@click.option("--reproducer-dir", type=click.Path(file_okay=False), default="mpcompile-reproducers", show_default=True,
+              help="With --localize: where each backend's reproducer (sub-plan, its inputs, the lowered artifact) goes.")
 @click.option("--tolerance", "tolerance", multiple=True, metavar="[TENSOR=]LSB",
               help="Allowed max |diff| in LSB: a default (e.g. 2) or per tensor (logits=3). Defaults: 1, softmax-type outputs 9.")
 @click.option("--artifact", "artifacts", multiple=True, metavar="BACKEND=PATH", help="Check an existing artifact instead of lowering.")
@@ -27,7 +33,7 @@ from mpcompile.cli.options import EXIT_CODES_HELP, backend_option, backend_optio
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write the full report as JSON.")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False), default=None, help="Write an HTML report with a per-layer error plot.")
 def conform_command(model_or_plan: str, backends: tuple[str, ...], data: str, calibration_data: str | None, samples: int | None,
-                    batch_size: int, per_layer: bool, tolerance: tuple[str, ...], artifacts: tuple[str, ...],
+                    batch_size: int, per_layer: bool, localize: bool, reproducer_dir: str, tolerance: tuple[str, ...], artifacts: tuple[str, ...],
                     reference_engine: str, max_accuracy_drop: float | None, quiet: bool, json_path: str | None, html_path: str | None, backend_option_items: tuple[str, ...]) -> None:
     """Lower MODEL_OR_PLAN for each backend, run every artifact and the fake-quant reference
     on the same inputs, and compare them: max |diff| in LSB of each output's scale, share
@@ -37,6 +43,7 @@ def conform_command(model_or_plan: str, backends: tuple[str, ...], data: str, ca
     Examples:
       mpcompile conform plan.onnx --backend onnxruntime --backend tflite --data eval.npz --html report.html
       mpcompile conform plan.onnx --backend onnxruntime --artifact onnxruntime=out/model.qdq.onnx --data eval.npz --per-layer
+      mpcompile conform plan.onnx --backend tflite --data eval.npz --localize     # where does it first diverge?
     """
     from mpcompile.conformance import Tolerances
     from mpcompile.errors import MpcompileError
@@ -57,6 +64,8 @@ def conform_command(model_or_plan: str, backends: tuple[str, ...], data: str, ca
         samples=samples,
         batch_size=batch_size,
         per_layer=per_layer,
+        localize=localize,
+        reproducer_dir=reproducer_dir if localize else None,
         tolerances=Tolerances.parse(tolerance),
         artifacts=given or None,
         reference_engine=reference_engine,

@@ -33,6 +33,9 @@ class BackendReport:
     node_precisions: list[str] = dataclasses.field(default_factory=list)
     #: why the integer certificate (per-layer comparison) ran when --per-layer was not asked for
     certificate_reason: str = ""
+    #: ``--localize``: where the backend first leaves tolerance (``localize.Localization.to_dict()``)
+    localization: list[dict] = dataclasses.field(default_factory=list)
+    localization_lines: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def float_outputs_failed(self) -> bool:
@@ -146,6 +149,7 @@ class BackendReport:
             "precision": self.precision,
             "rounding_floor_db": self.rounding_floor_db,
             "deviations": self.deviations,
+            "localization": self.localization,
         }
 
 
@@ -249,6 +253,7 @@ class ConformanceReport:
                 lines.append(f"        note: {note}")
             for msg in b.failures:
                 lines.append(f"        ✗ {msg}")
+            lines += [f"        {line}" for line in b.localization_lines]
         for name, reason in self.failed.items():
             lines.append(f"    [FAIL] {name}: no artifact: {reason}")
         lines.append("  plan against FP32 (the accuracy cost):")

@@ -1,0 +1,39 @@
+"""``--localize`` on real failing cases of the zoo (slow): the first diverging tensor is named within
+2 × log2(nodes) sub-model runs (issue 16's target), with a reproducer written.
+
+The cases are the zoo entries whose ONNX Runtime artifact is known not to conform
+(tests/test_zoo.py's KNOWN_ORT_NONCONFORMANCE); an entry that conforms today has nothing to
+localize and is skipped, saying so.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from test_zoo import KNOWN_ORT_NONCONFORMANCE
+
+from models import zoo
+
+pytestmark = pytest.mark.slow
+
+CASES = [name for name in ("ppocr_det", "ppocr_rec") if name in KNOWN_ORT_NONCONFORMANCE]
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_localize_names_the_first_divergence(name, tmp_path):
+    from mpcompile.pipeline import calibrate, conform
+
+    built = zoo.get(name).build()
+    plan = calibrate(str(built.model_path), str(built.calib_path), input_shapes=built.input_shapes, progress=False).plan
+    report = conform(plan, ["onnxruntime"], str(built.eval_path), samples=8, localize=True,
+                     reproducer_dir=tmp_path / "repro")
+    backend = report.backends[0]
+    if backend.passed:
+        pytest.skip(f"{name} conforms on ONNX Runtime today: nothing to localize")
+    assert backend.localization, backend.localization_lines
+    for found in backend.localization:
+        assert found["tensor"], found["note"]
+        assert found["runs"] <= 2 * math.log2(found["plan_nodes"]), (found["runs"], found["plan_nodes"])
+        assert found["max_lsb"] > found["tolerance_lsb"]
+        assert found["reproducer"] and (tmp_path / "repro" / "onnxruntime" / "reproducer.plan.onnx").is_file()
