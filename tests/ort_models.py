@@ -93,3 +93,33 @@ def optimized(path: Path, folder: Path) -> onnx.ModelProto:
 
 def op_counts(model: onnx.ModelProto) -> collections.Counter:
     return collections.Counter(node.op_type for node in model.graph.node)
+
+
+def silu_cnn(seed: int = 0, channels: int = 16, size: int = 48, layers: int = 4) -> onnx.ModelProto:
+    """Convs each followed by a high-gain activation (SiLU = x·Sigmoid(x), HardSwish), as in YOLO/PicoDet
+    detectors: one LSB of a Conv output becomes several LSB of the activation's output."""
+    rng = np.random.default_rng(seed)
+    inits, nodes, x, cin = [], [], "x", 3
+    n = helper.make_node
+    for i in range(layers):
+        inits += [_init(f"w{i}", rng.normal(0, np.sqrt(2 / (cin * 9)), (channels, cin, 3, 3)).astype(np.float32)),
+                  _init(f"b{i}", rng.normal(0, 0.1, channels).astype(np.float32))]
+        nodes.append(n("Conv", [x, f"w{i}", f"b{i}"], [f"c{i}"], name=f"conv{i}", pads=[1, 1, 1, 1]))
+        if i % 2 == 0:
+            nodes += [n("Sigmoid", [f"c{i}"], [f"s{i}"], name=f"sigmoid{i}"), n("Mul", [f"c{i}", f"s{i}"], [f"a{i}"], name=f"silu{i}")]
+        else:
+            nodes.append(n("HardSwish", [f"c{i}"], [f"a{i}"], name=f"hardswish{i}"))
+        x, cin = f"a{i}", channels
+    graph = helper.make_graph(nodes, "silu_cnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, size, size])],
+                              [helper.make_tensor_value_info(x, TensorProto.FLOAT, ["N", channels, size, size])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+def write_silu_cnn(folder: Path, samples: int = 16) -> tuple[Path, Path]:
+    model, data = folder / "silu_cnn.onnx", folder / "silu_cnn.calib.npz"
+    onnx.save(silu_cnn(), model)
+    np.savez(data, x=(2 * np.random.default_rng(1).normal(0, 1, (samples, 3, 48, 48))).astype(np.float32))
+    return model, data
