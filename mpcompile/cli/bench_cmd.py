@@ -75,6 +75,25 @@ def bench_command(artifacts: tuple[str, ...], baselines: tuple[str, ...], model:
     raise SystemExit(3 if report.failed else 0)
 
 
+def bench_output_folder(folder: Path, data: str | None, batches: list[int], seconds: float = 2.0, rounds: int = 10,
+                        options: dict[str, dict[str, str]] | None = None):  # noqa: ANN201 - a BenchReport
+    """Time every artifact of a ``mpcompile compile`` output folder beside its FP32 baseline and record the
+    results in its manifest (``bench``): what ``mpcompile compile --bench`` runs after compiling."""
+    from mpcompile.bench import measure
+
+    options = options or {}
+    with contextlib.ExitStack() as stack:
+        subjects, model_path = _subjects((str(folder),), None, None, options)
+        subjects += _baselines(subjects, (), model_path, options, stack)
+        feeds = _feeds(model_path, subjects, data)
+        report = measure(subjects, feeds, batches=list(dict.fromkeys(batches)), seconds=seconds, rounds=rounds)
+    manifest_path = Path(folder) / MANIFEST
+    manifest = json.loads(manifest_path.read_text())
+    manifest["bench"] = report.to_dict()
+    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+    return report
+
+
 # ---------------------------------------------------------------------------- what to time
 def _manifest_for(path: Path) -> tuple[Path, dict[str, Any]] | None:
     for folder in (path.parent, path.parent.parent):
