@@ -160,3 +160,24 @@ def test_tile_batch():
     x = {"x": np.arange(3)[:, None]}
     assert tile_batch(x, 7)["x"][:, 0].tolist() == [0, 1, 2, 0, 1, 2, 0]
     assert tile_batch(x, 2)["x"][:, 0].tolist() == [0, 1]
+
+
+def test_compile_bench_prints_and_records_in_the_manifest(tmp_path):
+    out = tmp_path / "out"
+    result = subprocess.run([sys.executable, "-m", "mpcompile", "compile", str(MNIST), "--data", str(MNIST_CALIB), "--backend",
+                             "onnxruntime", "--no-conform", "--quiet", "-o", str(out), "--bench", "1,4", "--bench-seconds", "0.02"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "(FP32 baseline)" in result.stdout and "b4 speed ×" in result.stdout
+    bench = json.loads((out / "manifest.json").read_text())["bench"]
+    assert bench["batches"] == [1, 4] and len(bench["results"]) == 2
+    slower = any(ln.startswith("warning:") and "slower than FP32" in ln for ln in result.stdout.splitlines())
+    ours = next(r for r in bench["results"] if not r.get("baseline"))
+    assert slower == any(ours["batches"][b]["speedup_p50"] < 1 for b in ("1", "4"))
+
+
+def test_compile_bench_bad_batches_exit_2(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "mpcompile", "compile", str(MNIST), "--backend", "onnxruntime", "--no-conform",
+                             "-o", str(tmp_path / "out"), "--bench", "0,x"], capture_output=True, text=True)
+    assert result.returncode == 2 and "--bench" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()

@@ -33,8 +33,11 @@ from mpcompile.cli.options import (
 @click.option("--bench", "bench_batches", multiple=False, is_flag=False, flag_value="1,32", default=None, metavar="[B,B…]",
               help="Then time every artifact beside its FP32 baseline (p50/p90 per batch, default batches 1,32), as "
                    "`mpcompile bench OUT` does; printed and written to the manifest (`bench`).")
+@click.option("--bench-seconds", type=click.FloatRange(min=0.001), default=2.0, show_default=True,
+              help="With --bench: timing budget per artifact, batch and round (10 interleaved rounds).")
 def compile_command(model: str, backends: tuple[str, ...], data: str | None, precision: str, conform: bool,
-                    eval_data: str | None, out_dir: str | None, bench_batches: str | None, **_rest: object) -> None:
+                    eval_data: str | None, out_dir: str | None, bench_batches: str | None, bench_seconds: float,
+                    **_rest: object) -> None:
     """Import MODEL, calibrate, plan, and lower the one plan for every backend.
 
     Writes OUT/plan.onnx (the plan), OUT/<backend>/ (each artifact), OUT/manifest.json
@@ -88,7 +91,8 @@ def compile_command(model: str, backends: tuple[str, ...], data: str | None, pre
     if batches and result.artifacts:
         from mpcompile.cli.bench_cmd import bench_output_folder
 
-        report = bench_output_folder(result.out_dir, eval_data or data, batches, options=backend_options(params))
+        report = bench_output_folder(result.out_dir, eval_data or data, batches, seconds=bench_seconds,
+                                     options=backend_options(params))
         click.echo(report.format_table())
     raise SystemExit(result.exit_code)
 
