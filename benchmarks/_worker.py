@@ -290,6 +290,21 @@ def build_artifacts(a: dict[str, Any]) -> dict[str, Any]:
         result["peer"] = str(peer)
     except Exception as exc:  # noqa: BLE001
         result["peer_error"] = f"ORT quantize_static failed: {type(exc).__name__}: {_first_line(exc)}"
+    if a.get("dynamic"):
+        try:
+            res = _ours_compile(a["model"], a["calib"], ["onnxruntime"], str(out / "ours_dynamic"), a["batch"], None,
+                                backend_options={"onnxruntime": {"quantization": "dynamic"}})
+            result["ours_dynamic"] = str(res.artifacts["onnxruntime"].path)
+        except MpcompileError as exc:
+            result["ours_dynamic_error"] = f"mpcompile.compile (quantization=dynamic) failed: {type(exc).__name__}: {_first_line(exc)}"
+        try:
+            from onnxruntime.quantization import QuantType, quantize_dynamic
+
+            peer = out / "ort_quantize_dynamic.onnx"
+            quantize_dynamic(a["model"], str(peer), weight_type=QuantType.QInt8)
+            result["peer_dynamic"] = str(peer)
+        except Exception as exc:  # noqa: BLE001
+            result["peer_dynamic_error"] = f"ORT quantize_dynamic failed: {type(exc).__name__}: {_first_line(exc)}"
     if a.get("tflite"):
         for precision, key in (("int8", "tflite_int8"), ("fp32", "tflite_fp32")):
             try:

@@ -433,13 +433,15 @@ class Context:
 
     # ------------------------------------------------------------------ artifacts (latency, accuracy)
     def artifacts(self, key: str, paths: dict[str, Any]) -> dict[str, Any]:
-        """Build once per run: mpcompile's ORT artifact, ORT quantize_static's (per-channel QDQ), and
-        (if available) mpcompile's int8 and fp32 .tflite, all from the same calibration data."""
+        """Build once per run: mpcompile's ORT artifact (static, and ``quantization=dynamic``), ORT
+        quantize_static's (per-channel QDQ) and quantize_dynamic's, and (if available) mpcompile's int8 and fp32
+        .tflite, all from the same calibration data."""
         if key not in self._artifacts:
             calib = str(MNIST_CALIB) if key == "mnist" else paths["calib"]  # MNIST: the shipped calibration set
             batch = MNIST_BATCH if key == "mnist" else MINILM_BATCH
             tflite = self.tflite()[0] and key == "mnist"
-            self.log(f"building {key} artifacts (mpcompile ORT, ORT quantize_static{', tflite' if tflite else ''})")
+            self.log(f"building {key} artifacts (mpcompile ORT static + dynamic, ORT quantize_static + quantize_dynamic"
+                     f"{', tflite' if tflite else ''})")
             res = self.job(
                 "build_artifacts",
                 {
@@ -448,6 +450,7 @@ class Context:
                     "batch": batch,
                     "out": str(self.workdir / f"artifacts_{key}"),
                     "tflite": tflite,
+                    "dynamic": True,
                 },
             )
             self._artifacts[key] = res.data

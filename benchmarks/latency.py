@@ -1,6 +1,7 @@
-"""Case 4: inference latency of mpcompile's ONNX Runtime artifact vs ORT ``quantize_static``'s
-artifact and vs the FP32 model, at batch 1 and 32 (p50, p90); and, when mpcompile's TFLite backend
-is available, its int8 ``.tflite`` vs its fp32 ``.tflite`` (``--precision fp32``).
+"""Case 4: inference latency of mpcompile's ONNX Runtime artifacts (static QDQ, and
+``onnxruntime.quantization=dynamic``) vs ORT ``quantize_static``'s and ``quantize_dynamic``'s artifacts and
+vs the FP32 model, at batch 1 and 32 (p50, p90), all in the same interleaved rounds; and, when
+mpcompile's TFLite backend is available, its int8 ``.tflite`` vs its fp32 ``.tflite`` (``--precision fp32``).
 
 Artifacts come from the same calibration data (MNIST: ``models/mnist_cnn.calib.npz``; MiniLM: its
 generated calibration set). All ONNX models run in default ``InferenceSession``s (CPU provider,
@@ -40,8 +41,8 @@ def run(ctx: Context) -> list[Row]:
         if paths is None:
             for batch in BATCHES:
                 for stat in STATS:
-                    for versus, label in (("vs-ort-quantize_static", "peer"), ("vs-fp32", "fp32")):
-                        rows.append(skipped(f"latency/{key}/b{batch}/{stat}/{versus}", metric(stat, label), TARGET, reason))
+                    for suffix, _, label, _, target in PAIRS:
+                        rows.append(skipped(f"latency/{key}/b{batch}/{stat}/{suffix}", metric(stat, label), target, reason))
             continue
         rows.extend(_onnx(ctx, key, paths))
     rows.extend(_tflite(ctx))
@@ -74,50 +75,63 @@ def _collect(ctx: Context, key: str, kind: str, models: dict[str, str], data: st
     return out, short_error("; ".join(dict.fromkeys(errors)), 300)
 
 
-def _spread(stats: dict[str, Any], other: str, stat: str) -> str:
-    """The ratio other/ours of each repeat, so that a reader can judge noise around 1."""
+def _spread(stats: dict[str, Any], other: str, stat: str, mine: str = "ours") -> str:
+    """The ratio other/mine of each repeat, so that a reader can judge noise around 1."""
     ratios = [
-        run[other][stat] / run["ours"][stat]
+        run[other][stat] / run[mine][stat]
         for run in stats.get("_runs", [])
-        if other in run and "ours" in run and run["ours"][stat]
+        if other in run and mine in run and run[mine][stat]
     ]
     if len(ratios) < 2:
         return ""
     return f"; ratio per repeat {min(ratios):.3f}–{max(ratios):.3f}"
 
 
+#: (row suffix, mpcompile label, other label, what the other is, target): one row per pair, every model
+#: timed in the same interleaved rounds (mpcompile static and dynamic, both ORT peers, FP32).
+PAIRS = (
+    ("vs-ort-quantize_static", "ours", "peer", "ORT quantize_static per-channel QDQ (S8S8, MinMax)", TARGET),
+    ("vs-fp32", "ours", "fp32", "the FP32 model", TARGET),
+    ("dynamic/vs-ort-quantize_dynamic", "ours_dynamic", "peer_dynamic",
+     "ORT quantize_dynamic (QInt8 weights, per tensor) vs mpcompile onnxruntime.quantization=dynamic", TARGET),
+    ("dynamic/vs-fp32", "ours_dynamic", "fp32", "the FP32 model, vs mpcompile onnxruntime.quantization=dynamic", TARGET),
+    ("ort-quantize_static/vs-fp32", "peer", "fp32", "the FP32 model, vs ORT quantize_static's artifact (informational)", None),
+    ("ort-quantize_dynamic/vs-fp32", "peer_dynamic", "fp32", "the FP32 model, vs ORT quantize_dynamic's artifact (informational)", None),
+)
+LABELS = ("ours", "ours_dynamic", "peer", "peer_dynamic", "fp32")
+
+
 def _onnx(ctx: Context, key: str, paths: dict[str, Any]) -> list[Row]:
     art = ctx.artifacts(key, paths)
-    models = {label: art[label] for label in ("ours", "peer", "fp32") if art.get(label)}
+    models = {label: art[label] for label in LABELS if art.get(label)}
     data = str(MNIST_EVAL) if key == "mnist" else paths["eval"]
     repeats = ctx.settings.repeats if key == "mnist" else ctx.settings.repeats_large
     rows = []
     for batch in BATCHES:
         stats, error = _collect(ctx, key, "onnx", models, data, batch, repeats)
         for stat in STATS:
-            ours = stats.get("ours", {}).get(stat)
-            for versus, label, what in (
-                ("vs-ort-quantize_static", "peer", "ORT quantize_static per-channel QDQ (S8S8, MinMax)"),
-                ("vs-fp32", "fp32", "the FP32 model"),
-            ):
+            for suffix, mine, label, what, target in PAIRS:
+                ours = stats.get(mine, {}).get(stat)
                 other = stats.get(label, {}).get(stat)
-                notes = [f"peer: {what}; {repeats} repeat(s), {_n(stats)} runs each{_spread(stats, label, stat)}"]
-                if art.get("ours_error"):
-                    notes.append(f"no mpcompile artifact: {short_error(art['ours_error'])}")
-                if label == "peer" and art.get("peer_error"):
-                    notes.append(f"no peer artifact: {short_error(art['peer_error'])}")
+                notes = [f"{'peer' if label.startswith('peer') else 'other'}: {what}; {repeats} repeat(s), {_n(stats)} runs "
+                         f"each{_spread(stats, label, stat, mine)}"]
+                for k in (mine, label):
+                    if art.get(f"{k}_error"):
+                        notes.append(f"no {k} artifact: {short_error(art[f'{k}_error'])}")
                 if error:
                     notes.append(f"errors: {error}")
+                versus = "peer" if label.startswith("peer") and mine.startswith("ours") else "FP32"
                 rows.append(
                     row(
-                        f"latency/{key}/b{batch}/{stat}/{versus}",
-                        metric(stat, "peer" if label == "peer" else "FP32"),
+                        f"latency/{key}/b{batch}/{stat}/{suffix}",
+                        metric(stat, versus) if mine.startswith("ours") else f"{stat} latency [ms] (mpcompile column: "
+                        f"the ORT peer); ratio = FP32/peer (speedup)",
                         ours,
                         other,
                         safe_div(other, ours),
-                        TARGET,
+                        target,
                         "; ".join(notes),
-                        ours_failed=ours is None,
+                        ours_failed=ours is None and mine.startswith("ours"),
                     )
                 )
     return rows

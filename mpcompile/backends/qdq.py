@@ -135,16 +135,36 @@ class QDQWriter:
                 fused.append((src, spec))
         return fused
 
+    def place_constant(self, tensor: Tensor, spec: QuantSpec) -> None:
+        """Hook: how an annotated constant is written (default: ``store_constant``)."""
+        self.store_constant(tensor, spec)
+
+    def activation_storage(self, name: str, spec: QuantSpec) -> QuantSpec | None:
+        """Hook: the spec an annotated activation's Q/DQ is written with, or None for no Q/DQ (default: the plan's).
+
+        A backend may store the same numbers differently (another integer type whose dequantized
+        values are identical) or skip a value whose Q/DQ it already wrote another way.
+        """
+        return spec
+
+    def finish(self) -> None:
+        """Hook for a backend's own rewrites after the Q/DQ nodes are written (default: none)."""
+
     def place(self) -> Graph:
         """Every annotated constant stored as integers, every annotated activation Q → DQ, fused Relu inputs too."""
         fused = self.fused_relu_inputs()
         self.prepare()
         for tensor in list(self.g.tensors.values()):
             if tensor.quant is not None and tensor.is_constant:
-                self.store_constant(tensor, tensor.quant)
+                self.place_constant(tensor, tensor.quant)
         for tensor in list(self.g.tensors.values()):
             if tensor.quant is not None and not tensor.is_constant:
-                self.quantize_activation(tensor.name, tensor.quant)
+                storage = self.activation_storage(tensor.name, tensor.quant)
+                if storage is not None:
+                    self.quantize_activation(tensor.name, storage)
         for name, spec in fused:
-            self.quantize_activation(name, spec.replace(provenance={"role": "fused-relu-input"}))
+            storage = self.activation_storage(name, spec.replace(provenance={"role": "fused-relu-input"}))
+            if storage is not None:
+                self.quantize_activation(name, storage)
+        self.finish()
         return self.clear_plan()

@@ -30,8 +30,14 @@ from mpcompile.cli.options import (
               help="Run the conformance suite on the artifacts (needs evaluation data).")
 @click.option("--eval-data", default=None, help="Data for conformance/accuracy (default: <model>.eval.npz next to the model, else --data).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--bench", "bench_batches", multiple=False, is_flag=False, flag_value="1,32", default=None, metavar="[B,B…]",
+              help="Then time every artifact beside its FP32 baseline (p50/p90 per batch, default batches 1,32), as "
+                   "`mpcompile bench OUT` does; printed and written to the manifest (`bench`).")
+@click.option("--bench-seconds", type=click.FloatRange(min=0.001), default=2.0, show_default=True,
+              help="With --bench: timing budget per artifact, batch and round (10 interleaved rounds).")
 def compile_command(model: str, backends: tuple[str, ...], data: str | None, precision: str, conform: bool,
-                    eval_data: str | None, out_dir: str | None, **_rest: object) -> None:
+                    eval_data: str | None, out_dir: str | None, bench_batches: str | None, bench_seconds: float,
+                    **_rest: object) -> None:
     """Import MODEL, calibrate, plan, and lower the one plan for every backend.
 
     Writes OUT/plan.onnx (the plan), OUT/<backend>/ (each artifact), OUT/manifest.json
@@ -49,12 +55,14 @@ def compile_command(model: str, backends: tuple[str, ...], data: str | None, pre
       mpcompile compile model.onnx --precision auto --metric top1 --max-accuracy-drop 0.005
       mpcompile compile model.onnx --backend tflite --backend-option tflite.io=int8
       mpcompile compile model.onnx --backend tensorrt --backend-option tensorrt.onnx_only=true
+      mpcompile compile models/mnist_cnn.onnx --backend onnxruntime --bench
     """
     from pathlib import Path
 
     from mpcompile.pipeline import compile as run_compile
     from mpcompile.pipeline import default_data
 
+    batches = _bench_batches(bench_batches)
     if data is None and precision in ("int8", "int16", "mixed", "auto"):
         found = default_data(model, "calib")
         if found is not None:
@@ -80,4 +88,22 @@ def compile_command(model: str, backends: tuple[str, ...], data: str | None, pre
         click.echo(result.conformance.format_text())
         click.echo(f"report: {result.out_dir / 'conformance.html'}")
     click.echo(f"manifest: {result.manifest_path}  (total {result.timings['total']:.2f}s)")
+    if batches and result.artifacts:
+        from mpcompile.cli.bench_cmd import bench_output_folder
+
+        report = bench_output_folder(result.out_dir, eval_data or data, batches, seconds=bench_seconds,
+                                     options=backend_options(params))
+        click.echo(report.format_table())
     raise SystemExit(result.exit_code)
+
+
+def _bench_batches(value: str | None) -> list[int]:
+    if value is None:
+        return []
+    try:
+        batches = [int(b) for b in value.split(",") if b.strip()]
+    except ValueError:
+        batches = []
+    if not batches or min(batches) < 1:
+        raise click.BadParameter(f"{value!r}: give batch sizes as positive integers, e.g. --bench 1,32", param_hint="--bench")
+    return batches

@@ -31,6 +31,7 @@ COMMANDS = {
     "sensitivity": ("mpcompile.cli.sensitivity_cmd", "sensitivity_command", "Rank layers by the error quantizing them causes."),
     "inspect": ("mpcompile.cli.inspect_cmd", "inspect_command", "Show a model's or plan's structure and quantization."),
     "backends": ("mpcompile.cli.backends_cmd", "backends_command", "List installed backends and what they support."),
+    "bench": ("mpcompile.cli.bench_cmd", "bench_command", "Time artifacts beside their FP32 model on the same backend."),
 }
 
 

@@ -57,12 +57,13 @@ class OnnxRuntimeBackend(Backend):
     def legalize(self, plan: Graph, options: OnnxRuntimeOptions) -> tuple[Graph, list[Deviation]]:
         from mpcompile_onnxruntime.legalize import legalize_for_onnxruntime
 
-        return legalize_for_onnxruntime(plan, self.capabilities)
+        return legalize_for_onnxruntime(plan, self.capabilities, options)
 
     def lower(self, plan: Graph, out_dir: Path, *, stem: str, options: OnnxRuntimeOptions) -> Artifact:
         from mpcompile_onnxruntime.lowering import write_qdq_model
 
-        return write_qdq_model(plan, out_dir, stem, self.version())
+        return write_qdq_model(plan, out_dir, stem, self.version(), fusion=options.fusion_report,
+                               skip_layernorm=options.skip_layernorm_fusion)
 
     def runner(self, artifact: Artifact, options: OnnxRuntimeOptions) -> Runner:
         from mpcompile_onnxruntime.runner import ort_runner
