@@ -22,6 +22,7 @@ from mpcompile.backends.capabilities import Deviation
 from mpcompile.backends.options import BackendOptions
 from mpcompile.backends.registry import Skipped, resolve_targets
 from mpcompile.backends.targets import LowerResult, Target, lower_target, unsupported_ops
+from mpcompile.calibration import guards
 from mpcompile.calibration.collect import CalibrationResult, calibrate_graph
 from mpcompile.conformance import ConformanceReport, Tolerances, check_artifacts
 from mpcompile.data import open_data
@@ -134,6 +135,7 @@ class CalibrateResult:
     config: PlanConfig
     auto: Any = None  # planning.auto.AutoPlanResult for --precision auto
     recovery: list[Any] = dataclasses.field(default_factory=list)  # recovery.RecoveryStep, in the order they ran
+    warnings: list[str] = dataclasses.field(default_factory=list)  # calibration guards (calibration.guards)
 
 
 def calibrate(
@@ -212,9 +214,11 @@ def calibrate(
         batches = list(open_data(graph, data, opts.preprocess).batches(min(opts.batch_size, 8), limit=RECOVERY_SAMPLES))
         plan, steps = refine_plan(plan, recover, batches)
         recovery += steps
+    messages = guards.check(plan, result)
+    guards.warn(messages)
     if opts.save_stats is not None and result is not None:
         result.save(opts.save_stats)  # once the plan stands: a run that fails leaves no cache behind
-    return CalibrateResult(plan, result, config, auto, recovery)
+    return CalibrateResult(plan, result, config, auto, recovery, messages)
 
 
 def _pin(plan: Graph, pins: dict[str, Any], source: Any) -> None:
@@ -419,6 +423,8 @@ def compile(  # noqa: A001 - the natural name for a compiler's entry point
             },
             "skipped": {s.name: s.reason for s in skipped},
         }
+        if calibrated.warnings:
+            extra["warnings"] = list(calibrated.warnings)
         if calibrated.recovery:
             extra["recovery"] = [step.to_dict() for step in calibrated.recovery]
         if calibrated.auto is not None:

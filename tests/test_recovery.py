@@ -109,8 +109,12 @@ def test_equalize_helps_per_tensor_weights(tmp_path):
         ref = _fp32(plan, x)
         return float(np.mean((ReferenceRunner(plan).run({"x": x})["y"] - ref) ** 2) / np.mean(ref ** 2))
 
-    plain = calibrate(path, data, per_channel=False, progress=False)
+    from mpcompile.calibration.guards import CalibrationWarning
+
+    with pytest.warns(CalibrationWarning, match="'w2'"):  # the guard that points at this fix
+        plain = calibrate(path, data, per_channel=False, progress=False)
     equalized = calibrate(path, data, per_channel=False, recover="equalize", progress=False)
+    assert not equalized.warnings
     assert [s.name for s in equalized.recovery] == ["equalize"] and equalized.recovery[0].changed == 2
     assert noise(equalized.plan) < noise(plain.plan) / 1.5  # measured: 2.2× less noise
 
@@ -190,3 +194,26 @@ def test_manifest_records_each_transform_and_the_cli_refuses_a_bad_name(tmp_path
         "error: unknown recovery 'nope'; valid: fold_scalars, equalize, rounding, bias_correction, all, none "
         "(e.g. --recover bias_correction+rounding)"]
     assert not (tmp_path / "bad").exists()
+
+
+# ---------------------------------------------------------------------------- calibration guards
+def test_guards_warn_about_channel_spread_clipping_and_a_wasted_sign(tmp_path):
+    from mpcompile.calibration.guards import CalibrationWarning
+
+    rng = np.random.default_rng(7)
+    path, data = _separable(tmp_path, rng)
+    with pytest.warns(CalibrationWarning, match=r"per-tensor weight\(s\) have output channels.*'w2'.*--per-channel"):
+        per_tensor = calibrate(path, data, per_channel=False, progress=False)
+    assert any("'w2'" in w for w in per_tensor.warnings)
+    with pytest.warns(CalibrationWarning, match=r"symmetric activation range\(s\) are on tensors that are never negative"):
+        calibrate(path, data, symmetric=True, progress=False)
+    # a histogram range that clips most values: the lowest percentile allowed (entropy can clip like this too)
+    with pytest.warns(CalibrationWarning, match=r"percentile ranges of \d+ tensor\(s\) clip most of their calibration values"):
+        calibrate(path, data, method="percentile", method_options={"percentile": 50.0}, progress=False)
+    assert not any("clip most" in w for w in calibrate(path, data, method="entropy", progress=False).warnings)
+
+
+def test_a_default_plan_of_a_plain_model_has_no_guard_warnings(tmp_path, recwarn):
+    rng = np.random.default_rng(8)
+    path, data = _biased_conv(tmp_path, rng)
+    assert calibrate(path, data, progress=False).warnings == []
