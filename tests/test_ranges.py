@@ -68,3 +68,37 @@ def test_an_override_beats_the_range_rule(tmp_path):
     path, data = _head(tmp_path, box_gain=100.0)
     plan = calibrate(path, data, progress=False, keep=("join=int8",)).plan
     assert {n.name: n for n in plan.nodes}["join"].precision == Precision.INT8
+
+
+def test_a_tensor_split_into_parts_of_different_ranges_is_never_quantized_whole(tmp_path):
+    """A head conv whose output channels are box values (×100) and class logits, split apart."""
+    rng = np.random.default_rng(1)
+    w = rng.normal(size=(9, 3, 1, 1)).astype(np.float32)
+    w[:4] *= 100.0
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["head"], name="head_conv"),
+        helper.make_node("Split", ["head", "sizes"], ["box", "logits"], axis=1, name="split"),
+        helper.make_node("Sigmoid", ["logits"], ["cls"], name="cls_sigmoid"),
+        helper.make_node("Relu", ["box"], ["box_pos"], name="box_relu"),
+    ]
+    graph = helper.make_graph(
+        nodes, "split_head", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 3, 8, 8])],
+        [helper.make_tensor_value_info("cls", TensorProto.FLOAT, [None, 5, 8, 8]),
+         helper.make_tensor_value_info("box_pos", TensorProto.FLOAT, [None, 4, 8, 8])],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.array([4, 5], np.int64), "sizes")],
+    )
+    path = tmp_path / "split_head.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    data = tmp_path / "x.npz"
+    x = rng.normal(size=(16, 3, 8, 8)).astype(np.float32)
+    np.savez(data, x=x)
+    plan = calibrate(path, data, progress=False).plan
+    nodes = {n.name: n for n in plan.nodes}
+    assert nodes["head_conv"].precision == Precision.FP32 and "split into parts" in nodes["head_conv"].precision_reason
+    assert nodes["split"].precision == Precision.FP32 and plan.tensors["head"].quant is None
+    # each part is quantized at its own range by the integer op that reads it
+    assert nodes["cls_sigmoid"].precision == Precision.INT8
+    logits, box = plan.tensors["logits"].quant, plan.tensors["box"].quant
+    assert logits is not None and box is not None and float(box.scale) > 16 * float(logits.scale)
+    fp32 = ReferenceRunner(plan, float_reference=True).run({"x": x})["cls"]
+    assert np.abs(ReferenceRunner(plan).run({"x": x})["cls"] - fp32).max() < 0.03
