@@ -18,8 +18,11 @@ from mpcompile.recovery.weights import conv_bias, conv_weight, replace_constant,
 
 HOMOGENEOUS = {"Relu", "LeakyRelu"}
 SWEEPS = 4
-#: Channels whose weights are (almost) all zero are left alone: no scaling can help them.
-TINY = 1e-8
+#: Channels whose weight range is below this share of their tensor's widest are (nearly) dead and left
+#: alone: dividing such a channel blows its bias up (b / s), past what an int32 bias at s_in·s_w can hold.
+DEAD = 1e-4
+#: Bound on one channel's factor over all sweeps, for the same reason (Conv1's bias is divided by it).
+MAX_FACTOR = 32.0
 
 
 def _pairs(graph: Graph) -> list[tuple[Node, Node]]:
@@ -56,8 +59,8 @@ def _input_channel_range(w2: np.ndarray, group: int, channels: int) -> np.ndarra
     return per_out.reshape(channels, -1).max(axis=1)  # depthwise with multiplier m: m outputs per input channel
 
 
-def _equalize(graph: Graph, first: Node, second: Node) -> float:
-    """Scale one pair; returns the largest change of any channel (0 when already equal)."""
+def _equalize(graph: Graph, first: Node, second: Node, total: np.ndarray) -> float:
+    """Scale one pair (``total``: its factors so far, updated); returns the largest change of any channel."""
     w1 = graph.tensors[first.inputs[1]].value.astype(np.float64)
     w2 = graph.tensors[second.inputs[1]].value.astype(np.float64)
     group = int(second.attr("group", 1))
@@ -65,8 +68,10 @@ def _equalize(graph: Graph, first: Node, second: Node) -> float:
     r1 = np.abs(w1).reshape(channels, -1).max(axis=1)
     r2 = _input_channel_range(w2, group, channels)
     s = np.ones(channels)
-    ok = (r1 > TINY) & (r2 > TINY)
+    ok = (r1 > DEAD * r1.max()) & (r2 > DEAD * r2.max())
     s[ok] = np.sqrt(r1[ok] / r2[ok])
+    s = np.clip(total * s, 1.0 / MAX_FACTOR, MAX_FACTOR) / total
+    total *= s
     if np.allclose(s, 1.0, rtol=1e-6):
         return 0.0
     replace_constant(graph, first.inputs[1], w1 / s.reshape((-1,) + (1,) * (w1.ndim - 1)))
@@ -83,7 +88,7 @@ def _spread(graph: Graph, node: Node) -> float:
     """Widest over narrowest output-channel range of a conv's weight."""
     w = graph.tensors[node.inputs[1]].value
     r = np.abs(w).reshape(w.shape[0], -1).max(axis=1)
-    r = r[r > TINY]
+    r = r[r > DEAD * r.max()] if r.size else r
     return float(r.max() / r.min()) if r.size else 1.0
 
 
@@ -94,8 +99,9 @@ def equalize(graph: Graph) -> dict:
         return {"changed": 0}
     convs = {n.name: n for pair in pairs for n in pair}
     before = max(_spread(graph, n) for n in convs.values())
+    totals = [np.ones(graph.tensors[a.inputs[1]].value.shape[0]) for a, _ in pairs]
     for _ in range(SWEEPS):
-        if max(_equalize(graph, a, b) for a, b in pairs) < 1e-3:
+        if max(_equalize(graph, a, b, t) for (a, b), t in zip(pairs, totals)) < 1e-3:
             break
     after = max(_spread(graph, n) for n in convs.values())
     return {"changed": len(pairs), "pairs": [f"{a.name} -> {b.name}" for a, b in pairs][:50],
