@@ -102,3 +102,41 @@ def test_a_tensor_split_into_parts_of_different_ranges_is_never_quantized_whole(
     assert logits is not None and box is not None and float(box.scale) > 16 * float(logits.scale)
     fp32 = ReferenceRunner(plan, float_reference=True).run({"x": x})["cls"]
     assert np.abs(ReferenceRunner(plan).run({"x": x})["cls"] - fp32).max() < 0.03
+
+
+def test_a_magnitude_on_its_way_into_a_logarithm_is_not_quantized(tmp_path):
+    """An audio-style front-end: conv filter bank → power → log; the classifier after the log stays integer."""
+    rng = np.random.default_rng(2)
+    nodes = [
+        helper.make_node("Conv", ["x", "w_bank"], ["bank"], name="filter_bank"),
+        helper.make_node("Mul", ["bank", "bank"], ["power"], name="square"),
+        helper.make_node("Add", ["power", "eps"], ["power_eps"], name="add_eps"),
+        helper.make_node("Log", ["power_eps"], ["logpower"], name="log"),
+        helper.make_node("Conv", ["logpower", "w_cls"], ["y"], name="classifier"),
+    ]
+    graph = helper.make_graph(
+        nodes, "logspec", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 1, 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 4, 64])],
+        [numpy_helper.from_array(rng.normal(size=(8, 1, 1)).astype(np.float32) * np.logspace(-3, 1, 8, dtype=np.float32)[:, None, None], "w_bank"),
+         numpy_helper.from_array(np.array(1e-6, np.float32), "eps"),
+         numpy_helper.from_array(rng.normal(size=(4, 8, 1)).astype(np.float32), "w_cls")],
+    )
+    path = tmp_path / "logspec.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    data = tmp_path / "x.npz"
+    x = rng.normal(size=(16, 1, 64)).astype(np.float32)
+    np.savez(data, x=x)
+    plan = calibrate(path, data, progress=False).plan
+    nodes = {n.name: n for n in plan.nodes}
+    for name in ("filter_bank", "square", "add_eps"):
+        assert nodes[name].precision == Precision.FP32 and "logarithm 'log'" in nodes[name].precision_reason, name
+    assert nodes["classifier"].precision == Precision.INT8
+    assert plan.tensors["power_eps"].quant is None and plan.tensors["logpower"].quant is not None
+    fp32 = ReferenceRunner(plan, float_reference=True).run({"x": x})["y"]
+
+    def sqnr(p):
+        got = ReferenceRunner(p).run({"x": x})["y"]
+        return 10 * np.log10((fp32 ** 2).sum() / ((got - fp32) ** 2).sum())
+
+    integer = calibrate(path, data, progress=False, keep=("filter_bank=int8", "square=int8", "add_eps=int8")).plan
+    assert sqnr(plan) > sqnr(integer) + 6, (sqnr(plan), sqnr(integer))
