@@ -23,6 +23,7 @@ from mpcompile.backends.capabilities import Deviation
 from mpcompile.backends.options import BackendOptions
 from mpcompile.backends.registry import Skipped, resolve_targets
 from mpcompile.backends.targets import LowerResult, Target, lower_target, unsupported_ops
+from mpcompile.calibration import guards
 from mpcompile.calibration.collect import CalibrationResult, calibrate_graph
 from mpcompile.conformance import ConformanceReport, Tolerances, check_artifacts
 from mpcompile.data import open_data
@@ -34,6 +35,8 @@ from mpcompile.ir.types import QType
 from mpcompile.outputs import check_output_dir, scratch_dir, staging_dir
 from mpcompile.planning.config import Override, PlanConfig
 from mpcompile.planning.plan import make_plan, tensors_next_to_integer_nodes
+from mpcompile.recovery import parse_recover, prepare_graph, refine_plan
+from mpcompile.recovery.run import SAMPLES as RECOVERY_SAMPLES
 
 Model = str | os.PathLike | Graph
 BackendOptionValues = Mapping[str, Mapping[str, Any] | BackendOptions]
@@ -95,6 +98,8 @@ class CalibrationOptions:
     max_accuracy_drop: float = 0.01
     metric_fn: str | None = None
     workers: int | None = None  # the auto search's executor: local processes (mpcompile.execution)
+    #: accuracy recovery (mpcompile.recovery): "none", "all" or names joined by "+", e.g. "bias_correction+rounding"
+    recover: str | Sequence[str] | None = None
     ray: str | None = None  # ... or a Ray cluster: "local" or an address
 
     @classmethod
@@ -131,6 +136,8 @@ class CalibrateResult:
     stats: CalibrationResult | None
     config: PlanConfig
     auto: Any = None  # planning.auto.AutoPlanResult for --precision auto
+    recovery: list[Any] = dataclasses.field(default_factory=list)  # recovery.RecoveryStep, in the order they ran
+    warnings: list[str] = dataclasses.field(default_factory=list)  # calibration guards (calibration.guards)
 
 
 def calibrate(
@@ -151,6 +158,7 @@ def calibrate(
     import (shape subgraphs fold away).
     """
     opts = CalibrationOptions.build(options, keywords)
+    recover = parse_recover(opts.recover)
     graph = as_graph(model, input_shapes, data if opts.preprocess is None else None)
     config = opts.plan_config()
     pins: dict[str, Any] = {}
@@ -163,6 +171,7 @@ def calibrate(
     if graph.metadata.get("mpcompile.policy") == "qdq-import" and opts.precision == "int8" and data is None and opts.stats is None:
         # A QDQ model (QAT, another quantizer) already is a plan: keep its numbers exactly.
         return CalibrateResult(graph, None, config)
+    graph, recovery = prepare_graph(graph, recover)  # FP32-preserving: calibration sees the transformed graph
     integer_policy = opts.precision in ("int8", "int16", "mixed", "auto")
     needs_stats = integer_policy or opts.precision in ("fp16", "bf16") or any(o.precision.is_integer for o in config.overrides)
     method_options = dict(opts.method_options or {})
@@ -203,9 +212,15 @@ def calibrate(
     else:
         plan = make_plan(graph, result, config)
     _pin(plan, pins, opts.overrides)
+    if recover and data is not None and any(n.precision is not None and n.precision.is_integer for n in plan.nodes):
+        batches = list(open_data(graph, data, opts.preprocess).batches(min(opts.batch_size, 8), limit=RECOVERY_SAMPLES))
+        plan, steps = refine_plan(plan, recover, batches)
+        recovery += steps
+    messages = guards.check(plan, result)
+    guards.warn(messages)
     if opts.save_stats is not None and result is not None:
         result.save(opts.save_stats)  # once the plan stands: a run that fails leaves no cache behind
-    return CalibrateResult(plan, result, config, auto)
+    return CalibrateResult(plan, result, config, auto, recovery, messages)
 
 
 def _pin(plan: Graph, pins: dict[str, Any], source: Any) -> None:
@@ -410,6 +425,10 @@ def compile(  # noqa: A001 - the natural name for a compiler's entry point
             },
             "skipped": {s.name: s.reason for s in skipped},
         }
+        if calibrated.warnings:
+            extra["warnings"] = list(calibrated.warnings)
+        if calibrated.recovery:
+            extra["recovery"] = [step.to_dict() for step in calibrated.recovery]
         if calibrated.auto is not None:
             extra["auto"] = {
                 "metric": calibrated.auto.metric,

@@ -166,6 +166,8 @@ def value_preserving_aliases(graph: Graph, observed: set[str]) -> dict[str, str]
             continue
         if node.op_type == "Resize" and node.attr("mode", "nearest") == "cubic":
             continue  # cubic interpolation overshoots its input range
+        if node.op_type in ("Split", "Slice"):
+            continue  # parts of one tensor can carry different quantities: the range rule needs each part's own range
         source = aliases.get(node.inputs[0], node.inputs[0])
         for out in node.outputs:
             t = graph.tensors.get(out)

@@ -116,6 +116,10 @@ calibration_options = _stack(
     click.option("--per-channel/--per-tensor", default=True, show_default=True, help="Weight scales per output channel or one per tensor."),
     click.option("--weight-method", type=click.Choice(["minmax", "mse"]), default="minmax", show_default=True),
     click.option("--nan-policy", type=click.Choice(["error", "ignore"]), default="error", show_default=True, help="What to do with NaN/Inf activations."),
+    click.option("--recover", default=None, metavar="NAMES",
+                 help="Accuracy recovery that changes only weights, biases and scales: none, all, or names joined by '+' "
+                      "(fold_scalars, equalize, rounding, bias_correction); plan transforms are kept only where they "
+                      "raise the output SQNR on the calibration data (the manifest records each one's effect)."),
 )
 
 
@@ -199,7 +203,7 @@ Exit codes:
 #: CLI parameters that map one to one onto ``pipeline.calibrate``/``compile`` keywords.
 _PASSTHROUGH = (
     "precision", "activation_type", "symmetric", "per_channel", "weight_method", "keep", "batch_size", "samples",
-    "nan_policy", "preprocess", "metric", "max_accuracy_drop", "metric_fn", "overrides", "workers", "ray",
+    "nan_policy", "preprocess", "metric", "max_accuracy_drop", "metric_fn", "overrides", "workers", "ray", "recover",
 )
 
 

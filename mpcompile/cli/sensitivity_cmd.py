@@ -21,7 +21,7 @@ from mpcompile.cli.options import calibration_kwargs, calibration_options, data_
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def sensitivity_command(model: str, input_shape: tuple[str, ...], data: str, preprocess: str | None, samples: int | None, batch_size: int, method: str,
                         percentile: float | None, precision: str, keep: tuple[str, ...], overrides: str | None, activation_type: str,
-                        symmetric: bool, per_channel: bool, weight_method: str, nan_policy: str, workers: int | None,
+                        symmetric: bool, per_channel: bool, weight_method: str, nan_policy: str, recover: str | None, workers: int | None,
                         ray: str | None, eval_data: str | None,
                         eval_samples: int, top: int, json_path: str | None, html_path: str | None, quiet: bool) -> None:
     """Rank MODEL's layers by the error quantizing each one alone causes (local SQNR of its

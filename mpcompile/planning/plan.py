@@ -17,6 +17,7 @@ from mpcompile.ir.numerics import bias_spec, fixed_output_spec
 from mpcompile.ir.quant import QuantSpec, spec_from_range, weight_spec
 from mpcompile.ir.types import Precision, QType
 from mpcompile.planning.config import PlanConfig
+from mpcompile.planning.ranges import RangeRule
 from mpcompile.planning.stats import TensorStatistics
 
 FP16_MAX = 65504.0
@@ -77,6 +78,7 @@ def _policy_precision(config: PlanConfig) -> Precision:
 def assign_precisions(plan: Graph, stats: TensorStatistics | None, config: PlanConfig) -> None:
     target = _policy_precision(config)
     producers = plan.producers()
+    ranges = None if stats is None else RangeRule(plan, stats, config)
     for node in plan.nodes:
         if node.op_type in ops.SHAPE_OPS or not _has_float_io(plan, node):
             node.precision, node.precision_reason = None, "no floating-point values"
@@ -90,9 +92,12 @@ def assign_precisions(plan: Graph, stats: TensorStatistics | None, config: PlanC
         for override in config.overrides:
             if override.matches(node.name, node.op_type):
                 precision, reason = override.precision, f"override {override.pattern}={override.precision.value}"
+        overridden = any(o.matches(node.name, node.op_type) for o in config.overrides)
         if precision.is_integer and stats is not None:
             precision, reason = _integer_safety(plan, node, precision, reason, stats)
-        if precision.is_integer and node.op_type in ELEMENTWISE and not any(o.matches(node.name, node.op_type) for o in config.overrides):
+        if ranges is not None and not overridden:
+            precision, reason = ranges.apply(node, precision, reason)
+        if precision.is_integer and node.op_type in ELEMENTWISE and not overridden:
             precision, reason = _float_island(plan, node, precision, reason, producers)
         if precision in (Precision.FP16, Precision.BF16):
             precision, reason = _float_safety(plan, node, precision, reason, stats)
