@@ -258,3 +258,30 @@ def test_auto_warns_without_held_out_data_and_reports_its_cost(small_cnn_path, s
     assert "search cost:" in res.auto.format_table() and "nan" not in res.auto.format_table()
     assert res.plan.metadata["mpcompile.auto_evaluations"] == str(cost["evaluations"])
     json.dumps(res.manifest)
+
+
+def test_cli_refuses_a_metric_that_cannot_see_the_output_and_plans_for_a_backend(tmp_path):
+    import subprocess
+    import sys
+
+    def mpcompile(*args):
+        return subprocess.run([sys.executable, "-m", "mpcompile", *map(str, args)], capture_output=True, text=True)
+
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.normal(0, 1, (8, 12)).astype(np.float32), "w")
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["l"], name="fc"), helper.make_node("Softmax", ["l"], ["probs"], axis=-1, name="sm")]
+    path = _save(tmp_path, nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 6, 8])],
+                 [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", 6, 12])], [w])
+    data = tmp_path / "x.npz"
+    np.savez(data, x=rng.normal(size=(32, 6, 8)).astype(np.float32))
+    out = tmp_path / "plan.onnx"
+    res = mpcompile("calibrate", path, "--data", data, "--eval-data", data, "--precision", "auto", "--metric", "top1",
+                    "-o", out, "--quiet")
+    assert res.returncode == 2, res.stderr
+    assert "top1 on output 'probs' [N, 6, 12] counts every one of its 6 positions" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and not out.exists()
+    res = mpcompile("calibrate", path, "--data", data, "--eval-data", data, "--precision", "auto", "--for-backend",
+                    "tensorrt", "-o", out, "--quiet")
+    assert res.returncode == 0, res.stderr
+    assert "for tensorrt: symmetric activations" in res.stdout and "probs: sequence" in res.stdout
+    assert "search cost:" in res.stdout and out.is_file()
