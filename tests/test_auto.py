@@ -5,6 +5,7 @@ import time
 
 import numpy as np
 import onnx
+import pytest
 from conftest import MNIST, MNIST_CALIB, MNIST_EVAL
 from onnx import TensorProto, helper, numpy_helper
 
@@ -114,6 +115,9 @@ def test_macs_come_from_observed_shapes_for_symbolic_dims_and_activation_matmuls
     assert node_cost(graph, graph.node("q"), shapes) == (5 * 8 * 8, 64)  # T·K·N per sample, 64 weights
     assert node_cost(graph, graph.node("qk"), shapes) == (5 * 5 * 8, 0)  # [T, T] outputs over K = 8
     assert unknown_cost_nodes(graph, shapes) == []
+    mnist = as_graph(MNIST)  # a symbolic batch alone does not hide a cost: costs are per sample
+    assert node_cost(mnist, mnist.node("/conv1/Conv")) == (16 * 1 * 3 * 3 * 28 * 28, 16 * 9)
+    assert node_cost(mnist, mnist.node("/fc2/Gemm")) == (64 * 10, 640)
 
 
 def test_lstm_and_gru_macs_are_counted(tmp_path):
@@ -179,8 +183,6 @@ def test_auto_plans_under_the_targets_constraints(small_cnn_path, small_cnn_data
 
 
 def test_metrics_refuse_what_cannot_see_a_change():
-    import pytest
-
     from mpcompile.errors import PlanError
     from mpcompile.planning import metrics
 
@@ -244,8 +246,6 @@ def test_one_value_per_sample_output_is_searched_with_a_metric_that_sees_it(tmp_
 def test_auto_warns_without_held_out_data_and_reports_its_cost(small_cnn_path, small_cnn_data, tmp_path):
     import json
 
-    import pytest
-
     import mpcompile
 
     with pytest.warns(UserWarning, match="no --eval-data"):
@@ -285,3 +285,64 @@ def test_cli_refuses_a_metric_that_cannot_see_the_output_and_plans_for_a_backend
     assert res.returncode == 0, res.stderr
     assert "for tensorrt: symmetric activations" in res.stdout and "probs: sequence" in res.stdout
     assert "search cost:" in res.stdout and out.is_file()
+
+
+# ============================================================================ slow: real models of the zoo
+def _zoo_auto(name, backend, budget, tmp_path, options=None):
+    """The auto plan of a zoo entry for ``backend``, searched on the first half of its evaluation set with its
+    task metric, and that metric of the legalized plan (fake-quant reference) on the second half, never seen."""
+    from models import zoo
+    from mpcompile.backends.registry import resolve_targets
+    from mpcompile.ir.cost import PrecisionSummary
+    from mpcompile.planning.auto import observed_shapes
+    from mpcompile.reference import ReferenceRunner
+
+    entry = zoo.get(name)
+    built = entry.cached(zoo.default_cache())
+    if built is None:
+        pytest.skip(f"zoo entry {name} is not built (python -m models.zoo build --only {name})")
+    ev = dict(np.load(built.eval_path))
+    graph = as_graph(built.model_path, built.input_shapes)
+    inputs = [k for k in ev if k in graph.inputs]
+    n = len(ev[inputs[0]])
+    per_sample = {k for k, v in ev.items() if v.ndim and len(v) == n}
+    search = {k: (v[:n // 2] if k in per_sample else v) for k, v in ev.items()}
+    report = {k: (v[n // 2:] if k in per_sample else v) for k, v in ev.items()}
+    search_path = tmp_path / "search-half.npz"
+    np.savez(search_path, **{k: search[k] for k in inputs})
+    fp32_runner = ReferenceRunner(graph, float_reference=True)
+    b = built.batch_size
+
+    def run(runner, data):
+        return [runner.run({k: data[k][i:i + b] for k in inputs}) for i in range(0, len(data[inputs[0]]), b)]
+
+    fp32_search = built.metric(run(fp32_runner, search), search)
+
+    def task_metric(fp32_outputs, outputs):
+        return fp32_search if outputs is fp32_outputs else built.metric(outputs, search)
+
+    target = resolve_targets([backend], {backend: options} if options else None)[0][0]
+    auto = calibrate(graph, built.calib_path, eval_data=search_path, precision="auto", metric_fn=task_metric,
+                     max_accuracy_drop=budget, batch_size=b, progress=False, targets=[target])
+    legal, _ = target.backend.legalize(auto.plan, target.options)
+    shapes = observed_shapes(graph, {k: report[k][:b] for k in inputs})
+    held_out = built.metric(run(ReferenceRunner(legal), report), report)
+    fp32 = built.metric(run(fp32_runner, report), report)
+    print(f"\n{name} for {backend}: FP32 {fp32:.4f}, auto {held_out:.4f} on {n - n // 2} held-out samples")
+    print(auto.auto.format_table())
+    return fp32, held_out, PrecisionSummary.of(legal, shapes).integer_mac_share(), auto.auto
+
+
+@pytest.mark.slow
+def test_zoo_ctc_recogniser_planned_for_symmetric_activations(tmp_path):
+    """ppocr_rec for TensorRT (symmetric activations; measured on its legalized plan, TensorRT is not installable)."""
+    fp32, held_out, int8_macs, auto = _zoo_auto("ppocr_rec", "tensorrt", 0.01, tmp_path, {"onnx_only": True})
+    assert auto.chosen.meets_budget
+    assert held_out >= 0.98 * fp32 and int8_macs >= 0.90
+
+
+@pytest.mark.slow
+def test_zoo_cnn_classifier_keeps_most_macs_int8(tmp_path):
+    fp32, held_out, int8_macs, auto = _zoo_auto("ppocr_cls", "onnxruntime", 0.01, tmp_path)
+    assert auto.chosen.meets_budget and int8_macs >= 0.90
+    assert held_out >= fp32 - 0.03  # a held-out half of 100 samples: a few samples of slack

@@ -25,14 +25,20 @@ Shapes = Mapping[str, tuple[int, ...]]
 RECURRENT_GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
 
 
-def _shape(graph: Graph, name: str, shapes: Shapes | None) -> tuple[int, ...] | None:
+def _shape(graph: Graph, name: str, shapes: Shapes | None, batch_axis: int = 0) -> tuple[int, ...] | None:
+    """The concrete shape of ``name``: the IR's, else the observed one; a symbolic batch axis alone counts 1
+    (costs are per sample), any other symbolic dimension without an observation makes it unknown."""
     tensor = graph.tensors.get(name)
     if tensor is not None and tensor.is_constant:
         return tuple(tensor.value.shape)
-    if tensor is not None and tensor.shape is not None and all(isinstance(d, int) for d in tensor.shape):
+    if tensor is None or tensor.shape is None:
+        return tuple(int(d) for d in shapes[name]) if shapes is not None and name in shapes else None
+    if all(isinstance(d, int) for d in tensor.shape):
         return tuple(int(d) for d in tensor.shape)
     if shapes is not None and name in shapes:
         return tuple(int(d) for d in shapes[name])
+    if all(isinstance(d, int) for i, d in enumerate(tensor.shape) if i != batch_axis):
+        return tuple(1 if i == batch_axis else int(d) for i, d in enumerate(tensor.shape))
     return None
 
 
@@ -73,7 +79,8 @@ def node_cost(graph: Graph, node: Node, shapes: Shapes | None = None) -> tuple[i
 def _recurrent_cost(graph: Graph, node: Node, shapes: Shapes | None) -> tuple[int, int]:
     if len(node.inputs) < 3:
         return 0, 0
-    x_shape = _shape(graph, node.inputs[0], shapes)
+    layout = int(node.attr("layout", 0))
+    x_shape = _shape(graph, node.inputs[0], shapes, batch_axis=0 if layout else 1)
     w_shape = _shape(graph, node.inputs[1], shapes)
     r_shape = _shape(graph, node.inputs[2], shapes)
     if w_shape is None or r_shape is None:
@@ -82,7 +89,6 @@ def _recurrent_cost(graph: Graph, node: Node, shapes: Shapes | None) -> tuple[in
                   if graph.tensors.get(name) is not None and graph.tensors[name].is_constant)
     if x_shape is None or len(x_shape) != 3:
         return 0, weights
-    layout = int(node.attr("layout", 0))
     steps = x_shape[1] if layout else x_shape[0]
     # W·x_t and R·h_(t-1) for every direction, at every time step.
     return steps * (int(np.prod(w_shape)) + int(np.prod(r_shape))), weights
