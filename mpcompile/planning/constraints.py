@@ -52,6 +52,9 @@ class TargetConstraints:
         """(target names, legalized plan) per distinct legalization; the plan itself without targets."""
         if not self.targets:
             return [("reference", plan)]
+        if len(self.targets) == 1:
+            target = self.targets[0]
+            return [(target.name, target.backend.legalize(plan, target.options)[0])]
         from mpcompile.ir import serde
 
         seen: dict[str, tuple[list[str], Graph]] = {}
