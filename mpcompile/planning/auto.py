@@ -120,6 +120,7 @@ class SearchCost:
     samples: int
     rank_samples: int
     groups: int
+    ranked: int  # groups measured alone (0 when uniform INT8 already met the budget)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self) | {"seconds": round(self.seconds, 3)}
@@ -148,8 +149,9 @@ class AutoPlanResult:
             lines.append(f"  {r.promoted:15d}  {r.nodes_in_float:14d}  {r.drop:<10.5g}  {r.int8_mac_share:8.1%}  "
                          f"{r.int8_weight_share:11.1%}  {'yes' if r.meets_budget else 'no':>5}{mark}")
         c = self.cost
-        lines.append(f"  search cost: {c.evaluations} evaluations, {c.seconds:.1f}s ({c.groups} groups ranked on "
-                     f"{c.rank_samples} samples, the metric on {c.samples})")
+        ranked = f"{c.ranked} of {c.groups} groups ranked on {c.rank_samples} samples, " if c.ranked else \
+            f"{c.groups} groups, none ranked: "
+        lines.append(f"  search cost: {c.evaluations} evaluations, {c.seconds:.1f}s ({ranked}the metric on {c.samples} samples)")
         lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)
 
@@ -390,7 +392,7 @@ def auto_plan(
     search = _Greedy(executor, ctx, max_drop, rank_batches, len(batches), max_evaluations)
     with progress_bar(progress, total=0, description="auto search", unit="plans") as bar:
         search.run(bar)
-    cost = SearchCost(search.evaluations, time.perf_counter() - started, n_samples, seen, len(groups))
+    cost = SearchCost(search.evaluations, time.perf_counter() - started, n_samples, seen, len(groups), len(search.ranked))
     if search.answer is None:
         best = min(search.rows, key=lambda r: (r.drop, r.promoted))
         raise PlanError(
