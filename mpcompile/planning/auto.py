@@ -16,7 +16,7 @@
    are measured again in the current plan, the best of them is promoted, and the task metric
    on all the evaluation data decides whether the budget is met. Groups that stop helping
    (the curve is not monotone) are passed over. If no single group helps any more, the
-   remaining ones are promoted in doubling blocks of rank order.
+   remaining ones are promoted cheapest first, in doubling blocks.
 
 Promotions are FP16 only where every target runs FP16, else FP32. Every evaluation is a task of
 ``executor``: the tasks of one step are fixed by the step alone, so the plan, the rows and the
@@ -502,11 +502,12 @@ class _Greedy:
             self._accept(promoted, self._run(shared, [(promoted, self.all_batches)], bar)[0])
             if self.answer is not None:
                 return
-        # No single group lowers the output noise any more, yet the metric is over budget (a discrete metric
-        # on a plateau): promote the rest in doubling blocks of rank order until it is met.
-        rest = sorted(stale, key=lambda g: (-self.ranked[g].score, g))
+        # No single group lowers the output noise any more, yet the metric is over budget (noise too small to
+        # measure on the ranking samples, or a discrete metric on a plateau): promote the rest cheapest first,
+        # in doubling blocks, so the budget is met with as many MACs as possible left in INT8.
+        rest = sorted(stale, key=lambda g: (groups[g].macs, -self.ranked[g].score, g))
         self.notes.append(f"no single group lowered the output noise after {len(promoted)} promotion(s); "
-                          f"the remaining {len(rest)} groups were promoted in blocks of rank order")
+                          f"the remaining {len(rest)} groups were promoted cheapest first, in doubling blocks")
         size = 1
         while rest:
             block, rest = rest[:size], rest[size:]
