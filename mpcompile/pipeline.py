@@ -94,7 +94,7 @@ class CalibrationOptions:
     preprocess: Any = None
     stats: str | os.PathLike | CalibrationResult | None = None
     save_stats: str | os.PathLike | None = None
-    metric: str = "top1"
+    metric: str = "auto"
     max_accuracy_drop: float = 0.01
     metric_fn: str | None = None
     workers: int | None = None  # the auto search's executor: local processes (mpcompile.execution)
@@ -148,6 +148,7 @@ def calibrate(
     input_shapes: dict[str, tuple[int, ...]] | None = None,
     progress: bool = True,
     options: CalibrationOptions | None = None,
+    targets: Sequence[Target] | None = None,
     **keywords: Any,
 ) -> CalibrateResult:
     """Calibrate ``model`` on ``data`` and return the plan (see ``mpcompile calibrate --help``).
@@ -155,7 +156,8 @@ def calibrate(
     Keywords are ``CalibrationOptions`` fields. ``precision="auto"`` searches the plan with
     the most INT8 layers whose ``metric`` on ``eval_data`` (default: the calibration data)
     drops at most ``max_accuracy_drop``. ``input_shapes`` freezes dynamic input dimensions at
-    import (shape subgraphs fold away).
+    import (shape subgraphs fold away). ``targets`` are the backends the plan is for: the auto
+    search plans under their constraints and measures their legalized plans.
     """
     opts = CalibrationOptions.build(options, keywords)
     recover = parse_recover(opts.recover)
@@ -199,15 +201,17 @@ def calibrate(
     auto = None
     if opts.precision == "auto":
         from mpcompile.execution import open_executor
-        from mpcompile.planning.auto import auto_plan
+        from mpcompile.planning.auto import auto_plan, warn_without_held_out_data
 
         if result is None:
             raise DataError(f"--precision auto on model {graph.name!r} needs calibration data (--data) or --stats")
+        if eval_data is None:
+            warn_without_held_out_data()
         evaluation = open_data(graph, eval_data if eval_data is not None else data, opts.preprocess)
         with open_executor(opts.workers, opts.ray) as executor:
             auto = auto_plan(graph, result, config, evaluation, metric=opts.metric, max_drop=opts.max_accuracy_drop,
                              metric_fn=opts.metric_fn, samples=opts.samples or 256, batch_size=opts.batch_size,
-                             progress=progress, executor=executor)
+                             progress=progress, executor=executor, targets=targets)
         plan = auto.plan
     else:
         plan = make_plan(graph, result, config)
@@ -402,7 +406,7 @@ def compile(  # noqa: A001 - the natural name for a compiler's entry point
     timings["import"] = time.perf_counter() - t0
     _refuse_if_none_can_run(graph, targets)
     t1 = time.perf_counter()
-    calibrated = calibrate(graph, data, eval_data=eval_data, progress=progress, options=opts)
+    calibrated = calibrate(graph, data, eval_data=eval_data, progress=progress, options=opts, targets=targets)
     timings["calibrate"] = time.perf_counter() - t1
     plan = calibrated.plan
     plan.metadata.setdefault("source", str(model))
@@ -430,12 +434,7 @@ def compile(  # noqa: A001 - the natural name for a compiler's entry point
         if calibrated.recovery:
             extra["recovery"] = [step.to_dict() for step in calibrated.recovery]
         if calibrated.auto is not None:
-            extra["auto"] = {
-                "metric": calibrated.auto.metric,
-                "max_accuracy_drop": calibrated.auto.budget,
-                "chosen": calibrated.auto.chosen.to_dict(),
-                "pareto": [row.to_dict() for row in calibrated.auto.rows],
-            }
+            extra["auto"] = calibrated.auto.summary()
         if conform and any(r.ok for r in results.values()):
             t2 = time.perf_counter()
             check_data = eval_data if eval_data is not None else data

@@ -124,9 +124,12 @@ calibration_options = _stack(
 
 
 auto_options = _stack(
-    click.option("--metric", type=click.Choice(["top1", "cosine", "sqnr", "mse"]), default="top1", show_default=True,
-                 help="--precision auto: what to keep within budget. top1 = agreement with FP32 of the argmax over the "
-                      "last axis; cosine = mean per-sample cosine; sqnr = noise/signal power; mse."),
+    click.option("--metric", default="auto", show_default=True, metavar="METRIC|OUTPUT=METRIC,...",
+                 help="--precision auto: what to keep within budget, per output. auto picks per output: top1 "
+                      "(argmax agreement) for class distributions, sequence (argmax per position, CTC-collapsed) "
+                      "for [N, T, classes], channels (noise per last-axis channel) for outputs mixing magnitudes "
+                      "such as boxes and scores, sqnr for one value per sample, else cosine. Also mse. A metric "
+                      "that cannot see a change in an output is refused with the reason."),
     click.option("--max-accuracy-drop", type=click.FloatRange(min=0), default=0.01, show_default=True,
                  help="--precision auto: allowed drop in the metric's own units (0.005 = half a point of top-1)."),
     click.option("--metric-fn", default=None, metavar="MODULE:FUNCTION",

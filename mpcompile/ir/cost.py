@@ -1,8 +1,15 @@
-"""What a node costs and what share of a graph runs in each precision: MACs and weights, from shapes alone."""
+"""What a node costs and what share of a graph runs in each precision: MACs and weights, from shapes.
+
+Shapes come from the IR, or, where the IR's are symbolic (a dynamic batch, sequence or image
+size), from ``shapes``: concrete shapes observed when the model ran on real data (the auto
+search records them at calibration size). A MAC count never guesses a symbolic dimension: a
+node whose shapes stay unknown counts 0 and is reported by :func:`unknown_cost_nodes`.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -11,27 +18,90 @@ from mpcompile.ir import ops
 from mpcompile.ir.graph import Graph, Node
 from mpcompile.ir.types import Precision
 
+#: name -> concrete shape (batch dimension included), e.g. recorded by one run on real data.
+Shapes = Mapping[str, tuple[int, ...]]
 
-def node_cost(graph: Graph, node: Node) -> tuple[int, int]:
-    """(multiply-accumulates per sample, weight bytes in int8) for Conv/Gemm/MatMul; (0, 0) otherwise."""
-    if node.op_type not in ops.WEIGHTED or len(node.inputs) < 2:
+#: Recurrent ops: gates per hidden unit (the weight W is [directions, gates·hidden, input]).
+RECURRENT_GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
+
+
+def _shape(graph: Graph, name: str, shapes: Shapes | None, batch_axis: int = 0) -> tuple[int, ...] | None:
+    """The concrete shape of ``name``: the IR's, else the observed one; a symbolic batch axis alone counts 1
+    (costs are per sample), any other symbolic dimension without an observation makes it unknown."""
+    tensor = graph.tensors.get(name)
+    if tensor is not None and tensor.is_constant:
+        return tuple(tensor.value.shape)
+    if tensor is None or tensor.shape is None:
+        return tuple(int(d) for d in shapes[name]) if shapes is not None and name in shapes else None
+    if all(isinstance(d, int) for d in tensor.shape):
+        return tuple(int(d) for d in tensor.shape)
+    if shapes is not None and name in shapes:
+        return tuple(int(d) for d in shapes[name])
+    if all(isinstance(d, int) for i, d in enumerate(tensor.shape) if i != batch_axis):
+        return tuple(1 if i == batch_axis else int(d) for i, d in enumerate(tensor.shape))
+    return None
+
+
+def node_cost(graph: Graph, node: Node, shapes: Shapes | None = None) -> tuple[int, int]:
+    """(multiply-accumulates per sample, weight elements) of a node; (0, 0) for ops without MACs.
+
+    Conv/ConvTranspose/Gemm/MatMul (weights constant or computed, e.g. attention's Q·Kᵀ) and
+    the recurrent LSTM/GRU/RNN (input and recurrent weights at every time step). "Per sample"
+    divides by the batch dimension (axis 0; axis 1 of a recurrent op's input).
+    """
+    if node.op_type in RECURRENT_GATES:
+        return _recurrent_cost(graph, node, shapes)
+    if node.op_type not in ops.WEIGHTED or len(node.inputs) < 2 or not node.outputs or not node.outputs[0]:
         return 0, 0
     w = graph.tensors.get(node.inputs[1])
-    out = graph.tensors.get(node.outputs[0])
-    if w is None or out is None:
+    w_shape = _shape(graph, node.inputs[1], shapes)
+    out_shape = _shape(graph, node.outputs[0], shapes)
+    if w is None or w_shape is None or out_shape is None or len(out_shape) == 0:
         return 0, 0
-    w_shape = w.value.shape if w.is_constant else w.shape
-    if w_shape is None or not all(isinstance(d, int) for d in w_shape):
-        return 0, 0
-    out_shape = [d if isinstance(d, int) else 1 for d in (out.shape or ())][1:]
-    weight_elems = int(np.prod(w_shape))
+    weights = int(np.prod(w_shape)) if w.is_constant else 0
+    batch = max(int(out_shape[0]), 1)
     if node.op_type in ("Conv", "ConvTranspose"):
-        spatial = int(np.prod(out_shape[1:])) if len(out_shape) > 1 else 1
-        macs = weight_elems * spatial
-    else:  # Gemm / MatMul: every output row reuses all weights
-        rows = int(np.prod(out_shape[:-1])) if len(out_shape) > 1 else 1
-        macs = weight_elems * rows
-    return macs, weight_elems if w.is_constant else 0
+        # Conv: every output position reuses the whole kernel; ConvTranspose: every input position.
+        x_shape = _shape(graph, node.inputs[0], shapes)
+        positions = out_shape[2:] if node.op_type == "Conv" else (x_shape[2:] if x_shape else None)
+        if positions is None:
+            return 0, weights
+        return int(np.prod(w_shape)) * int(np.prod(positions, dtype=np.int64)), weights
+    if node.op_type == "Gemm":
+        k = w_shape[1] if int(node.attr("transB", 0)) else w_shape[0]
+        return int(np.prod(out_shape, dtype=np.int64)) * int(k) // batch, weights
+    # MatMul: every output element is a dot product over the shared dimension K.
+    k = w_shape[-2] if len(w_shape) >= 2 else w_shape[0]
+    per_batch = int(np.prod(out_shape, dtype=np.int64)) * int(k)
+    return (per_batch // batch if len(out_shape) > 1 else per_batch), weights
+
+
+def _recurrent_cost(graph: Graph, node: Node, shapes: Shapes | None) -> tuple[int, int]:
+    if len(node.inputs) < 3:
+        return 0, 0
+    layout = int(node.attr("layout", 0))
+    x_shape = _shape(graph, node.inputs[0], shapes, batch_axis=0 if layout else 1)
+    w_shape = _shape(graph, node.inputs[1], shapes)
+    r_shape = _shape(graph, node.inputs[2], shapes)
+    if w_shape is None or r_shape is None:
+        return 0, 0
+    weights = sum(int(np.prod(s)) for s, name in ((w_shape, node.inputs[1]), (r_shape, node.inputs[2]))
+                  if graph.tensors.get(name) is not None and graph.tensors[name].is_constant)
+    if x_shape is None or len(x_shape) != 3:
+        return 0, weights
+    steps = x_shape[1] if layout else x_shape[0]
+    # W·x_t and R·h_(t-1) for every direction, at every time step.
+    return steps * (int(np.prod(w_shape)) + int(np.prod(r_shape))), weights
+
+
+def unknown_cost_nodes(graph: Graph, shapes: Shapes | None = None) -> list[str]:
+    """Nodes that have MACs but whose shapes are not known (their cost counts 0)."""
+    names = []
+    for node in graph.nodes:
+        if node.op_type in ops.WEIGHTED or node.op_type in RECURRENT_GATES:
+            if node_cost(graph, node, shapes)[0] == 0:
+                names.append(node.name)
+    return names
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,13 +113,13 @@ class PrecisionSummary:
     weights: dict[str, int]
 
     @classmethod
-    def of(cls, graph: Graph) -> PrecisionSummary:
+    def of(cls, graph: Graph, shapes: Shapes | None = None) -> PrecisionSummary:
         nodes: dict[str, int] = {}
         macs: dict[str, int] = {}
         weights: dict[str, int] = {}
         for node in graph.nodes:
             key = (node.precision or Precision.FP32).value
-            m, w = node_cost(graph, node)
+            m, w = node_cost(graph, node, shapes)
             nodes[key] = nodes.get(key, 0) + 1
             macs[key] = macs.get(key, 0) + m
             weights[key] = weights.get(key, 0) + w

@@ -1,65 +1,62 @@
-"""The automatic mixed-precision planner: as much INT8 as the accuracy budget allows.
+"""The automatic mixed-precision planner: as much INT8 as the accuracy budget allows, for the targets.
 
-1. Plan everything INT8 and measure the metric against FP32 on the evaluation data
-   (fake-quant reference: backend-neutral, so the plan suits every backend).
-2. Rank integer layers by local sensitivity (``sensitivity.local_sensitivity``), most
-   sensitive first, layers without multiply-accumulates (residual adds, activations,
-   element-wise ops) ahead of Conv/Gemm/MatMul: keeping them in float costs no INT8
-   compute. Ties are broken by name, so the result is deterministic.
-3. Promote the k most sensitive layers to FP16 (FP32 where FP16 is unsafe for their
-   values), searching k exponentially then by bisection for the smallest k that keeps the
-   metric within budget. Every evaluated k is a row of the Pareto table.
+1. Plan everything INT8 under the targets' constraints (symmetric activations where a target
+   demands them) and measure every candidate on each target's *legalized* plan with the
+   fake-quant reference, one metric per output (``planning.metrics``), against FP32 on the
+   evaluation data. The drop of a candidate is its worst output on its worst target.
+2. Decide on tensor groups, not nodes: nodes that share a quantized tensor (a producer and the
+   activation fused into it, a data-movement op and the producer whose scale it reuses, the
+   weighted consumers of one input such as Q/K/V) are promoted together, so a promotion
+   removes quantization points instead of moving them.
+3. Rank the groups by their effect on the model's outputs: each group alone promoted, the
+   output noise (per output, per channel, relative to uniform INT8) measured on the first
+   ``rank_samples`` samples. Gain per real MAC (shapes observed on real data; recurrent ops
+   counted) orders them.
+4. Greedy promotion with re-evaluation: the best ``RECHECK`` groups by their last known score
+   are measured again in the current plan, the best of them is promoted, and the task metric
+   on all the evaluation data decides whether the budget is met. Groups that stop helping
+   (the curve is not monotone) are passed over. If no single group helps any more, the
+   remaining ones are promoted cheapest first, in doubling blocks.
+
+Promotions are FP16 only where every target runs FP16, else FP32. Every evaluation is a task of
+``executor``: the tasks of one step are fixed by the step alone, so the plan, the rows and the
+ranking are the same on any executor and any number of workers. Memory: the FP32 outputs of
+the evaluation data once; candidates' outputs are reduced to sums batch by batch.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import heapq
 import importlib
-from collections.abc import Callable, Mapping, Sequence
+import time
+import warnings
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
+from mpcompile.backends.targets import Target
 from mpcompile.data import Dataset
 from mpcompile.errors import PlanError
 from mpcompile.execution import Executor, SequentialExecutor
-from mpcompile.ir.cost import node_cost
+from mpcompile.ir import ops
+from mpcompile.ir.cost import RECURRENT_GATES, Shapes, node_cost
 from mpcompile.ir.graph import Graph
-from mpcompile.ir.types import Precision
+from mpcompile.planning import metrics as m
 from mpcompile.planning.config import Override, PlanConfig
+from mpcompile.planning.constraints import TargetConstraints, constraints_of
 from mpcompile.planning.plan import make_plan
-from mpcompile.planning.sensitivity import local_sensitivity
 from mpcompile.planning.stats import TensorStatistics
 from mpcompile.progress import progress_bar
 from mpcompile.reference import ReferenceRunner
 
-METRICS = ("top1", "cosine", "sqnr", "mse")
+METRICS = m.METRICS
 MetricFn = Callable[[dict[str, np.ndarray], dict[str, np.ndarray]], float]
-
-
-def _concat(outputs: list[dict[str, np.ndarray]], name: str) -> np.ndarray:
-    return np.concatenate([o[name] for o in outputs], axis=0)
-
-
-def metric_drop(metric: str, fp32: np.ndarray, quant: np.ndarray) -> float:
-    """How much worse ``quant`` is than ``fp32``, in the metric's own units (0 = identical)."""
-    f = fp32.astype(np.float64)
-    q = quant.astype(np.float64)
-    if metric == "top1":
-        return 1.0 - float(np.mean(np.argmax(f, axis=-1) == np.argmax(q, axis=-1)))
-    if metric == "cosine":
-        f2 = f.reshape(f.shape[0], -1)
-        q2 = q.reshape(q.shape[0], -1)
-        denom = np.linalg.norm(f2, axis=1) * np.linalg.norm(q2, axis=1)
-        cos = np.where(denom > 0, np.sum(f2 * q2, axis=1) / np.maximum(denom, 1e-30), 1.0)
-        return 1.0 - float(np.mean(cos))
-    if metric == "sqnr":  # noise-to-signal power ratio: 0.01 = 20 dB
-        signal = float(np.sum(f * f))
-        return float(np.sum((q - f) ** 2)) / signal if signal > 0 else 0.0
-    if metric == "mse":
-        return float(np.mean((q - f) ** 2))
-    raise PlanError(f"unknown metric {metric!r}; valid: {', '.join(METRICS)} or --metric-fn module:function")
+#: Groups re-measured in the current plan before each promotion (fixed: the result never depends on workers).
+RECHECK = 4
+#: A group's cost is its MACs plus this share of the model's: keeps a MAC-free group with a tiny gain
+#: from outranking a convolution that removes most of the noise.
+MAC_FLOOR = 0.002
 
 
 def load_metric_fn(spec: str) -> MetricFn:
@@ -72,16 +69,61 @@ def load_metric_fn(spec: str) -> MetricFn:
         raise PlanError(f"--metric-fn {spec!r}: cannot import it ({exc})") from None
 
 
+# ============================================================================ results
 @dataclasses.dataclass
 class ParetoRow:
-    promoted: int
-    drop: float
-    int8_mac_share: float
+    """One plan the greedy path measured on all the evaluation data."""
+
+    promoted: int  # groups promoted
+    nodes_in_float: int
+    drop: float  # worst output on the worst target
+    int8_mac_share: float  # of real MACs, worst target's legalized plan
     int8_weight_share: float
     meets_budget: bool
+    drops: dict[str, float] = dataclasses.field(default_factory=dict)  # "target:output" -> drop
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in dataclasses.asdict(self).items()}
+        out = {k: (round(v, 6) if isinstance(v, float) else v) for k, v in dataclasses.asdict(self).items()}
+        out["drops"] = {k: round(v, 6) for k, v in self.drops.items()}
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Group:
+    """Nodes decided together: they share a quantized tensor."""
+
+    index: int
+    nodes: tuple[str, ...]
+    macs: int
+    weights: int
+
+    @property
+    def label(self) -> str:
+        return self.nodes[0] + (f" (+{len(self.nodes) - 1})" if len(self.nodes) > 1 else "")
+
+
+@dataclasses.dataclass(frozen=True)
+class RankedGroup:
+    group: Group
+    gain: float  # reduction of the relative output noise when promoted alone
+    score: float  # gain per MAC (with the floor)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"nodes": list(self.group.nodes), "macs": self.group.macs, "gain": round(self.gain, 6),
+                "score": float(f"{self.score:.6g}")}
+
+
+@dataclasses.dataclass
+class SearchCost:
+    evaluations: int  # candidate plans run (each on every distinct legalization of the targets)
+    seconds: float
+    samples: int
+    rank_samples: int
+    groups: int
+    ranked: int  # groups measured alone (0 when uniform INT8 already met the budget)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self) | {"seconds": round(self.seconds, 3)}
 
 
 @dataclasses.dataclass
@@ -91,287 +133,406 @@ class AutoPlanResult:
     budget: float
     rows: list[ParetoRow]
     chosen: ParetoRow
-    ranking: list[str]
+    ranking: list[RankedGroup]
+    metrics: list[m.OutputMetric]
+    constraints: str
+    promotion: str
+    cost: SearchCost
+    notes: list[str] = dataclasses.field(default_factory=list)
 
     def format_table(self) -> str:
-        lines = [f"automatic mixed precision ({self.metric}, max drop {self.budget:g})",
-                 "  promoted  drop        INT8 MACs  INT8 weights  within budget"]
+        lines = [f"automatic mixed precision, max drop {self.budget:g} per output, {self.constraints}"]
+        lines += [f"  metric {d.describe()}" for d in self.metrics] or [f"  metric {self.metric}"]
+        lines.append("  promoted groups  nodes in float  drop        INT8 MACs  INT8 weights  within budget")
         for r in self.rows:
             mark = " ← chosen" if r is self.chosen else ""
-            lines.append(f"  {r.promoted:8d}  {r.drop:<10.5g}  {r.int8_mac_share:8.1%}  {r.int8_weight_share:11.1%}  "
-                         f"{'yes' if r.meets_budget else 'no':>5}{mark}")
+            lines.append(f"  {r.promoted:15d}  {r.nodes_in_float:14d}  {r.drop:<10.5g}  {r.int8_mac_share:8.1%}  "
+                         f"{r.int8_weight_share:11.1%}  {'yes' if r.meets_budget else 'no':>5}{mark}")
+        c = self.cost
+        ranked = f"{c.ranked} of {c.groups} groups ranked on {c.rank_samples} samples, " if c.ranked else \
+            f"{c.groups} groups, none ranked: "
+        lines.append(f"  search cost: {c.evaluations} evaluations, {c.seconds:.1f}s ({ranked}the metric on {c.samples} samples)")
+        lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)
 
+    def summary(self) -> dict[str, Any]:
+        """What the manifest records."""
+        return {
+            "metric": self.metric,
+            "metrics": {d.output: {"metric": d.metric, "reason": d.reason} for d in self.metrics},
+            "max_accuracy_drop": self.budget,
+            "constraints": self.constraints,
+            "promotion": self.promotion,
+            "chosen": self.chosen.to_dict(),
+            "pareto": [row.to_dict() for row in self.rows],
+            "promoted": [g.to_dict() for g in self.ranking if set(g.group.nodes) <= self._float_nodes()],
+            "cost": self.cost.to_dict(),
+            "notes": list(self.notes),
+        }
 
-def _int8_shares(plan: Graph) -> tuple[float, float]:
+    def _float_nodes(self) -> set[str]:
+        return {n.name for n in self.plan.nodes if n.precision_reason.startswith("auto:")}
+
+
+# ============================================================================ groups and shapes
+def observed_shapes(graph: Graph, batch: dict[str, np.ndarray]) -> dict[str, tuple[int, ...]]:
+    """Concrete shapes of the tensors MAC counts need and the IR leaves symbolic, from one FP32 run."""
+    from mpcompile.ortsession import make_session
+
+    wanted = []
+    for node in graph.nodes:
+        if node.op_type in ops.WEIGHTED or node.op_type in RECURRENT_GATES:
+            for name in node.inputs[:3] + node.outputs[:1]:
+                t = graph.tensors.get(name) if name else None
+                if t is not None and not t.is_constant and not (t.shape and all(isinstance(d, int) for d in t.shape)):
+                    wanted.append(name)
+    wanted = list(dict.fromkeys(wanted))
+    if not wanted:
+        return {}
+    session = make_session(graph, wanted)
+    names = [o.name for o in session.get_outputs()]
+    values = session.run(names, batch)
+    return {n: tuple(v.shape) for n, v in zip(names, values) if n in wanted}
+
+
+def tensor_groups(plan: Graph, shapes: Shapes | None = None) -> list[Group]:
+    """The integer nodes of ``plan`` in groups that share a quantized tensor, in topological order."""
+    integer = [n for n in plan.nodes if n.precision is not None and n.precision.is_integer]
+    parent = {n.name: n.name for n in integer}
+
+    def find(x: str) -> str:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    def union(a: str, b: str) -> None:
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            first, second = sorted((ra, rb), key=order.__getitem__)
+            parent[second] = first
+
+    order = {n.name: i for i, n in enumerate(integer)}
+    producers = plan.producers()
+    consumers = plan.consumers()
+    for node in integer:
+        # A data-movement op reuses its input's spec: it and the producer of that input are one tensor.
+        if node.op_type in ops.SCALE_PRESERVING and node.inputs and node.inputs[0] in producers:
+            src = producers[node.inputs[0]]
+            if src.name in parent:
+                union(node.name, src.name)
+        # A producer's output fused into its activation is never quantized: promoting one alone would add a Q/DQ.
+        out = node.outputs[0] if node.outputs else ""
+        users = [u for u in consumers.get(out, []) if u.name in parent]
+        if node.op_type in ops.FUSING_PRODUCERS and len(consumers.get(out, [])) == 1 and users \
+                and users[0].op_type in ops.FUSABLE_ACTIVATIONS and out not in plan.outputs:
+            union(node.name, users[0].name)
+    for name, tensor in plan.tensors.items():
+        if tensor.is_constant or tensor.quant is None:
+            continue
+        # The weighted readers of one tensor (Q/K/V, parallel branches): one keeps it quantized for the others.
+        readers = [u.name for u in consumers.get(name, []) if u.name in parent and u.op_type in ops.WEIGHTED]
+        for other in readers[1:]:
+            union(readers[0], other)
+    members: dict[str, list[str]] = {}
+    for node in integer:
+        members.setdefault(find(node.name), []).append(node.name)
+    groups = []
+    for i, root in enumerate(sorted(members, key=order.__getitem__)):
+        names = tuple(members[root])
+        costs = [node_cost(plan, plan.node(n), shapes) for n in names]
+        groups.append(Group(i, names, sum(c[0] for c in costs), sum(c[1] for c in costs)))
+    return groups
+
+
+def _shares(plan: Graph, shapes: Shapes | None) -> tuple[float, float]:
     macs = weights = int8_macs = int8_weights = 0
     for node in plan.nodes:
-        m, w = node_cost(plan, node)
-        macs += m
+        mac, w = node_cost(plan, node, shapes)
+        macs += mac
         weights += w
         if node.precision is not None and node.precision.is_integer:
-            int8_macs += m
+            int8_macs += mac
             int8_weights += w
     return (int8_macs / macs if macs else 1.0, int8_weights / weights if weights else 1.0)
 
 
+# ============================================================================ evaluation tasks
+@dataclasses.dataclass(frozen=True)
+class _Context:
+    """What every evaluation task needs: sent to each worker once."""
+
+    graph: Graph
+    stats: TensorStatistics
+    config: PlanConfig
+    constraints: TargetConstraints
+    groups: tuple[Group, ...]
+    metrics: tuple[m.OutputMetric, ...]
+    metric_fn: MetricFn | str | None
+    batches: list[dict[str, np.ndarray]]
+    fp32: list[dict[str, np.ndarray]]
+    shapes: dict[str, tuple[int, ...]]
+
+
+@dataclasses.dataclass
+class _Measured:
+    """One candidate on each distinct legalization: per "target:output", the drop and the output noise."""
+
+    drops: dict[str, float]
+    noise: dict[str, float]
+    shares: tuple[float, float]
+
+    @property
+    def drop(self) -> float:
+        return max(self.drops.values()) if self.drops else 0.0
+
+
+def _candidate_config(ctx: _Context, promoted: Sequence[int]) -> PlanConfig:
+    precision = ctx.constraints.promotion
+    extra = tuple(Override(name, precision) for g in sorted(promoted) for name in ctx.groups[g].nodes)
+    return dataclasses.replace(ctx.config, overrides=tuple(ctx.config.overrides) + extra, precision="mixed")
+
+
+def _evaluate(ctx: _Context, item: tuple[tuple[int, ...], int]) -> _Measured:
+    """The candidate with groups ``item[0]`` promoted, on the first ``item[1]`` batches: one executor task."""
+    promoted, n_batches = item
+    plan = make_plan(ctx.graph, ctx.stats, _candidate_config(ctx, promoted))
+    drops: dict[str, float] = {}
+    noise: dict[str, float] = {}
+    worst_shares = (1.0, 1.0)
+    fn = load_metric_fn(ctx.metric_fn) if isinstance(ctx.metric_fn, str) else ctx.metric_fn
+    for names, legal in ctx.constraints.legalized(plan):
+        runner = ReferenceRunner(legal)
+        metric_sums = {d.output: None for d in ctx.metrics}
+        noise_sums = {d.output: None for d in ctx.metrics}
+        kept: list[dict[str, np.ndarray]] = []
+        for batch, ref in zip(ctx.batches[:n_batches], ctx.fp32[:n_batches]):
+            out = runner.run(batch)
+            for d in ctx.metrics:
+                s = m.batch_sums(d, ref[d.output], out[d.output]) if fn is None else None
+                metric_sums[d.output] = s if metric_sums[d.output] is None or s is None else metric_sums[d.output] + s
+                ns = m.noise_sums(ref[d.output], out[d.output])
+                noise_sums[d.output] = ns if noise_sums[d.output] is None else noise_sums[d.output] + ns
+            if fn is not None:
+                kept.append(out)
+        if fn is not None:
+            f_all = {k: np.concatenate([o[k] for o in ctx.fp32[:n_batches]]) for k in ctx.graph.outputs}
+            q_all = {k: np.concatenate([o[k] for o in kept]) for k in ctx.graph.outputs}
+            value = float(fn(f_all, f_all)) - float(fn(f_all, q_all))
+            if not np.isfinite(value):
+                raise PlanError(f"--metric-fn {ctx.metric_fn!r} returned a non-finite score ({value}) on the plan for {names}")
+            drops[f"{names}:metric-fn"] = value
+        else:
+            for d in ctx.metrics:
+                drops[f"{names}:{d.output}"] = m.drop_of_sums(d, metric_sums[d.output])
+        for d in ctx.metrics:
+            noise[f"{names}:{d.output}"] = m.noise_of_sums(noise_sums[d.output])
+        shares = _shares(legal, ctx.shapes)
+        worst_shares = min(worst_shares, shares)
+    return _Measured(drops, noise, worst_shares)
+
+
+# ============================================================================ the search
 def auto_plan(
     graph: Graph,
     stats: TensorStatistics,
     config: PlanConfig,
     eval_data: Dataset,
     *,
-    metric: str = "top1",
+    metric: str = "auto",
     max_drop: float = 0.01,
     metric_fn: MetricFn | str | None = None,
     samples: int | None = 256,
+    rank_samples: int = 16,
     batch_size: int = 32,
+    targets: Sequence[Target] | None = None,
+    max_evaluations: int = 2000,
     progress: bool = False,
     executor: Executor | None = None,
 ) -> AutoPlanResult:
-    """The plan with the fewest layers promoted to float whose ``metric`` drop stays within ``max_drop``.
+    """The plan with the fewest MACs promoted to float whose drop stays within ``max_drop`` on every output.
 
-    Candidate plans are evaluated as tasks of ``executor`` (default: sequential). With more
-    than one worker, candidates the search may need next are evaluated speculatively; the
-    search itself, the rows it reports and the chosen plan are those of the sequential run.
+    ``targets`` are the backends the plan will be lowered to: the plan is searched under their
+    constraints and measured after their legalization. ``metric`` is a ``planning.metrics``
+    spec (``auto`` by default); ``metric_fn`` (a callable or ``module:function``) replaces it
+    with ``fn(fp32_outputs, outputs) -> score``, higher is better.
     """
+    started = time.perf_counter()
     if max_drop < 0:
         raise PlanError(f"--max-accuracy-drop must be ≥ 0, got {max_drop}")
-    if metric_fn is None and metric not in METRICS:
-        metric_drop(metric, np.zeros(1), np.zeros(1))  # raises the helpful error
-    fn = load_metric_fn(metric_fn) if isinstance(metric_fn, str) else metric_fn
+    m.parse_spec(metric)  # a bad spec fails before any work
+    if isinstance(metric_fn, str):
+        load_metric_fn(metric_fn)
     batches = list(eval_data.batches(batch_size, limit=samples))
     if not batches:
         raise PlanError(f"evaluation data {eval_data.source} contains no samples")
     executor = executor if executor is not None else SequentialExecutor()
-    output = graph.outputs[0]
+    constraints = constraints_of(targets)
+    int_config = constraints.plan_config(
+        dataclasses.replace(config, precision="int8" if config.activation_type.value != "int16" else "int16"))
 
-    int_config = dataclasses.replace(config, precision="int8" if config.activation_type.value != "int16" else "int16")
+    fp32_runner = ReferenceRunner(graph, float_reference=True)
+    fp32 = [fp32_runner.run(b) for b in batches]
+    del fp32_runner
+    joined = {k: np.concatenate([o[k] for o in fp32]) for k in graph.outputs}
+    chosen_metrics = m.resolve(metric, list(graph.outputs), joined) if metric_fn is None else \
+        [m.OutputMetric(k, "metric-fn", "user score") for k in graph.outputs]
+    del joined
+    shapes = observed_shapes(graph, batches[0])
     base = make_plan(graph, stats, int_config)
-    sensitivities = local_sensitivity(base, eval_data, samples=min(samples or 32, 32), batch_size=8,
-                                      progress=progress, executor=executor)
+    groups = tuple(tensor_groups(base, shapes))
     del base
-    ranking = [s.node for s in sorted(sensitivities, key=lambda s: (s.macs > 0, s.sqnr_db, s.node))]
-
-    def drop_of(fp32: list[dict[str, np.ndarray]], quant: list[dict[str, np.ndarray]]) -> float:
-        if fn is not None:
-            f_all = {k: _concat(fp32, k) for k in graph.outputs}
-            q_all = {k: _concat(quant, k) for k in graph.outputs}
-            return float(fn(f_all, f_all)) - float(fn(f_all, q_all))
-        return metric_drop(metric, _concat(fp32, output), _concat(quant, output))
-
-    search = _Search(executor, _SearchContext(graph, stats, int_config, tuple(ranking), batches), max_drop, drop_of)
+    n_samples = sum(next(iter(b.values())).shape[0] for b in batches)
+    rank_batches, seen = 0, 0
+    while rank_batches < len(batches) and seen < rank_samples:
+        seen += next(iter(batches[rank_batches].values())).shape[0]
+        rank_batches += 1
+    ctx = _Context(graph, stats, int_config, constraints, groups, tuple(chosen_metrics),
+                   metric_fn, batches, fp32, shapes)
+    search = _Greedy(executor, ctx, max_drop, rank_batches, len(batches), max_evaluations)
     with progress_bar(progress, total=0, description="auto search", unit="plans") as bar:
-        k_ok, rows = search.run(bar)
-    table = [rows[k] for k in sorted(rows)]
-    if k_ok is None:
-        best = min(rows, key=lambda k: (rows[k].drop, k))
+        search.run(bar)
+    cost = SearchCost(search.evaluations, time.perf_counter() - started, n_samples, seen, len(groups), len(search.ranked))
+    if search.answer is None:
+        best = min(search.rows, key=lambda r: (r.drop, r.promoted))
         raise PlanError(
-            f"no plan keeps the {metric} drop within {max_drop:g}: the best found is {rows[best].drop:.4g} with "
-            f"{best} layers in float; raise --max-accuracy-drop or use a finer calibration method"
+            f"no plan keeps the drop within {max_drop:g} on every output: the best measured is {best.drop:.4g} with "
+            f"{best.nodes_in_float} node(s) in float after {cost.evaluations} evaluations; raise --max-accuracy-drop, "
+            f"use a finer calibration method, or check --metric"
         )
-    chosen_row = rows[k_ok]
-    plan = make_plan(graph, stats, _candidate_config(int_config, ranking, k_ok))
-    for name in ranking[:k_ok]:
+    plan = make_plan(graph, stats, _candidate_config(ctx, search.answer))
+    promoted_nodes = {name: g for g in search.answer for name in groups[g].nodes}
+    for name, g in promoted_nodes.items():
         node = plan.node(name)
-        node.precision_reason = f"auto: among the {k_ok} most sensitive layers ({metric} budget {max_drop:g}); " + node.precision_reason
+        node.precision_reason = (f"auto: group {groups[g].label} promoted to {constraints.promotion.value} "
+                                 f"(budget {max_drop:g}); " + node.precision_reason)
     plan.metadata["mpcompile.policy"] = "auto"
-    return AutoPlanResult(plan, metric if fn is None else str(metric_fn), max_drop, table, chosen_row, ranking)
+    # The evaluation count is deterministic (a plan file stays identical run to run); wall time goes in the manifest.
+    plan.metadata["mpcompile.auto_evaluations"] = str(cost.evaluations)
+    ranking = [search.ranked[g] for g in search.answer] + [
+        r for g, r in sorted(search.ranked.items(), key=lambda kv: (-kv[1].score, kv[0])) if g not in search.answer]
+    described = metric_fn if isinstance(metric_fn, str) else ("metric-fn" if metric_fn is not None else metric)
+    return AutoPlanResult(plan, str(described), max_drop, search.rows, search.chosen, ranking, chosen_metrics,
+                          constraints.describe(), constraints.promotion.value, cost, search.notes)
 
 
-# ============================================================================ the search
-def _candidate_config(config: PlanConfig, ranking: Sequence[str], k: int) -> PlanConfig:
-    """The k most sensitive layers in FP16 (FP32 where FP16 is unsafe), the rest as ``config`` says."""
-    overrides = tuple(config.overrides) + tuple(Override(name, Precision.FP16) for name in ranking[:k])
-    return dataclasses.replace(config, overrides=overrides, precision="mixed")
-
-
-def search_steps(meets: Callable[[int], bool], layers: int) -> int | None:
-    """The smallest k whose plan meets the budget: k = 0, then 1, 2, 4, … until one does, then bisection
-    (assuming more float never hurts). ``meets(k)`` is asked in the order the search needs it."""
-    if meets(0):
-        return 0
-    k, lo = 1, 0
-    while k < layers and not meets(k):
-        lo, k = k, k * 2
-    hi = min(k, layers)
-    if not meets(hi):
-        return None
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if meets(mid):
-            hi = mid
-        else:
-            lo = mid
-    return hi
-
-
-class _Need(Exception):
-    def __init__(self, k: int) -> None:
-        self.k = k
-
-
-def _replay(known: Mapping[int, bool], layers: int) -> tuple[int | None, int | None, list[int]]:
-    """Run the search on the known outcomes: (the k it needs next or None, its answer, the ks it asked)."""
-    asked: list[int] = []
-
-    def meets(k: int) -> bool:
-        asked.append(k)
-        if k not in known:
-            raise _Need(k)
-        return known[k]
-
-    try:
-        answer = search_steps(meets, layers)
-    except _Need as need:
-        return need.k, None, asked
-    return None, answer, list(dict.fromkeys(asked))
-
-
-@dataclasses.dataclass(frozen=True)
-class _SearchContext:
-    """What every evaluation task needs: sent to each worker once."""
-
-    graph: Graph
-    stats: TensorStatistics
-    config: PlanConfig
-    ranking: tuple[str, ...]
-    batches: list[dict[str, np.ndarray]]
-
-
-#: A task's item: (k, first batch, end batch); k None is the FP32 reference.
-_Item = tuple[int | None, int, int]
-
-
-def _evaluate_task(ctx: _SearchContext, item: _Item) -> tuple[list[dict[str, np.ndarray]], tuple[float, float] | None]:
-    """The fake-quant outputs of candidate k (or of FP32) on batches [lo, hi): one task of the executor."""
-    k, lo, hi = item
-    if k is None:
-        runner = ReferenceRunner(ctx.graph, float_reference=True)
-        return [runner.run(b) for b in ctx.batches[lo:hi]], None
-    plan = make_plan(ctx.graph, ctx.stats, _candidate_config(ctx.config, ctx.ranking, k))
-    runner = ReferenceRunner(plan)
-    outputs = [runner.run(b) for b in ctx.batches[lo:hi]]
-    return outputs, (_int8_shares(plan) if lo == 0 else None)
-
-
-#: How likely the predicted outcome of a candidate is taken to be, when ordering speculative work.
-_CONFIDENCE = 0.7
-
-
-class _Search:
-    """``search_steps`` driven by task results; with idle workers, the candidates it may need next run ahead.
-
-    The search only ever reads real outcomes, so the ks it visits, its rows and its answer
-    are the sequential run's; speculative results it does not visit are dropped.
-    """
-
-    def __init__(self, executor: Executor, ctx: _SearchContext, max_drop: float,
-                 drop_of: Callable[[list, list], float]) -> None:
+class _Greedy:
+    def __init__(self, executor: Executor, ctx: _Context, max_drop: float, rank_batches: int, all_batches: int,
+                 max_evaluations: int) -> None:
         self.executor = executor
         self.ctx = ctx
         self.max_drop = max_drop
-        self.drop_of = drop_of
-        self.layers = len(ctx.ranking)
-        n = len(ctx.batches)
-        # One task per candidate (all its batches) on one worker; with many workers, candidates are
-        # split into contiguous ranges of batches too (outputs are per batch: the split changes nothing).
-        parts = max(1, min(n, executor.workers // 2))
-        bounds = [round(i * n / parts) for i in range(parts + 1)]
-        self.ranges = [(bounds[i], bounds[i + 1]) for i in range(parts) if bounds[i] < bounds[i + 1]]
-        self.outputs: dict[int | None, dict[int, list]] = {}
-        self.shares: dict[int, tuple[float, float]] = {}
-        self.drops: dict[int, float] = {}
+        self.rank_batches = rank_batches
+        self.all_batches = all_batches
+        self.max_evaluations = max_evaluations
+        total = sum(g.macs for g in ctx.groups)
+        self.floor = max(MAC_FLOOR * total, 1.0)
+        self.evaluations = 0
+        self.rows: list[ParetoRow] = []
+        self.ranked: dict[int, RankedGroup] = {}
+        self.answer: tuple[int, ...] | None = None
+        self.chosen: ParetoRow | None = None
+        self.notes: list[str] = []
+        self._paths: list[tuple[int, ...]] = []  # the promoted groups of each row
 
-    def _complete(self, k: int | None) -> bool:
-        return len(self.outputs.get(k, {})) == len(self.ranges)
+    def _run(self, shared: Any, items: list[tuple[tuple[int, ...], int]], bar: Any) -> list[_Measured]:
+        if self.evaluations + len(items) > self.max_evaluations:
+            raise _Exhausted()
+        self.evaluations += len(items)
+        labels = [f"auto search: the plan with group(s) {list(p)[-3:]} promoted on {n} batch(es)" for p, n in items]
+        return self.executor.map(_evaluate, shared, items, labels=labels, progress=bar)
 
-    def _joined(self, k: int | None) -> list[dict[str, np.ndarray]]:
-        parts = self.outputs[k]
-        return [out for lo, _ in self.ranges for out in parts[lo]]
+    def _noise(self, measured: _Measured, base: _Measured) -> float:
+        """Output noise relative to uniform INT8's, averaged over outputs and targets (1.0 = uniform INT8)."""
+        ratios = [measured.noise[k] / base.noise[k] if base.noise[k] > 0 else 0.0 for k in base.noise]
+        return float(np.mean(ratios)) if ratios else 0.0
 
-    def _predict(self, k: int, known: Mapping[int, bool]) -> bool:
-        """A guess of meets(k), to order speculative work (never used as an outcome)."""
-        below = [j for j in known if j < k]
-        above = [j for j in known if j > k]
-        lo = max(below) if below else None
-        hi = min(above) if above else None
-        if hi is not None and not known[hi]:
-            return False  # more float never hurts: if hi fails, k < hi fails
-        if lo is not None and known[lo]:
-            return True
-        if lo is not None and hi is not None and lo in self.drops and hi in self.drops:
-            d_lo, d_hi = self.drops[lo], self.drops[hi]
-            return d_lo + (d_hi - d_lo) * (k - lo) / (hi - lo) <= self.max_drop
-        return False
+    def _row(self, promoted: tuple[int, ...], measured: _Measured) -> ParetoRow:
+        nodes = sum(len(self.ctx.groups[g].nodes) for g in promoted)
+        row = ParetoRow(len(promoted), nodes, measured.drop, measured.shares[0], measured.shares[1],
+                        measured.drop <= self.max_drop + 1e-12, dict(measured.drops))
+        self.rows.append(row)
+        return row
 
-    def _wanted(self, known: dict[int, bool], limit: int) -> list[int]:
-        """Candidates in the order they are likely to be needed: the one needed now, then the likeliest next."""
-        order: list[int] = []
-        heap: list[tuple[float, int, dict[int, bool]]] = [(-1.0, 0, known)]
-        counter = 0
-        while heap and len(order) < limit and counter < 16 * limit:
-            negp, _, hypothesis = heapq.heappop(heap)
-            need, _, _ = _replay(hypothesis, self.layers)
-            if need is None:
-                continue
-            if need not in order:
-                order.append(need)
-            guess = self._predict(need, hypothesis)
-            for outcome, weight in ((guess, _CONFIDENCE), (not guess, 1 - _CONFIDENCE)):
-                counter += 1
-                heapq.heappush(heap, (negp * weight, counter, {**hypothesis, need: outcome}))
-        return order
-
-    def _label(self, item: _Item) -> str:
-        k, lo, hi = item
-        what = "the FP32 reference" if k is None else f"the candidate plan with {k} layer(s) in float"
-        return f"auto search: {what} on batches {lo}..{hi - 1}"
-
-    def run(self, bar: Any) -> tuple[int | None, dict[int, ParetoRow]]:
-        ex = self.executor
-        shared = ex.share(self.ctx)
-        in_flight: dict[_Item, Any] = {}
+    def run(self, bar: Any) -> None:
+        shared = self.executor.share(self.ctx)
         try:
-            while True:
-                known = {k: d <= self.max_drop + 1e-12 for k, d in self.drops.items()}
-                need, answer, asked = _replay(known, self.layers)
-                if need is None:
-                    rows = {k: self._row(k) for k in asked}
-                    return answer, rows
-                slots = ex.workers - len(in_flight)
-                if slots > 0:
-                    queue = [None] + self._wanted(known, max(1, ex.workers))
-                    for k in queue:
-                        for lo, hi in self.ranges:
-                            item = (k, lo, hi)
-                            if slots > 0 and item not in in_flight and lo not in self.outputs.get(k, {}):
-                                in_flight[item] = ex.submit(_evaluate_task, shared, item, label=self._label(item))
-                                slots -= 1
-                for task in ex.wait(list(in_flight.values())):
-                    item = next(i for i, t in in_flight.items() if t is task)
-                    del in_flight[item]
-                    outputs, shares = task.result()
-                    k, lo, _ = item
-                    self.outputs.setdefault(k, {})[lo] = outputs
-                    if shares is not None:
-                        self.shares[k] = shares  # type: ignore[index]
-                    bar.advance(1)
-                    self._score()
+            self._search(shared, bar)
+        except _Exhausted:
+            self.notes.append(f"stopped after {self.evaluations} evaluations (the limit): the best plan measured "
+                              "within budget is used, if any")
+            within = [i for i, r in enumerate(self.rows) if r.meets_budget]
+            if within and self.answer is None:
+                self.answer, self.chosen = self._paths[within[0]], self.rows[within[0]]
         finally:
-            ex.cancel(list(in_flight.values()))
-            ex.release(shared)
+            self.executor.release(shared)
 
-    def _score(self) -> None:
-        if not self._complete(None):
+    def _search(self, shared: Any, bar: Any) -> None:
+        groups = self.ctx.groups
+        full = self._run(shared, [((), self.all_batches)], bar)[0]
+        self._accept((), full)
+        if self.answer is not None or not groups:
             return
-        fp32 = self._joined(None)
-        for k in list(self.outputs):
-            if k is not None and k not in self.drops and self._complete(k):
-                self.drops[k] = self.drop_of(fp32, self._joined(k))
-                del self.outputs[k]  # keep memory flat: only the drop is needed from here on
+        base_rank = self._run(shared, [((), self.rank_batches)], bar)[0] if self.rank_batches < self.all_batches else full
+        alone = self._run(shared, [((g.index,), self.rank_batches) for g in groups], bar)
+        stale: dict[int, float] = {}
+        for g, measured in zip(groups, alone):
+            gain = 1.0 - self._noise(measured, base_rank)
+            self.ranked[g.index] = RankedGroup(g, gain, gain / (g.macs + self.floor))
+            stale[g.index] = self.ranked[g.index].score
+        promoted: tuple[int, ...] = ()
+        current = 1.0
+        while stale:
+            order = sorted(stale, key=lambda g: (-stale[g], g))
+            top = [g for g in order if stale[g] > 0][:RECHECK]
+            if not top:
+                break
+            fresh = self._run(shared, [(promoted + (g,), self.rank_batches) for g in top], bar)
+            scores = {}
+            for g, measured in zip(top, fresh):
+                gain = current - self._noise(measured, base_rank)
+                scores[g] = (gain / (groups[g].macs + self.floor), self._noise(measured, base_rank))
+                stale[g] = scores[g][0]
+            best = min(scores, key=lambda g: (-scores[g][0], g))
+            if scores[best][0] <= 0:
+                continue  # none of them helps in this plan any more: the next ones by score are tried
+            promoted = promoted + (best,)
+            current = scores[best][1]
+            del stale[best]
+            self._accept(promoted, self._run(shared, [(promoted, self.all_batches)], bar)[0])
+            if self.answer is not None:
+                return
+        # No single group lowers the output noise any more, yet the metric is over budget (noise too small to
+        # measure on the ranking samples, or a discrete metric on a plateau): promote the rest cheapest first,
+        # in doubling blocks, so the budget is met with as many MACs as possible left in INT8.
+        rest = sorted(stale, key=lambda g: (groups[g].macs, -self.ranked[g].score, g))
+        self.notes.append(f"no single group lowered the output noise after {len(promoted)} promotion(s); "
+                          f"the remaining {len(rest)} groups were promoted cheapest first, in doubling blocks")
+        size = 1
+        while rest:
+            block, rest = rest[:size], rest[size:]
+            promoted = promoted + tuple(block)
+            self._accept(promoted, self._run(shared, [(promoted, self.all_batches)], bar)[0])
+            if self.answer is not None:
+                return
+            size *= 2
 
-    def _row(self, k: int) -> ParetoRow:
-        macs, weights = self.shares[k]
-        drop = self.drops[k]
-        return ParetoRow(k, drop, macs, weights, drop <= self.max_drop + 1e-12)
+    def _accept(self, promoted: tuple[int, ...], measured: _Measured) -> None:
+        row = self._row(promoted, measured)
+        self._paths.append(promoted)
+        if row.meets_budget and self.answer is None:
+            self.answer, self.chosen = promoted, row
+
+
+class _Exhausted(Exception):
+    """The evaluation limit is reached."""
+
+
+def warn_without_held_out_data() -> None:
+    warnings.warn("--precision auto measures on the calibration data (no --eval-data given): the search sees the "
+                  "samples its ranges came from, so its accuracy figures are optimistic; pass held-out --eval-data",
+                  stacklevel=2)
+
+
+__all__ = ["METRICS", "AutoPlanResult", "Group", "ParetoRow", "auto_plan", "load_metric_fn", "observed_shapes",
+           "tensor_groups", "warn_without_held_out_data"]
