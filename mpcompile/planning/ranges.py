@@ -12,12 +12,8 @@ The mirror case is one tensor split into parts that carry different quantities (
 conv whose output channels are class logits and box-distribution logits, split apart): the
 producer stays float, so the whole is never quantized, and the split follows it; every part is
 then quantized at its own range by the integer op that reads it. (Per-channel activation scales
-would keep the producer integer, but not every target runs them.)
-
-A third case is a magnitude on its way into a logarithm (the log-power spectrum of an audio
-front-end): quantizing it on a uniform grid flushes the quiet bins that the logarithm expands,
-so the ops whose output only reaches a ``Log`` stay float. These are planning rules fed by the
-graph and the calibration statistics; they never look at a model's or a node's name.
+would keep the producer integer, but not every target runs them.) Both are planning rules fed by
+the calibration statistics; they never look at a model's or a node's name.
 """
 
 from __future__ import annotations
@@ -39,14 +35,6 @@ JOINS = {"Concat"}
 PARTS = {"Split", "Slice"}
 
 FLOAT_JOIN = "float join"
-
-#: Ops that compress magnitudes: a uniform integer grid before them keeps no resolution for the
-#: small values they expand (log-power spectra of audio front-ends).
-COMPRESSING = {"Log"}
-#: Ops a value passes through on its way to a compressing op without stopping being a magnitude.
-MAGNITUDE_PATH = ops.SCALE_PRESERVING | {"Add", "Sub", "Mul", "Sqrt", "Pow", "ReduceSum", "Abs"}
-#: How far (in ops) to look for the compressing op.
-MAGNITUDE_DEPTH = 8
 
 
 def _width(stats: TensorStatistics, name: str, qtype: QType, symmetric: bool) -> float:
@@ -122,41 +110,6 @@ def follows_float_join(plan: Graph, node: Node, producers: dict[str, Node], join
     return f"kept FP32: follows the {FLOAT_JOIN} at {first.name!r} (its inputs carry different ranges)"
 
 
-def feeds_compression(plan: Graph, node: Node, consumers: dict[str, list[Node]], depth: int = MAGNITUDE_DEPTH,
-                      memo: dict[tuple[str, int], str | None] | None = None) -> str | None:
-    """The compressing op (``Log``) every computed output of ``node`` reaches through magnitude-preserving ops, or None."""
-    memo = {} if memo is None else memo
-    key = (node.name, depth)
-    if key not in memo:
-        memo[key] = _feeds_compression(plan, node, consumers, depth, memo)
-    return memo[key]
-
-
-def _feeds_compression(plan: Graph, node: Node, consumers: dict[str, list[Node]], depth: int,
-                       memo: dict[tuple[str, int], str | None]) -> str | None:
-    if depth == 0:
-        return None
-    found = None
-    outputs = [o for o in node.outputs if o and o in plan.tensors and plan.tensors[o].is_float]
-    if not outputs or any(o in plan.outputs for o in outputs):
-        return None
-    for out in outputs:
-        users = consumers.get(out, [])
-        if not users:
-            return None
-        for user in users:
-            if user.op_type in COMPRESSING:
-                found = found or user.name
-            elif user.op_type in MAGNITUDE_PATH:
-                deeper = feeds_compression(plan, user, consumers, depth - 1, memo)
-                if deeper is None:
-                    return None
-                found = found or deeper
-            else:
-                return None
-    return found
-
-
 class RangeRule:
     """Applied node by node in topological order by ``assign_precisions``; remembers the float joins."""
 
@@ -167,7 +120,6 @@ class RangeRule:
         self.producers = plan.producers()
         self.consumers = plan.consumers()
         self.joins: set[str] = set()
-        self.memo: dict[tuple[str, int], str | None] = {}
 
     def apply(self, node: Node, precision: Precision, reason: str) -> tuple[Precision, str]:
         if not precision.is_integer:
@@ -179,13 +131,6 @@ class RangeRule:
         why = (follows_float_join(self.plan, node, self.producers, self.joins)
                or mixed_range_reason(self.plan, node, self.stats, qtype, symmetric)
                or mixed_parts_reason(self.plan, node, self.consumers, self.stats, qtype, symmetric))
-        if why is None:
-            compressor = feeds_compression(self.plan, node, self.consumers, memo=self.memo)
-            if compressor is not None:
-                return Precision.FP32, (
-                    f"kept FP32: its output only reaches the logarithm {compressor!r} (through ops that keep it a "
-                    f"magnitude); a uniform {qtype.bits}-bit grid keeps no resolution for the small values a "
-                    f"logarithm expands")
         if why is None:
             return precision, reason
         self.joins.add(node.name)
