@@ -123,3 +123,26 @@ def test_a_static_artifact_refuses_another_shape_naming_the_input(tmp_path):
         runner.run({"x": x[:1]})
         with pytest.raises(DataError, match=r"input 'x' of .* has the static shape 1x4x6 .* got 3x4x6"):
             runner.run({"x": x})
+
+
+def test_recurrent_states_with_the_batch_on_axis_1_are_fed_from_samples_first_data(tmp_path):
+    """A time-major LSTM with its states as inputs: x [T, N, F], h0/c0 [1, N, H] (PyTorch's h0/c0 layout). The
+    data stores every input samples first (x (S, T, F), h0 (S, 1, H)); batches reach the model with the
+    samples on its batch axis, in TFLite and ONNX Runtime alike."""
+    import onnx
+    from tflite_models import recurrent
+
+    from mpcompile.data import model_inputs
+    from mpcompile.pipeline import conform
+
+    path, data = tmp_path / "lstm.onnx", tmp_path / "calib.npz"
+    onnx.save(recurrent("LSTM", batch_first=False), path)
+    rng = np.random.default_rng(0)
+    np.savez(data, x=rng.normal(0, 1, (12, 5, 3)).astype(np.float32), h0=rng.normal(0, 0.5, (12, 1, 4)).astype(np.float32),
+             c0=rng.normal(0, 0.5, (12, 1, 4)).astype(np.float32))
+    graph = importer.load(path)
+    assert {s.name: (s.sample_axis, s.shape) for s in model_inputs(graph)} == {
+        "x": (1, ("N", 5, 3)), "h0": (1, ("N", 1, 4)), "c0": (1, ("N", 1, 4))}
+    plan = calibrate(path, data, precision="fp32", progress=False).plan
+    report = conform(plan, backends=["tflite", "onnxruntime"], data=data, batch_size=4)
+    assert report.passed, report.format_text()

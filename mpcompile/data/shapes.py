@@ -31,10 +31,11 @@ def _sample_shapes(data: Any, inputs: Sequence[InputSpec]) -> dict[str, set[tupl
 
     dataset = data if isinstance(data, Dataset) else open_dataset(data, list(inputs))
     seen: dict[str, set[tuple[int, ...]]] = {spec.name: set() for spec in inputs}
+    axes = {spec.name: spec.sample_axis for spec in inputs}
     for batch in dataset.batches(1, limit=PEEK_SAMPLES):
         for name, array in batch.items():
-            if name in seen:
-                seen[name].add(tuple(int(d) for d in array.shape[1:]))
+            if name in seen:  # one sample's shape, in the data's order (the sample axis taken out)
+                seen[name].add(tuple(int(d) for i, d in enumerate(array.shape) if i != axes[name]))
     return seen
 
 
@@ -59,7 +60,8 @@ def shapes_from_data(inputs: Sequence[InputSpec], data: Any, freeze_batch: bool 
             if not _is_static(spec.shape[axis]) and len(sizes) == 1:
                 dims[axis] = sizes.pop()
         if any(d is not None for d in dims):
-            result[spec.name] = tuple(dims)
+            axis = spec.sample_axis  # back to the model's order of dims
+            result[spec.name] = (*dims[1:axis + 1], dims[0], *dims[axis + 1:]) if axis else tuple(dims)
     return result
 
 
