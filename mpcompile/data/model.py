@@ -12,19 +12,15 @@ from mpcompile.ir.graph import Graph
 
 
 def _batch_symbol(shapes: list[tuple]) -> str | None:
-    """The name of the batch dim: the named first dim of the inputs, else the one name every input has."""
+    """The name of the batch dim: the one name the inputs give their first dim (never guessed otherwise:
+    a single input of shape (1, T, 80) takes its samples on axis 0, whatever T is called)."""
     first = {shape[0] for shape in shapes if shape and isinstance(shape[0], str)}
-    if len(first) == 1:
-        return first.pop()
-    if first:
-        return None
-    common = set.intersection(*[{d for d in shape if isinstance(d, str)} for shape in shapes]) if shapes else set()
-    return common.pop() if len(common) == 1 else None
+    return first.pop() if len(first) == 1 else None
 
 
 def sample_axis(shape: tuple, batch: str | None) -> int:
     """Where an input takes its samples: axis 0, unless its first dim is fixed and a later one is the batch
-    dim that the other inputs name (an LSTM/GRU state ``[D, batch, H]``, a time-major ``[T, batch, F]``)."""
+    dim that the other inputs have first (an LSTM/GRU state ``[D, batch, H]`` beside an ``[batch, T, F]`` input)."""
     if not shape or not isinstance(shape[0], int) or batch is None or batch not in shape:
         return 0
     return shape.index(batch)
