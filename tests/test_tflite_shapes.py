@@ -127,15 +127,15 @@ def test_a_static_artifact_refuses_another_shape_naming_the_input(tmp_path):
 
 def test_recurrent_states_with_the_batch_on_axis_1_are_fed_from_samples_first_data(tmp_path):
     """PyTorch's export of a batch-first LSTM with explicit states: x [N, T, F] (transposed to time-major
-    inside), h0/c0 [1, N, H]. The data stores every input samples first (h0 (S, 1, H)); batches reach the
+    inside), h0/c0 [D, N, H]. The data stores every input samples first (h0 (S, D, H)); batches reach the
     model with the samples on its batch axis, in TFLite and ONNX Runtime alike."""
     import onnx
     from tflite_models import recurrent
 
-    from mpcompile.data import model_inputs
+    from mpcompile.data import model_inputs, open_data
     from mpcompile.pipeline import conform
 
-    model = recurrent("LSTM", batch_first=False)  # x [5, N, 3], h0/c0 [1, N, 4]
+    model = recurrent("LSTM", direction="bidirectional", batch_first=False)  # x [5, N, 3], h0/c0 [2, N, 4]
     for node in model.graph.node:
         node.input[:] = ["x_time_major" if i == "x" else i for i in node.input]
     model.graph.node.insert(0, helper.make_node("Transpose", ["x"], ["x_time_major"], perm=[1, 0, 2]))
@@ -143,10 +143,15 @@ def test_recurrent_states_with_the_batch_on_axis_1_are_fed_from_samples_first_da
     path, data = tmp_path / "lstm.onnx", tmp_path / "calib.npz"
     onnx.save(model, path)
     rng = np.random.default_rng(0)
-    np.savez(data, x=rng.normal(0, 1, (12, 5, 3)).astype(np.float32), h0=rng.normal(0, 0.5, (12, 1, 4)).astype(np.float32),
-             c0=rng.normal(0, 0.5, (12, 1, 4)).astype(np.float32))
-    assert {s.name: (s.sample_axis, s.shape) for s in model_inputs(importer.load(path))} == {
-        "x": (0, ("N", 5, 3)), "h0": (1, ("N", 1, 4)), "c0": (1, ("N", 1, 4))}
+    arrays = {"x": rng.normal(0, 1, (12, 5, 3)), "h0": rng.normal(0, 0.5, (12, 2, 4)), "c0": rng.normal(0, 0.5, (12, 2, 4))}
+    np.savez(data, **{k: v.astype(np.float32) for k, v in arrays.items()})
+    graph = importer.load(path)
+    assert {s.name: (s.sample_axis, s.shape) for s in model_inputs(graph)} == {
+        "x": (0, ("N", 5, 3)), "h0": (1, ("N", 2, 4)), "c0": (1, ("N", 2, 4))}
+    # the first dim 2 of the states is the directions, not a fixed batch of 2 samples
+    first = next(open_data(graph, str(data)).batches(4))
+    assert first["x"].shape == (4, 5, 3) and first["h0"].shape == (2, 4, 4)
+    assert np.array_equal(first["h0"], np.moveaxis(arrays["h0"][:4].astype(np.float32), 0, 1))
     plan = calibrate(path, data, precision="fp32", progress=False).plan
     report = conform(plan, backends=["tflite", "onnxruntime"], data=data, batch_size=4)
     assert report.passed, report.format_text()
