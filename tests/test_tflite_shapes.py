@@ -74,7 +74,7 @@ def test_dynamic_dims_are_frozen_from_the_calibration_data_saying_so(tmp_path):
     from mpcompile.pipeline import compile
 
     path, data = _staged(tmp_path, ["N", 4, "L"])
-    with pytest.warns(UserWarning, match=r"froze the model's dynamic input dimensions from the calibration data: x=1x4x6"):
+    with pytest.warns(UserWarning, match=r"froze the model's dynamic input dimensions from the data: x=1x4x6"):
         result = compile(path, data, ["tflite"], tmp_path / "out", conform=True, progress=False)
     assert result.exit_code == 0, result.conformance.format_text() if result.conformance else result.results
     assert result.plan.metadata["mpcompile.input_shapes_from_data"] == "x=1x4x6"
@@ -155,3 +155,15 @@ def test_recurrent_states_with_the_batch_on_axis_1_are_fed_from_samples_first_da
     plan = calibrate(path, data, precision="fp32", progress=False).plan
     report = conform(plan, backends=["tflite", "onnxruntime"], data=data, batch_size=4)
     assert report.passed, report.format_text()
+
+
+def test_calibration_and_evaluation_data_of_other_sizes_leave_the_dimension_dynamic(tmp_path):
+    from mpcompile.data import model_inputs
+    from mpcompile.data.shapes import shapes_from_data
+
+    path, calib = _staged(tmp_path, ["N", 4, "L"])
+    evaluation = tmp_path / "eval.npz"
+    np.savez(evaluation, x=np.zeros((3, 4, 9), np.float32))  # a detector evaluated on larger pages
+    inputs = model_inputs(importer.load(path))
+    assert shapes_from_data(inputs, [str(calib), str(evaluation)]) == {}
+    assert shapes_from_data(inputs, [str(calib), str(calib)]) == {"x": (None, None, 6)}

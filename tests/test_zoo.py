@@ -6,8 +6,9 @@ The slow tests build the zoo once per session into ``$MPCOMPILE_ZOO_CACHE`` (def
 ``~/.cache/mpcompile/zoo``; an already built, hash-valid entry is reused), compile each model
 for both backends in one ``mpcompile.compile`` call (each backend is lowered on its own, so one
 backend's failure never hides the other's outcome), assert that the ONNX Runtime artifact
-compiles and conforms and that a backend without an artifact says why in the manifest, record
-the TFLite outcome, and write every figure to
+compiles and conforms and that a backend without an artifact says why in the manifest, assert
+that the TFLite artifact compiles and runs and conforms (or is a known non-conformance), and write
+every figure to
 ``$MPCOMPILE_ZOO_RESULTS`` (default ``<cache>/results/test_zoo.json``; a run of some entries
 updates their rows).
 
@@ -52,6 +53,19 @@ KNOWN_ORT_NONCONFORMANCE: dict[str, str] = {
     "minilm": "fused ORT kernels round 2 LSB off the uniform int8 plan in the first encoder layer; it cascades",
 }
 
+#: Entries whose TFLite artifact is known not to conform, with the failure seen. Like the ORT dict: they
+#: run and record everything, the conformance assertion is an expected failure (a fix shows as XPASS).
+#: Localized with per-layer conformance under XNNPACK (intermediates exposed as model outputs): the first
+#: differences are single near-tie roundings (values within ~1e-5 LSB of .5, which float32 arithmetic
+#: rounds either way: the reference and TFLite each disagree with exact integer arithmetic there), then
+#: fine-scaled outputs downstream (SiLU's sigmoid, hard-swish's Add+Clip) multiply one LSB by 3-14.
+KNOWN_TFLITE_NONCONFORMANCE: dict[str, str] = {
+    "ppocr_cls": "one near-tie rounding in the depthwise Conv@7 (3.6e-7 of values), amplified by hard-swish to 10 LSB > 9",
+    "ddddocr_det": "near-tie roundings from the first Conv (3e-4 of values, builtin kernels) amplified by SiLU's sigmoids",
+    "picodet_layout": "box outputs 10-82 LSB off (not localized yet)",
+    "basic_pitch": "rare outliers at the sigmoid outputs, 15-48 LSB > 9 (not localized yet)",
+    "minilm": "the uniform int8 plan moves under a 1e-6 nudge of its own scales (README of mpcompile_tflite)",
+}
 
 # ============================================================================ fast: the table
 def test_recipe_table():
@@ -221,6 +235,12 @@ def test_zoo_model(name, zoo_built, results, tmp_path):
     ort = row["onnxruntime"]
     assert ort["compiled"], f"{name}: ONNX Runtime compile failed: {ort['error']}"
     assert ort.get("metric") is not None, f"{name}: running the ORT artifact failed: {ort.get('run_error')}"
+    tfl = row["tflite"]
+    assert tfl["compiled"], f"{name}: TFLite compile failed: {tfl['error']}"
+    assert tfl.get("metric") is not None, f"{name}: running the TFLite artifact failed: {tfl.get('run_error')}"
     if not ort["conformance"] and name in KNOWN_ORT_NONCONFORMANCE:
         pytest.xfail(f"{KNOWN_ORT_NONCONFORMANCE[name]}: {'; '.join(ort['failures'])}")
     assert ort["conformance"], f"{name}: ORT artifact out of tolerance: {'; '.join(ort['failures'])}"
+    if not tfl["conformance"] and name in KNOWN_TFLITE_NONCONFORMANCE:
+        pytest.xfail(f"{KNOWN_TFLITE_NONCONFORMANCE[name]}: {'; '.join(tfl['failures'])}")
+    assert tfl["conformance"], f"{name}: TFLite artifact out of tolerance: {'; '.join(tfl['failures'])}"

@@ -41,12 +41,20 @@ def _sample_shapes(data: Any, inputs: Sequence[InputSpec]) -> dict[str, set[tupl
 
 def shapes_from_data(inputs: Sequence[InputSpec], data: Any, freeze_batch: bool = False) -> dict[str, tuple[int | None, ...]]:
     """Per input with a dimension to freeze: its dims (None = left as the model has it). Empty when the data
-    fixes nothing, cannot be read, or disagrees with itself (its errors are reported where it is used)."""
+    fixes nothing, cannot be read, or disagrees with itself (its errors are reported where it is used).
+
+    ``data`` is one source or a list of them (calibration and evaluation data): a dimension is frozen only
+    where every source agrees, so that a model evaluated at another size than it is calibrated at (a
+    detector on larger pages) stays dynamic there."""
     dynamic = [spec for spec in inputs if spec.rank and not all(_is_static(d) for d in spec.shape)]
-    if not dynamic or data is None:
+    sources = [d for d in (data if isinstance(data, (list, tuple)) else [data]) if d is not None]
+    if not dynamic or not sources:
         return {}
+    seen: dict[str, set[tuple[int, ...]]] = {spec.name: set() for spec in dynamic}
     try:
-        seen = _sample_shapes(data, dynamic)
+        for source in sources:
+            for name, shapes in _sample_shapes(source, dynamic).items():
+                seen[name] |= shapes
     except MpcompileError:
         return {}
     result: dict[str, tuple[int | None, ...]] = {}
