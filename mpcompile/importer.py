@@ -30,7 +30,8 @@ def load(path: str | os.PathLike, input_shapes: dict[str, tuple[int, ...]] | Non
     """A model (FP32 or QDQ) or a saved plan, as an IR graph ready for planning or lowering.
 
     ``input_shapes`` freezes dynamic input dimensions of a model (not of a plan) before folding.
-    Without them, ``data`` (the calibration data) freezes what it fixes unambiguously
+    Without them, ``data`` (the calibration data, or a list: calibration and evaluation data) freezes what it
+    fixes unambiguously
     (``mpcompile.data.shapes``): every dynamic dimension after the first that all its samples share,
     and the batch as 1 where the model would still compute shapes at run time. A warning says what
     was frozen and how to choose otherwise; ``graph.metadata["mpcompile.input_shapes_from_data"]`` records it.
@@ -63,6 +64,6 @@ def _freeze_from_data(path: str | os.PathLike, graph: Graph, data: Any) -> Graph
     text = " ".join(f"{name}={'x'.join(str(d) if isinstance(d, int) else '-1' for d in frozen.tensors[name].shape)}"
                     for name in shapes)
     frozen.metadata["mpcompile.input_shapes_from_data"] = text
-    warnings.warn(f"{path}: froze the model's dynamic input dimensions from the calibration data: {text} "
+    warnings.warn(f"{path}: froze the model's dynamic input dimensions from the data: {text} "
                   f"(pass --input-shape NAME=DIMS to choose others, -1 to keep a dimension dynamic)", stacklevel=3)
     return frozen

@@ -161,7 +161,7 @@ def calibrate(
     """
     opts = CalibrationOptions.build(options, keywords)
     recover = parse_recover(opts.recover)
-    graph = as_graph(model, input_shapes, data if opts.preprocess is None else None)
+    graph = as_graph(model, input_shapes, [data, eval_data] if opts.preprocess is None else None)
     config = opts.plan_config()
     pins: dict[str, Any] = {}
     if opts.overrides is not None:
@@ -402,7 +402,7 @@ def compile(  # noqa: A001 - the natural name for a compiler's entry point
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     targets, skipped = resolve_targets(list(backends) if backends else None, backend_options)
-    graph = as_graph(model, input_shapes, data if opts.preprocess is None else None)
+    graph = as_graph(model, input_shapes, [data, eval_data] if opts.preprocess is None else None)
     timings["import"] = time.perf_counter() - t0
     _refuse_if_none_can_run(graph, targets)
     t1 = time.perf_counter()

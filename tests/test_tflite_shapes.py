@@ -74,7 +74,7 @@ def test_dynamic_dims_are_frozen_from_the_calibration_data_saying_so(tmp_path):
     from mpcompile.pipeline import compile
 
     path, data = _staged(tmp_path, ["N", 4, "L"])
-    with pytest.warns(UserWarning, match=r"froze the model's dynamic input dimensions from the calibration data: x=1x4x6"):
+    with pytest.warns(UserWarning, match=r"froze the model's dynamic input dimensions from the data: x=1x4x6"):
         result = compile(path, data, ["tflite"], tmp_path / "out", conform=True, progress=False)
     assert result.exit_code == 0, result.conformance.format_text() if result.conformance else result.results
     assert result.plan.metadata["mpcompile.input_shapes_from_data"] == "x=1x4x6"
@@ -123,3 +123,47 @@ def test_a_static_artifact_refuses_another_shape_naming_the_input(tmp_path):
         runner.run({"x": x[:1]})
         with pytest.raises(DataError, match=r"input 'x' of .* has the static shape 1x4x6 .* got 3x4x6"):
             runner.run({"x": x})
+
+
+def test_recurrent_states_with_the_batch_on_axis_1_are_fed_from_samples_first_data(tmp_path):
+    """PyTorch's export of a batch-first LSTM with explicit states: x [N, T, F] (transposed to time-major
+    inside), h0/c0 [D, N, H]. The data stores every input samples first (h0 (S, D, H)); batches reach the
+    model with the samples on its batch axis, in TFLite and ONNX Runtime alike."""
+    import onnx
+    from tflite_models import recurrent
+
+    from mpcompile.data import model_inputs, open_data
+    from mpcompile.pipeline import conform
+
+    model = recurrent("LSTM", direction="bidirectional", batch_first=False)  # x [5, N, 3], h0/c0 [2, N, 4]
+    for node in model.graph.node:
+        node.input[:] = ["x_time_major" if i == "x" else i for i in node.input]
+    model.graph.node.insert(0, helper.make_node("Transpose", ["x"], ["x_time_major"], perm=[1, 0, 2]))
+    model.graph.input[0].CopyFrom(helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 5, 3]))
+    path, data = tmp_path / "lstm.onnx", tmp_path / "calib.npz"
+    onnx.save(model, path)
+    rng = np.random.default_rng(0)
+    arrays = {"x": rng.normal(0, 1, (12, 5, 3)), "h0": rng.normal(0, 0.5, (12, 2, 4)), "c0": rng.normal(0, 0.5, (12, 2, 4))}
+    np.savez(data, **{k: v.astype(np.float32) for k, v in arrays.items()})
+    graph = importer.load(path)
+    assert {s.name: (s.sample_axis, s.shape) for s in model_inputs(graph)} == {
+        "x": (0, ("N", 5, 3)), "h0": (1, ("N", 2, 4)), "c0": (1, ("N", 2, 4))}
+    # the first dim 2 of the states is the directions, not a fixed batch of 2 samples
+    first = next(open_data(graph, str(data)).batches(4))
+    assert first["x"].shape == (4, 5, 3) and first["h0"].shape == (2, 4, 4)
+    assert np.array_equal(first["h0"], np.moveaxis(arrays["h0"][:4].astype(np.float32), 0, 1))
+    plan = calibrate(path, data, precision="fp32", progress=False).plan
+    report = conform(plan, backends=["tflite", "onnxruntime"], data=data, batch_size=4)
+    assert report.passed, report.format_text()
+
+
+def test_calibration_and_evaluation_data_of_other_sizes_leave_the_dimension_dynamic(tmp_path):
+    from mpcompile.data import model_inputs
+    from mpcompile.data.shapes import shapes_from_data
+
+    path, calib = _staged(tmp_path, ["N", 4, "L"])
+    evaluation = tmp_path / "eval.npz"
+    np.savez(evaluation, x=np.zeros((3, 4, 9), np.float32))  # a detector evaluated on larger pages
+    inputs = model_inputs(importer.load(path))
+    assert shapes_from_data(inputs, [str(calib), str(evaluation)]) == {}
+    assert shapes_from_data(inputs, [str(calib), str(calib)]) == {"x": (None, None, 6)}

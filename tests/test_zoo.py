@@ -4,10 +4,18 @@ each artifact (slow).
 
 The slow tests build the zoo once per session into ``$MPCOMPILE_ZOO_CACHE`` (default
 ``~/.cache/mpcompile/zoo``; an already built, hash-valid entry is reused), compile each model
+<<<<<<< HEAD
 for every backend in one ``mpcompile.compile`` call (each backend is lowered on its own, so one
 backend's failure never hides another's outcome), assert that the ONNX Runtime and OpenVINO
 artifacts compile and conform (OpenVINO where it is installed) and that a backend without an
 artifact says why in the manifest, record the TFLite outcome, and write every figure to
+=======
+for both backends in one ``mpcompile.compile`` call (each backend is lowered on its own, so one
+backend's failure never hides the other's outcome), assert that the ONNX Runtime artifact
+compiles and conforms and that a backend without an artifact says why in the manifest, assert
+that the TFLite artifact compiles and runs and conforms (or is a known non-conformance), and write
+every figure to
+>>>>>>> tflite-zoo
 ``$MPCOMPILE_ZOO_RESULTS`` (default ``<cache>/results/test_zoo.json``; a run of some entries
 updates their rows).
 
@@ -75,6 +83,20 @@ KNOWN_OPENVINO_NONCONFORMANCE: dict[str, str] = {
     "basic_pitch": "rare 1 LSB near-ties of OpenVINO's reciprocal requantization, amplified at its Sigmoid outputs (13 LSB > 9)",
 }
 
+#: Entries whose TFLite artifact is known not to conform, with the failure seen. Like the ORT dict: they
+#: run and record everything, the conformance assertion is an expected failure (a fix shows as XPASS).
+#: Localized with per-layer conformance under XNNPACK (intermediates exposed as model outputs): the first
+#: differences are single near-tie roundings (values within ~1e-5 LSB of .5, which float32 arithmetic
+#: rounds either way: the reference and TFLite each disagree with exact integer arithmetic there), then
+#: fine-scaled outputs downstream (SiLU's sigmoid, hard-swish's Add+Clip) multiply one LSB by 3-14.
+KNOWN_TFLITE_NONCONFORMANCE: dict[str, str] = {
+    "ppocr_cls": "one near-tie rounding in the depthwise Conv@7 (3.6e-7 of values), amplified by hard-swish to 10 LSB > 9",
+    "ddddocr_det": "near-tie roundings from the first Conv (3e-4 of values, builtin kernels) amplified by SiLU's sigmoids",
+    "picodet_layout": "box outputs 10-82 LSB off (not localized yet)",
+    "basic_pitch": "rare outliers at the sigmoid outputs, 15-48 LSB > 9 (not localized yet)",
+    "minilm": "the uniform int8 plan moves under a 1e-6 nudge of its own scales (README of mpcompile_tflite)",
+    "ppocr_rec": "255 LSB at the softmax output, as ORT's artifact shows (not localized yet)",
+}
 
 # ============================================================================ fast: the table
 def test_recipe_table():
@@ -242,7 +264,8 @@ def test_zoo_model(name, zoo_built, results, tmp_path):
     row.update(compile_all(built, tmp_path / "out"))
     shutil.rmtree(tmp_path / "out", ignore_errors=True)
     # Every backend that must conform is checked before any known non-conformance turns the test into an xfail.
-    checked = {"onnxruntime": ("ONNX Runtime", KNOWN_ORT_NONCONFORMANCE)}
+    checked = {"onnxruntime": ("ONNX Runtime", KNOWN_ORT_NONCONFORMANCE),
+               "tflite": ("TFLite", KNOWN_TFLITE_NONCONFORMANCE)}
     if "openvino" in BACKENDS:
         checked["openvino"] = ("OpenVINO", KNOWN_OPENVINO_NONCONFORMANCE)
     for backend, (label, _) in checked.items():

@@ -54,14 +54,20 @@ class Dataset:
         """Yield feed dicts of ``effective_batch_size(batch_size)`` samples (the last one may be smaller).
 
         ``limit`` caps the total number of samples (``--samples N``). Arrays are validated,
-        cast to each input's dtype and C-contiguous. With a fixed batch dim k > 1 the final
+        cast to each input's dtype and C-contiguous, and an input whose model takes its samples
+        on another axis (``InputSpec.sample_axis``) gets them there. With a fixed batch dim k > 1 the final
         partial batch is dropped with a warning.
         """
         size = self.effective_batch_size(batch_size)
         if limit is not None:
             limit = _check_positive("sample limit", limit)
         static = _static_batch(self.inputs)
-        return self._rebatch(size, limit, drop_partial=static is not None and static > 1)
+        batches = self._rebatch(size, limit, drop_partial=static is not None and static > 1)
+        moved = {spec.name: spec.sample_axis for spec in self.inputs if spec.sample_axis}
+        if not moved:
+            return batches
+        return ({k: np.ascontiguousarray(np.moveaxis(v, 0, moved[k])) if k in moved else v for k, v in feeds.items()}
+                for feeds in batches)
 
     @property
     def extra_names(self) -> tuple[str, ...]:

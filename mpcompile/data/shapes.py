@@ -31,21 +31,30 @@ def _sample_shapes(data: Any, inputs: Sequence[InputSpec]) -> dict[str, set[tupl
 
     dataset = data if isinstance(data, Dataset) else open_dataset(data, list(inputs))
     seen: dict[str, set[tuple[int, ...]]] = {spec.name: set() for spec in inputs}
+    axes = {spec.name: spec.sample_axis for spec in inputs}
     for batch in dataset.batches(1, limit=PEEK_SAMPLES):
         for name, array in batch.items():
-            if name in seen:
-                seen[name].add(tuple(int(d) for d in array.shape[1:]))
+            if name in seen:  # one sample's shape, in the data's order (the sample axis taken out)
+                seen[name].add(tuple(int(d) for i, d in enumerate(array.shape) if i != axes[name]))
     return seen
 
 
 def shapes_from_data(inputs: Sequence[InputSpec], data: Any, freeze_batch: bool = False) -> dict[str, tuple[int | None, ...]]:
     """Per input with a dimension to freeze: its dims (None = left as the model has it). Empty when the data
-    fixes nothing, cannot be read, or disagrees with itself (its errors are reported where it is used)."""
+    fixes nothing, cannot be read, or disagrees with itself (its errors are reported where it is used).
+
+    ``data`` is one source or a list of them (calibration and evaluation data): a dimension is frozen only
+    where every source agrees, so that a model evaluated at another size than it is calibrated at (a
+    detector on larger pages) stays dynamic there."""
     dynamic = [spec for spec in inputs if spec.rank and not all(_is_static(d) for d in spec.shape)]
-    if not dynamic or data is None:
+    sources = [d for d in (data if isinstance(data, (list, tuple)) else [data]) if d is not None]
+    if not dynamic or not sources:
         return {}
+    seen: dict[str, set[tuple[int, ...]]] = {spec.name: set() for spec in dynamic}
     try:
-        seen = _sample_shapes(data, dynamic)
+        for source in sources:
+            for name, shapes in _sample_shapes(source, dynamic).items():
+                seen[name] |= shapes
     except MpcompileError:
         return {}
     result: dict[str, tuple[int | None, ...]] = {}
@@ -59,7 +68,8 @@ def shapes_from_data(inputs: Sequence[InputSpec], data: Any, freeze_batch: bool 
             if not _is_static(spec.shape[axis]) and len(sizes) == 1:
                 dims[axis] = sizes.pop()
         if any(d is not None for d in dims):
-            result[spec.name] = tuple(dims)
+            axis = spec.sample_axis  # back to the model's order of dims
+            result[spec.name] = (*dims[1:axis + 1], dims[0], *dims[axis + 1:]) if axis else tuple(dims)
     return result
 
 

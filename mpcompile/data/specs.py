@@ -43,12 +43,15 @@ class InputSpec:
 
     ``shape`` holds ints for fixed dims and a name (``"batch"``) or ``None`` for dynamic
     dims; a non-positive int is treated as dynamic too. ``dtype`` is normalized to
-    ``np.dtype``.
+    ``np.dtype``. ``shape`` is the shape of the *data*, samples first; ``sample_axis`` is where
+    the model takes them (1 for a recurrence's ``[D, batch, H]`` state): batches are fed with
+    that axis moved there (``model_inputs`` sets both from the model's declared shape).
     """
 
     name: str
     shape: tuple[Dim, ...]
     dtype: np.dtype
+    sample_axis: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "shape", tuple(self.shape))
