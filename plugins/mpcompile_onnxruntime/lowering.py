@@ -14,6 +14,10 @@ QLinearAdd…), and never changes a number of the plan:
   An int8 tensor read by several nodes (a LayerNorm output feeding Q, K, V and the
   residual) therefore kept every consumer in float, its weights dequantized at each run.
   Constants read as data (Add/Mul operands) follow the activations; weights stay int8;
+* except where ORT must not fuse: a computed activation whose one LSB a high-gain op after it
+  (Sigmoid, HardSwish, Softmax…) turns into more than ``AMPLIFICATION_LIMIT`` LSB stays int8, its Q
+  per axis after a Conv/MatMul/Gemm, so the producer runs the plan's float arithmetic instead of a
+  fused kernel whose rare 1-LSB rounding the gain would multiply (``rounding_amplifiers``);
 * an embedding table (a quantized constant read only by ``Gather``) is gathered as integers
   and the gathered rows are dequantized: dequantizing the whole table first cost a full
   pass over it at every run (30522 × 384 values for MiniLM);
