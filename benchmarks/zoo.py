@@ -1,5 +1,5 @@
 """The zoo benchmark: for every real model in ``models/zoo``, FP32 vs mpcompile's default int8
-plan (ONNX Runtime artifact, and the TFLite artifact where it lowers) vs ONNX Runtime's
+plan (ONNX Runtime artifact, and the TFLite and OpenVINO artifacts where they lower) vs ONNX Runtime's
 ``quantize_static`` on the same calibration data: task metric, compile time, artifact size.
 Same data, same run, same machine.
 
@@ -14,7 +14,9 @@ Every artifact's task metric is measured on the entry's held-out evaluation set 
 entry's own metric (accuracy, F1, AUC, exact match, retrieval accuracy). The ORT artifacts of
 mpcompile and of ``quantize_static`` both run in a plain ``onnxruntime.InferenceSession``
 (CPU provider, default graph optimizations: what a user gets); the TFLite artifact runs
-through mpcompile's LiteRT runner (it owns the NHWC layout of the artifact's inputs).
+through mpcompile's LiteRT runner (it owns the NHWC layout of the artifact's inputs), the OpenVINO IR
+through mpcompile's OpenVINO runner (``compile_model`` on the CPU at ``INFERENCE_PRECISION_HINT=f32``, the
+plugin's default: OpenVINO's own CPU default, bf16, would not compute the plan).
 ``quantize_static`` runs at the settings of ``benchmarks/README.md`` (QDQ, per-channel,
 QInt8 activations and weights, MinMax, all op types, no ``quant_pre_process``), fed the same
 calibration samples one at a time; its failures are caught and reported.
@@ -77,7 +79,9 @@ def mpcompile_case(built, backend: str, work: Path, ev: dict) -> dict:
     if backend in res.failures:  # each backend is lowered on its own: a failure is a reason, not an exception
         return {"ok": False, "error": res.failures[backend][:300], "seconds": seconds}
     art = res.artifacts[backend]
-    row = {"ok": True, "seconds": seconds, "bytes": art.path.stat().st_size}
+    weights = art.path.with_suffix(".bin")  # an OpenVINO IR keeps its weights beside the .xml
+    size = art.path.stat().st_size + (weights.stat().st_size if weights.is_file() and weights in art.files else 0)
+    row = {"ok": True, "seconds": seconds, "bytes": size}
     try:
         if backend == "onnxruntime":
             outs = run_ort(art.path, ev, built.batch_size)
@@ -144,7 +148,7 @@ def bench(entry, cache: Path, work: Path) -> dict:
            "calib_samples": built.info["calib_samples"],
            "fp32": {"ok": True, "metric": fp32, "bytes": built.model_path.stat().st_size,
                     "seconds": time.perf_counter() - t0}}
-    for backend in ("onnxruntime", "tflite"):
+    for backend in BACKENDS:
         log(f"[{entry.name}] mpcompile int8 -> {backend}")
         row[f"mpcompile_{backend}"] = mpcompile_case(built, backend, work, ev)
     log(f"[{entry.name}] quantize_static")
@@ -152,8 +156,12 @@ def bench(entry, cache: Path, work: Path) -> dict:
     return row
 
 
-COLUMNS = [("fp32", "FP32"), ("mpcompile_onnxruntime", "mpcompile int8 ORT"),
-           ("mpcompile_tflite", "mpcompile int8 TFLite"), ("quantize_static", "ORT quantize_static")]
+#: mpcompile's backends in the benchmark, each a column
+BACKENDS = ("onnxruntime", "tflite", "openvino")
+LABELS = {"onnxruntime": "ORT", "tflite": "TFLite", "openvino": "OpenVINO"}
+COLUMNS = [("fp32", "FP32"), *((f"mpcompile_{b}", f"mpcompile int8 {LABELS[b]}") for b in BACKENDS),
+           ("quantize_static", "ORT quantize_static")]
+COMPILED = [k for k, _ in COLUMNS if k != "fp32"]
 
 
 def _cell(c: dict, what: str) -> str:
@@ -168,7 +176,8 @@ def _cell(c: dict, what: str) -> str:
 
 def table(rows: list[dict]) -> str:
     notes: list[str] = []
-    lines = ["| model | metric | " + " | ".join(h for _, h in COLUMNS) + " | compile s (mp ORT / mp TFLite / qs) | size MiB (FP32 / mp ORT / mp TFLite / qs) |",
+    secs_head = " / ".join([f"mp {LABELS[b]}" for b in BACKENDS] + ["qs"])
+    lines = ["| model | metric | " + " | ".join(h for _, h in COLUMNS) + f" | compile s ({secs_head}) | size MiB (FP32 / {secs_head}) |",
              "| --- | --- | " + " | ".join("---" for _ in COLUMNS) + " | --- | --- |"]
     for r in rows:
         if "error" in r:
@@ -181,7 +190,7 @@ def table(rows: list[dict]) -> str:
                 notes.append(f"{r['name']} / {key}: {err}")
                 c["note"] = str(len(notes))
         metric = " | ".join(_cell(r[k], "metric") for k, _ in COLUMNS)
-        secs = " / ".join(_cell(r[k], "seconds") for k in ("mpcompile_onnxruntime", "mpcompile_tflite", "quantize_static"))
+        secs = " / ".join(_cell(r[k], "seconds") for k in COMPILED)
         size = " / ".join(_cell(r[k], "bytes") for k, _ in COLUMNS)
         lines.append(f"| {r['name']} | {r['metric_name']} | {metric} | {secs} | {size} |")
     if notes:
@@ -228,7 +237,7 @@ def main(argv=None) -> int:
 
 def _versions() -> dict:
     out = {}
-    for mod in ("mpcompile", "onnxruntime", "onnx", "numpy", "torch", "ai_edge_litert"):
+    for mod in ("mpcompile", "onnxruntime", "onnx", "numpy", "torch", "ai_edge_litert", "openvino"):
         try:
             m = __import__(mod)
             out[mod] = getattr(m, "__version__", "?")

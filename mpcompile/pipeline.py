@@ -51,12 +51,13 @@ __all__ = [
 
 
 # ============================================================================ inputs
-def as_graph(model: Model, input_shapes: dict[str, tuple[int, ...]] | None = None) -> Graph:
+def as_graph(model: Model, input_shapes: dict[str, tuple[int, ...]] | None = None, data: Any = None) -> Graph:
+    """``model`` as an IR graph; without ``input_shapes``, ``data`` freezes the dynamic dims it fixes (importer.load)."""
     if isinstance(model, Graph):
         if input_shapes:
             raise MpcompileError("input_shapes applies when importing a model file, not to an in-memory graph")
         return model
-    return load(model, input_shapes)
+    return load(model, input_shapes, data=data)
 
 
 def default_data(model: str | os.PathLike, kind: str) -> Path | None:
@@ -150,7 +151,7 @@ def calibrate(
     import (shape subgraphs fold away).
     """
     opts = CalibrationOptions.build(options, keywords)
-    graph = as_graph(model, input_shapes)
+    graph = as_graph(model, input_shapes, data if opts.preprocess is None else None)
     config = opts.plan_config()
     pins: dict[str, Any] = {}
     if opts.overrides is not None:
@@ -382,7 +383,7 @@ def compile(  # noqa: A001 - the natural name for a compiler's entry point
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     targets, skipped = resolve_targets(list(backends) if backends else None, backend_options)
-    graph = as_graph(model, input_shapes)
+    graph = as_graph(model, input_shapes, data if opts.preprocess is None else None)
     timings["import"] = time.perf_counter() - t0
     _refuse_if_none_can_run(graph, targets)
     t1 = time.perf_counter()
@@ -452,6 +453,7 @@ def conform(
     data: Any = None,
     *,
     calibration_data: Any = None,
+    input_shapes: dict[str, tuple[int, ...]] | None = None,
     per_layer: bool = False,
     localize: bool = False,
     reproducer_dir: str | os.PathLike | None = None,
@@ -476,7 +478,7 @@ def conform(
     """
     opts = CalibrationOptions.build(options, keywords)
     targets, _ = resolve_targets(list(backends) if backends else None, backend_options)
-    graph = as_graph(model)
+    graph = as_graph(model, input_shapes)
     if not graph.is_annotated:
         graph = calibrate(graph, calibration_data if calibration_data is not None else data, progress=False,
                           options=opts).plan

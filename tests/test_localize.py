@@ -101,3 +101,17 @@ def test_conform_localize_through_the_pipeline(tmp_path):
     assert report.passed
     assert report.backends[0].localization == []
     assert not (tmp_path / "repro").exists()
+
+
+def test_cli_conform_localize_and_input_shape(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from mpcompile.cli.main import cli
+
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["conform", str(MNIST), "--backend", "onnxruntime", "--data", str(MNIST_EVAL),
+                                      "--calibration-data", str(MNIST_CALIB), "--samples", "32", "--input-shape",
+                                      "input=8x1x28x28", "--batch-size", "8", "--localize", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "[PASS] onnxruntime" in result.output and "localize" not in result.output
+    assert not (tmp_path / "mpcompile-reproducers").exists()

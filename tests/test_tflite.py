@@ -31,6 +31,7 @@ from tflite_models import (  # noqa: E402
     masked_encoder_feeds,
     mobile_block,
     single_op,
+    temporal_conv,
 )
 
 from mpcompile.conformance import Tolerances  # noqa: E402
@@ -165,6 +166,7 @@ CASES = {
     "channel_mixer": channel_mixer,
     "attention_block": attention_block,  # LayerNorm/Erf float islands, Split, BATCH_MATMUL, softmax
     "channel_shuffle": channel_shuffle,  # grouped convs, rank-5 reshape/transpose, float Sum
+    "temporal_conv": temporal_conv,  # 1-D convolutions and pools (an STFT as a strided Conv), as 2-D ones of height 1
 }
 
 
@@ -220,6 +222,9 @@ OPS = {
     "resize_nearest": lambda r: single_op("Resize", (2, 4, 6, 6), {"_omitted": None, "sc": np.array([1, 1, 2, 2], np.float32)},
                                           mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor"),
     "gather_channels": lambda r: single_op("Gather", (2, 4, 6, 6), {"i": np.array([2, 0], np.int64)}, axis=1),
+    # x[:, -1] of a recurrence's output, counted from the end as ONNX does (TFLite's GATHER takes no negative index)
+    "gather_negative_index": lambda r: single_op("Gather", (2, 4, 6, 6), {"i": np.array(-1, np.int64)}, axis=1),
+    "gather_negative_indices": lambda r: single_op("Gather", (2, 4, 6, 6), {"i": np.array([-1, 0, -3], np.int64)}, axis=3),
     "depth_to_space": lambda r: single_op("DepthToSpace", (2, 4, 6, 6), blocksize=2),
     "hard_swish": lambda r: single_op("HardSwish", (2, 4, 6, 6)),
     "gelu": lambda r: single_op("Gelu", (2, 4, 6, 6), opset=20),
@@ -416,6 +421,17 @@ def test_operator_versions_follow_tflite_versioning(tmp_path):
     assert versions["CONV_2D"] == 3 and versions["DEPTHWISE_CONV_2D"] == 3 and versions["FULLY_CONNECTED"] == 4
     assert versions["SOFTMAX"] == 2 and versions["MAX_POOL_2D"] == 2 and versions["CONCATENATION"] == 2
     assert versions["QUANTIZE"] == 1 and versions["DEQUANTIZE"] == 2
+
+
+def test_one_dimensional_convolutions_and_pools_are_written_as_two_dimensional(tmp_path):
+    plan, _, _ = _prepare(temporal_conv(), tmp_path)
+    _, legal, artifact, _ = _lower(plan, tmp_path)
+    assert all(n.precision == Precision.INT8 for n in legal.nodes if n.op_type in ("Conv", "ConvTranspose", "MaxPool"))
+    assert artifact.metadata["lifted_1d"] == 8
+    ops = artifact.metadata["ops"]
+    assert ops["CONV_2D"] == 3 and ops["DEPTHWISE_CONV_2D"] == 1 and ops["TRANSPOSE_CONV"] == 1
+    assert ops["MAX_POOL_2D"] == 1 and ops["AVERAGE_POOL_2D"] == 1
+    assert "RELU" not in ops and "RELU6" not in ops  # the activations still fuse into their convolutions
 
 
 def test_channel_shuffle_costs_one_transpose(tmp_path):

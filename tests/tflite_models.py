@@ -359,6 +359,42 @@ def channel_shuffle(seed: int = 0) -> onnx.ModelProto:
                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 8, 6, 6])], inits)
 
 
+def temporal_conv(seed: int = 0, samples: int = 96) -> onnx.ModelProto:
+    """An audio front end on [N, 1, L]: reflect Pad → a strided Conv with no bias (an STFT as a Conv) →
+    Conv k3 → Relu → MaxPool k2 → dilated Conv stride 2 → Clip(0,6) → AveragePool k3 (pads counted) →
+    ConvTranspose ×2 → depthwise Conv → GlobalAveragePool, and the Relu output as a second output."""
+    rng = np.random.default_rng(seed)
+    inits = [
+        _init("pads", np.array([0, 0, 8, 0, 0, 8], np.int64)),
+        _init("stft", rng.normal(0, 0.3, (6, 1, 16)).astype(np.float32)),
+        _init("w1", rng.normal(0, 0.3, (8, 6, 3)).astype(np.float32)),
+        _init("b1", rng.normal(0, 0.1, (8,)).astype(np.float32)),
+        _init("w2", rng.normal(0, 0.3, (8, 8, 3)).astype(np.float32)),
+        _init("b2", rng.normal(0, 0.1, (8,)).astype(np.float32)),
+        _init("zero", np.array(0.0, np.float32)),
+        _init("six", np.array(6.0, np.float32)),
+        _init("wt", rng.normal(0, 0.3, (8, 4, 2)).astype(np.float32)),
+        _init("bt", rng.normal(0, 0.1, (4,)).astype(np.float32)),
+        _init("dw", rng.normal(0, 0.4, (4, 1, 3)).astype(np.float32)),
+    ]
+    nodes = [
+        helper.make_node("Pad", ["x", "pads"], ["padded"], name="reflect", mode="reflect"),
+        helper.make_node("Conv", ["padded", "stft"], ["spec"], name="stft", kernel_shape=[16], strides=[8]),
+        helper.make_node("Conv", ["spec", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+        helper.make_node("MaxPool", ["r1"], ["m1"], name="maxpool", kernel_shape=[2], strides=[2]),
+        helper.make_node("Conv", ["m1", "w2", "b2"], ["c2"], name="conv2", pads=[2, 2], dilations=[2], strides=[2]),
+        helper.make_node("Clip", ["c2", "zero", "six"], ["r2"], name="relu6"),
+        helper.make_node("AveragePool", ["r2"], ["a2"], name="avgpool", kernel_shape=[3], pads=[1, 1], count_include_pad=1),
+        helper.make_node("ConvTranspose", ["a2", "wt", "bt"], ["up"], name="deconv", strides=[2]),
+        helper.make_node("Conv", ["up", "dw"], ["d"], name="depthwise", group=4, pads=[1, 1]),
+        helper.make_node("GlobalAveragePool", ["d"], ["y"], name="gap"),
+    ]
+    return _model(nodes, "temporal_conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, samples])],
+                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 1]),
+                   helper.make_tensor_value_info("r1", TensorProto.FLOAT, ["N", 8, samples // 8 + 1])], inits, opset=18)
+
+
 def graph_model(name: str, nodes: list, inputs: dict[str, list | tuple], outputs: dict[str, int],
                 inits: dict[str, np.ndarray], opset: int = 17) -> onnx.ModelProto:
     """A model from nodes, ``inputs`` (name -> shape list for float32, or (ONNX elem type, shape list)),

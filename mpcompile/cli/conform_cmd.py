@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import click
 
-from mpcompile.cli.options import EXIT_CODES_HELP, backend_option, backend_options
+from mpcompile.cli.options import (
+    EXIT_CODES_HELP,
+    backend_option,
+    backend_options,
+    input_shape_option,
+    parse_input_shapes,
+)
 
 
 @click.command("conform", epilog=EXIT_CODES_HELP)
 @click.argument("model_or_plan", type=click.Path(dir_okay=False))
 @backend_option
 @click.option("--data", required=True, help="Inputs to run (an .npz keyed by input names; 'labels' adds accuracy).")
+@input_shape_option
 @click.option("--calibration-data", default=None, help="For a model (not a plan): data to calibrate on (default: --data).")
 @click.option("--samples", type=click.IntRange(min=1), default=None, help="Use at most N samples.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
@@ -32,7 +39,8 @@ from mpcompile.cli.options import EXIT_CODES_HELP, backend_option, backend_optio
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write the full report as JSON.")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False), default=None, help="Write an HTML report with a per-layer error plot.")
-def conform_command(model_or_plan: str, backends: tuple[str, ...], data: str, calibration_data: str | None, samples: int | None,
+def conform_command(model_or_plan: str, backends: tuple[str, ...], data: str, input_shape: tuple[str, ...],
+                    calibration_data: str | None, samples: int | None,
                     batch_size: int, per_layer: bool, localize: bool, reproducer_dir: str, tolerance: tuple[str, ...], artifacts: tuple[str, ...],
                     reference_engine: str, max_accuracy_drop: float | None, quiet: bool, json_path: str | None, html_path: str | None, backend_option_items: tuple[str, ...]) -> None:
     """Lower MODEL_OR_PLAN for each backend, run every artifact and the fake-quant reference
@@ -61,6 +69,7 @@ def conform_command(model_or_plan: str, backends: tuple[str, ...], data: str, ca
         names,
         data,
         calibration_data=calibration_data,
+        input_shapes=parse_input_shapes(input_shape),
         samples=samples,
         batch_size=batch_size,
         per_layer=per_layer,

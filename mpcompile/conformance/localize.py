@@ -318,9 +318,30 @@ def localize(target: Target, legal: Graph, output: str, batches: list[Batch], *,
     result.worst = prober.worst.get(name, {})
     result.frontier = frontier
     result.probes = prober.order
+    result.note = _amplification(legal, name, probe, frontier, prober.results)
     if reproducer_dir is not None:
         _write_reproducer(result, prober, legal, name, set(frontier), batches[:1], reproducer_dir)
     return result
+
+
+def _amplification(legal: Graph, name: str, probe: Probe, frontier: list[str], probes: dict[str, Probe]) -> str:
+    """Whether an inexact input, within its own tolerance, explains the difference once counted on this finer grid.
+
+    One LSB of a coarse input is many LSB of a fine output (a wide Add read by a Clip(0, 6)):
+    backends that break rounding ties differently upstream then differ here by the scale ratio,
+    without computing this node differently.
+    """
+    scale = float(legal.tensors[name].quant.scale)
+    worst = max(((probes[f].max_lsb * float(legal.tensors[f].quant.scale) / scale, f) for f in frontier
+                 if f in probes and probes[f].max_lsb > 0), default=None)
+    if worst is None or worst[0] < 0.5 * probe.max_lsb:
+        return ""
+    f = worst[1]
+    return (f"input {f!r} differs by {probes[f].max_lsb:.0f} LSB (within its tolerance) at scale "
+            f"{float(legal.tensors[f].quant.scale):.4g}, which is {worst[0]:.0f} LSB of this tensor's scale {scale:.4g}: "
+            f"the difference is tie rounding upstream amplified by the plan's scale ratio, not another computation "
+            f"here (a plan whose ranges shrink this much along a path cannot be matched in LSB by backends that "
+            f"round ties differently)")
 
 
 #: How many times the reproducer may grow by one quantized step upstream when it does not reproduce alone
@@ -364,9 +385,11 @@ def _write_reproducer(result: Localization, prober: _Prober, legal: Graph, name:
         feeds = [{i: np.concatenate([np.asarray(b[i]) for b in prober.batches]) for i in region.inputs}]
         result.reproduces = True
         result.reproducer_max_lsb = prober.results[name].max_lsb
-        result.note = (f"the region from its quantized inputs computes {name!r} within tolerance on its own: the "
-                       f"backend diverges only in the larger context (a fused pattern across that boundary); the "
-                       f"reproducer is the prefix of the plan that ends at {name!r}")
+        why = ("fed the reference's exact inputs, as that amplification predicts" if result.note else
+               "so the backend diverges only in a larger context (a fused pattern across that boundary)")
+        result.note = (f"{result.note}; " if result.note else "") + (
+            f"the region from its quantized inputs computes {name!r} within tolerance on its own, {why}; the "
+            f"reproducer is the prefix of the plan that ends at {name!r}")
     plan_path = folder / "reproducer.plan.onnx"
     serde.save_plan(region, plan_path)
     np.savez(folder / "reproducer.inputs.npz", **feeds[0])

@@ -234,11 +234,12 @@ def import_proto(model: onnx.ModelProto, source: str = "<model>", input_shapes: 
             )
     if input_shapes:
         _freeze_input_shapes(model, input_shapes, source, weights)
-    # Folding exposes new static shapes, which let more shape arithmetic fold: a few rounds.
+    # Folding exposes new static shapes, which let more shape arithmetic fold: rounds until nothing changes
+    # (exports that reshape stage after stage, such as Paddle's attention blocks, need one round per stage).
     # Shape nodes fold only where shapes are known: infer first when there are any (PyTorch exports
     # take the Shape of static tensors; frozen inputs make many more static).
     shape_ops = any(node.op_type in ("Shape", "Size") for node in model.graph.node)
-    for _round in range(3 if input_shapes or shape_ops else 1):
+    for _round in range(8 if input_shapes or shape_ops else 1):
         if input_shapes or shape_ops:
             del model.graph.value_info[:]
             model = _infer(model, source)

@@ -43,8 +43,18 @@ def _ulps(a: np.ndarray, b: np.float32) -> int:
 
 
 def check_fake_quantize(model: Any, plan: Graph, tensor_map: dict[str, str]) -> list[str]:
-    """Every quantized tensor of ``plan`` against the IR; one message per mismatch (empty: the IR is the plan)."""
+    """Every quantized tensor of ``plan`` against the IR; one message per mismatch (empty: the IR is the plan).
+
+    ``convert_model`` rewrites three things without changing a number, and the check allows exactly those:
+    a per-tensor FakeQuantize sunk past data movement; an ``Add/Sub/Mul/Div`` by a constant folded into the
+    FakeQuantize's input range (``FQ(x·a + c, lo, hi) = FQ(x, (lo − c)/a, (hi − c)/a)``, verified against the
+    plan's own constants); and a FakeQuantize that lost the tensor's name (a redundant one merged with its
+    input's, or one whose neighbours were fused into an ``LSTMSequence``): then the plan's grid must still be in
+    the IR, as a FakeQuantize with the same levels and output range.
+    """
     producers = _producers(model)
+    plan_producers = plan.producers()
+    grids = _output_grids(model)
     problems = []
     for t in plan.tensors.values():
         spec = t.quant
@@ -61,25 +71,82 @@ def check_fake_quantize(model: Any, plan: Graph, tensor_map: dict[str, str]) -> 
         art = tensor_map.get(t.name)
         op = producers.get(art) if art else None
         if op is None:
-            problems.append(f"tensor {t.name!r} has no FakeQuantize in the IR")
+            if spec.axis is None and _grid_key(2 ** spec.qtype.bits, *expected_ranges(spec)) not in grids:
+                problems.append(f"tensor {t.name!r} has no FakeQuantize in the IR (none with its levels and range)")
             continue
         while op.get_type_name() in DATA_MOVEMENT and spec.axis is None:
             op = op.input_value(0).get_node()  # convert_model moves per-tensor FakeQuantize across data movement
         if op.get_type_name() != "FakeQuantize":
             problems.append(f"tensor {t.name!r} is produced by {op.get_type_name()}, not FakeQuantize")
             continue
-        problems += _check_ranges(t.name, spec, fake_quantize_params(op))
+        problems += _check_ranges(t.name, spec, fake_quantize_params(op), _folded_ranges(plan, plan_producers, t.name))
     return problems
 
 
 #: ops that move per-tensor quantized values without changing them (convert_model sinks FakeQuantize past them)
 DATA_MOVEMENT = {"Transpose", "Reshape", "Squeeze", "Unsqueeze"}
 
+#: how many constant Add/Sub/Mul/Div producers convert_model may fold into one FakeQuantize's input range
+MAX_FOLDS = 4
 
-def _check_ranges(name: str, spec: QuantSpec, params: dict[str, Any]) -> list[str]:
-    """Levels and output range must be the plan's. The input range may be the plan's shifted by a constant:
-    ``convert_model`` folds an ``Add(x, c)`` before a FakeQuantize into its input range (``il − c, ih − c``),
-    which computes the same ``rint((x + c − il) / s)``; a different width would be a different scale."""
+
+def _grid_key(levels: int, low: Any, high: Any) -> tuple[int, int, int]:
+    as_bits = [int(np.asarray(v, np.float32).reshape(-1)[0].view(np.int32)) for v in (low, high)]
+    return levels, as_bits[0], as_bits[1]
+
+
+def _output_grids(model: Any) -> set[tuple[int, int, int]]:
+    """(levels, output_low, output_high) of every per-tensor FakeQuantize of the model, bit-exact."""
+    grids = set()
+    for op in model.get_ops():
+        if op.get_type_name() != "FakeQuantize":
+            continue
+        params = fake_quantize_params(op)
+        ol, oh = params["ranges"][2:]
+        if ol is not None and oh is not None and ol.size == 1 and oh.size == 1:
+            grids.add(_grid_key(params["levels"], ol, oh))
+    return grids
+
+
+def _folded_ranges(plan: Graph, producers: dict[str, Any], name: str) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The input ranges a FakeQuantize of ``name`` may have once convert_model folds the plan's constant
+    ``Add/Sub/Mul/Div`` producers (one per fold depth) into it: the plan's range pulled back through them."""
+    spec = plan.tensors[name].quant
+    lo, hi = (np.asarray(v, np.float64) for v in expected_ranges(spec))
+    ranges = []
+    if name in plan.inputs:  # lowering's exact input quantizer: its final Mul(s) folds in, the FakeQuantize reads steps
+        ranges.append((lo / float(spec.scale), hi / float(spec.scale)))
+    for _ in range(MAX_FOLDS):
+        node = producers.get(name)
+        if node is None or node.op_type not in ("Add", "Sub", "Mul", "Div") or len(node.inputs) != 2:
+            break
+        consts = [plan.tensors[i].value if plan.tensors[i].is_constant else None for i in node.inputs]
+        if (consts[0] is None) == (consts[1] is None):
+            break
+        k = 0 if consts[0] is None else 1  # the variable input
+        c = np.asarray(consts[1 - k], np.float64)
+        if node.op_type == "Add":
+            lo, hi = lo - c, hi - c
+        elif node.op_type == "Sub":
+            lo, hi = (lo + c, hi + c) if k == 0 else (c - lo, c - hi)
+        elif node.op_type == "Mul":
+            lo, hi = lo / c, hi / c
+        elif k == 0:  # x / c
+            lo, hi = lo * c, hi * c
+        else:  # c / x is not affine in x
+            break
+        ranges.append((lo, hi))
+        name = node.inputs[k]
+        if plan.tensors[name].quant is not None:
+            break  # a quantized input keeps its own FakeQuantize: nothing folds past it
+    return ranges
+
+
+def _check_ranges(name: str, spec: QuantSpec, params: dict[str, Any],
+                  folded: list[tuple[np.ndarray, np.ndarray]] = ()) -> list[str]:
+    """Levels and output range must be the plan's, bit-exact. The input range is the plan's, or the plan's
+    pulled back through constant producers that convert_model folded into it (``folded``): the same
+    ``rint((x' − il') · (levels − 1) / (ih' − il'))`` up to float32 rounding of the folded constants."""
     problems = []
     if params["levels"] != 2 ** spec.qtype.bits:
         problems.append(f"tensor {name!r}: FakeQuantize levels {params['levels']}, the plan's {spec.qtype.value} "
@@ -93,10 +160,15 @@ def _check_ranges(name: str, spec: QuantSpec, params: dict[str, Any]) -> list[st
         return problems + [f"tensor {name!r}: FakeQuantize input range is not constant"]
     if _ulps(il, lo) == 0 and _ulps(ih, hi) == 0:
         return problems
-    width, planned = np.float32(np.asarray(ih).reshape(-1)[0] - np.asarray(il).reshape(-1)[0]), np.float32(hi - lo)
-    if abs(float(width) - float(planned)) > 4 * float(np.spacing(np.float32(max(abs(hi), abs(lo), 1.0)))):
-        problems.append(f"tensor {name!r}: FakeQuantize input range [{il}, {ih}] has another width than the plan's "
-                        f"[{lo}, {hi}] (another scale)")
+    for flo, fhi in folded:
+        tol = 1e-5 * float(np.max(np.abs(fhi - flo)))
+        try:
+            if np.allclose(il, flo, rtol=1e-5, atol=tol) and np.allclose(ih, fhi, rtol=1e-5, atol=tol):
+                return problems
+        except ValueError:  # shapes that do not broadcast: not this fold
+            continue
+    problems.append(f"tensor {name!r}: FakeQuantize input range [{il.reshape(-1)[:4]}, {ih.reshape(-1)[:4]}] is "
+                    f"neither the plan's [{lo}, {hi}] nor that range folded through the plan's constant producers")
     return problems
 
 

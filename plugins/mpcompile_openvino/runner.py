@@ -9,12 +9,14 @@ FakeQuantize it exposes is computed on its own, with the same rounding).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
 
 from mpcompile.backends.api import Artifact, BackendError, Runner
+from mpcompile_openvino.lowering import TENSOR_MAP_RT_INFO
 from mpcompile_openvino.options import OpenVINOOptions
 
 #: inference_precision_hint -> the device capability (OPTIMIZATION_CAPABILITIES) it needs
@@ -43,6 +45,21 @@ def compile_config(core: Any, options: OpenVINOOptions) -> dict[str, Any]:
     return {k: v for k, v in wanted.items() if k in supported}
 
 
+def tensor_map(model: Any, metadata: Mapping[str, Any]) -> dict[str, str]:
+    """Plan tensor -> IR tensor holding its value: the lowering's (artifact metadata, else the IR's rt_info);
+    for an IR mpcompile did not write, the names that a FakeQuantize produces (a quantized value by that name).
+
+    Never a bare name match: once convert_model sinks a graph input's FakeQuantize, the input's name is the raw
+    Parameter, which is not the plan's quantized input.
+    """
+    if metadata.get("tensor_map"):
+        return dict(metadata["tensor_map"])
+    if model.has_rt_info(list(TENSOR_MAP_RT_INFO)):
+        return dict(json.loads(model.get_rt_info(list(TENSOR_MAP_RT_INFO)).astype(str)))
+    return {name: name for op in model.get_ops() if op.get_type_name() == "FakeQuantize"
+            for out in op.outputs() for name in out.get_names()}
+
+
 class OpenVINORunner(Runner):
     supports_intermediates = True
 
@@ -51,8 +68,8 @@ class OpenVINORunner(Runner):
 
         self.artifact = artifact
         self.options = options
-        self.tensor_map: dict[str, str] = dict(artifact.metadata.get("tensor_map", {}))
         self.core = ov.Core()
+        self.tensor_map = tensor_map(self.core.read_model(str(artifact.path)), artifact.metadata)
         self.config = compile_config(self.core, options)
         self._compiled: dict[tuple[str, ...], tuple[Any, Any, dict[str, Any]]] = {}
         self._outputs: list[str] | None = None
@@ -65,9 +82,11 @@ class OpenVINORunner(Runner):
             model = self.core.read_model(str(self.artifact.path))
             outputs = {name: port for port in model.outputs for name in port.get_names()}
             known = {n for op in model.get_ops() for out in op.outputs() for n in out.get_names()}
-            extra = [n for n in intermediates if self.tensor_map.get(n, n) in known and n not in outputs]
+            # Only tensors the lowering mapped: a plan name that also names another IR tensor (a graph input
+            # whose FakeQuantize convert_model moved, so the name is the raw Parameter) is not the plan's value.
+            extra = [n for n in intermediates if self.tensor_map.get(n) in known and n not in outputs]
             if extra:
-                model.add_outputs([self.tensor_map.get(n, n) for n in extra])
+                model.add_outputs([self.tensor_map[n] for n in extra])
             compiled = self.core.compile_model(model, self.options.device, self.config)
         except BackendError:
             raise
@@ -77,7 +96,7 @@ class OpenVINORunner(Runner):
         for port in compiled.outputs:
             for name in port.get_names():
                 ports.setdefault(name, port)
-        by_ir = {n: ports[self.tensor_map.get(n, n)] for n in intermediates if self.tensor_map.get(n, n) in ports}
+        by_ir = {n: ports[self.tensor_map[n]] for n in intermediates if self.tensor_map.get(n) in ports}
         for name in ports:
             by_ir.setdefault(name, ports[name])
         entry = (compiled, compiled.create_infer_request(), by_ir)

@@ -201,6 +201,22 @@ class NodeContext:
         data = np.asarray(values, dtype=dtype)
         return self.w.new_tensor(f"{self.node.name}/{suffix}", dtype, data.shape, data=data)
 
+    def batch_shape(self, source: int, axis: int, batch: Any, rest: list[int], suffix: str) -> int:
+        """An int32 shape tensor ``[batch, *rest]``: a constant for a static ``batch``, else with the batch read
+        from axis ``axis`` of tensor ``source`` at run time (the runner resizes inputs to any batch size)."""
+        if isinstance(batch, int):
+            return self.param([batch, *rest], suffix=f"{suffix}/dims")
+        rank = len(self.w.model.tensors[source].shape)
+        shape = self.w.new_tensor(f"{self.node.name}/{suffix}/input_shape", "int32", (rank,))
+        self.op("SHAPE", [source], [shape], "ShapeOptions", 1, outType="INT32")
+        size = self.w.new_tensor(f"{self.node.name}/{suffix}/batch", "int32", (1,))
+        self.op("STRIDED_SLICE", [shape, self.param([axis], suffix=f"{suffix}/b0"), self.param([axis + 1], suffix=f"{suffix}/b1"),
+                                  self.param([1], suffix=f"{suffix}/b2")], [size], "StridedSliceOptions", 1)
+        dims = self.w.new_tensor(f"{self.node.name}/{suffix}/dims", "int32", (1 + len(rest),))
+        self.op("CONCATENATION", [size, self.param(rest, suffix=f"{suffix}/rest")], [dims], "ConcatenationOptions", 1,
+                axis=0, fusedActivationFunction="NONE")
+        return dims
+
     def scalar_like(self, like: str, value: float, suffix: str) -> int:
         """A constant with the value ``value`` in the representation of activation ``like``."""
         spec = self.spec(like)

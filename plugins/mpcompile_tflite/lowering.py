@@ -22,6 +22,7 @@ from mpcompile_tflite.flatbuffer import serialize
 from mpcompile_tflite.fuse import fuse_gelu, fuse_not_equal, fuse_rsqrt
 from mpcompile_tflite.layout import to_tflite_layout
 from mpcompile_tflite.options import TFLiteOptions
+from mpcompile_tflite.spatial1d import lift_1d
 from mpcompile_tflite.writer import ModelWriter, WriterOptions
 
 
@@ -29,6 +30,7 @@ def write_flatbuffer(legal: Graph, out_dir: Path, stem: str, options: TFLiteOpti
     fusable, gelus = fuse_gelu(legal)
     fusable, rsqrts = fuse_rsqrt(fusable)
     fusable, not_equals = fuse_not_equal(fusable)
+    fusable, lifted = lift_1d(fusable)
     layout = to_tflite_layout(fusable, nhwc_inputs=options.nhwc_inputs, nhwc_outputs=options.nhwc_outputs)
     writer = ModelWriter(layout, WriterOptions(io=options.io, description=f"mpcompile: {legal.name}"))
     model = writer.write()
@@ -41,6 +43,7 @@ def write_flatbuffer(legal: Graph, out_dir: Path, stem: str, options: TFLiteOpti
         "options": options.model_dump(include={"io", "nhwc_inputs", "nhwc_outputs", "fallback"}),
         "ops": dict(sorted(writer.op_counts.items())),
         "fused": {k: v for k, v in (("Gelu", gelus), ("Rsqrt", rsqrts), ("NotEqual", not_equals)) if v},
+        "lifted_1d": lifted,
         "inputs": writer.interface(model.inputs, layout.layouts, legal.inputs),
         "outputs": writer.interface(model.outputs, layout.output_layouts, legal.outputs),
         "tensor_map": tensor_map,

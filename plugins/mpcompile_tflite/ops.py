@@ -19,7 +19,7 @@ from collections.abc import Callable
 import numpy as np
 
 from mpcompile.backends.api import Graph, Node, Precision, UnsupportedOperatorError
-from mpcompile_tflite import recurrent
+from mpcompile_tflite import recurrent, spatial1d
 from mpcompile_tflite.emit import (
     STATIC_SHAPE_HINT,
     NodeContext,
@@ -77,7 +77,11 @@ def why_not(graph: Graph, node: Node, integer: bool) -> str | None:
             return f"TFLite has no {wanted.value} kernel for {node.op_type}"
     elif not (set(FLOAT) & support.precisions):
         return f"the TFLite writer emits {node.op_type} in integer precision only"
-    return support.check(graph, node, integer) if support.check else None
+    if support.check is None:
+        return None
+    if spatial1d.is_1d(graph, node):  # checked as the lowering writes it
+        graph, node = spatial1d.lifted_view(graph, node)
+    return support.check(graph, node, integer)
 
 
 def _always(graph: Graph, node: Node) -> bool:
@@ -273,8 +277,8 @@ def conv_transpose(ctx: NodeContext, node: Node) -> None:
     target = out
     if crop:
         target = ctx.temp(out, (in_shape[0], full[0], full[1], out_shape[3]), "full")
-    batch = 1 if not isinstance(in_shape[0], int) else int(in_shape[0])
-    shape = ctx.param([batch, full[0], full[1], int(out_shape[3])], suffix="output_shape")
+    # TRANSPOSE_CONV checks output_shape against its input's batch: a dynamic batch is read at run time
+    shape = ctx.batch_shape(x, 0, in_shape[0], [full[0], full[1], int(out_shape[3])], "output_shape")
     version = ctx.version(int8=2, int16=2)
     if b >= 0:
         version = max(version, 3)
@@ -1006,15 +1010,23 @@ def slice_(ctx: NodeContext, node: Node) -> None:
 def gather(ctx: NodeContext, node: Node) -> None:
     data = ctx.input(node.inputs[0])
     idx_name = node.inputs[1]
+    axis = int(node.attr("axis", 0))
     if ctx.is_constant(idx_name):
         values = ctx.value(idx_name).astype(np.int64)
+        if np.any(values < 0):  # ONNX counts negative indices from the end; TFLite's GATHER refuses them
+            shape = ctx.shape(node.inputs[0])
+            dim = shape[axis if axis >= 0 else axis + len(shape)]
+            if not isinstance(dim, int):
+                raise UnsupportedOperatorError(f"Gather {node.name!r}: negative indices need a static size on axis {axis}, "
+                                               f"got {shape}: {STATIC_SHAPE_HINT}")
+            values = np.where(values < 0, values + dim, values)
         indices = ctx.w.new_tensor(f"{node.name}/indices", "int32", values.shape, data=values.astype(np.int32))
     else:
         indices = ctx.w.realize(idx_name, "raw")  # int32 or int64 ids (a model input stays int64)
     out = ctx.output(node.outputs[0])
     # op_version.cc: int16 indices 6, int16 data 4, bool data 3, int8 data 2
     version = 6 if _dtype(ctx, indices) == "int16" else _by_dtype(ctx, data, int16=4, bool=3, int8=2)
-    ctx.op("GATHER", [data, indices], [out], "GatherOptions", version, axis=int(node.attr("axis", 0)))
+    ctx.op("GATHER", [data, indices], [out], "GatherOptions", version, axis=axis)
 
 
 def _resize_axes(graph: Graph, node: Node) -> tuple[list[ResizeAxis], bool] | str:

@@ -191,19 +191,7 @@ class _Recurrence:
 
     def batch_dims(self, suffix: str) -> int:
         """An int32 [B, H] shape tensor: a constant for a static batch, else from SHAPE of the input."""
-        ctx = self.ctx
-        if isinstance(self.batch, int):
-            return ctx.param([int(self.batch), self.hidden], suffix=f"{suffix}/dims")
-        shape = self.f32((3,), f"{suffix}/input_shape", "int32")
-        ctx.op("SHAPE", [self.x], [shape], "ShapeOptions", 1, outType="INT32")
-        batch = self.f32((1,), f"{suffix}/batch", "int32")
-        axis = 1 if self.layout == 0 else 0
-        ctx.op("STRIDED_SLICE", [shape, ctx.param([axis], suffix=f"{suffix}/b0"), ctx.param([axis + 1], suffix=f"{suffix}/b1"),
-                                 ctx.param([1], suffix=f"{suffix}/b2")], [batch], "StridedSliceOptions", 1)
-        dims = self.f32((2,), f"{suffix}/dims", "int32")
-        ctx.op("CONCATENATION", [batch, ctx.param([self.hidden], suffix=f"{suffix}/hidden")], [dims], "ConcatenationOptions",
-               1, axis=0, fusedActivationFunction="NONE")
-        return dims
+        return self.ctx.batch_shape(self.x, 1 if self.layout == 0 else 0, self.batch, [self.hidden], suffix)
 
     def last_step(self, y: int, suffix: str) -> int:
         """[B, H] at the last time index of a [T, B, H] / [B, T, H] kernel output."""

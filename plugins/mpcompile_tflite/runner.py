@@ -113,6 +113,7 @@ class LiteRTRunner(Runner):
             else:
                 stored = stored.astype(record.dtype)
             if shapes.get(spec["tensor"]) != stored.shape:
+                _check_resizable(self.artifact.path, name, record, value.shape, stored.shape, layout)
                 interpreter.resize_tensor_input(record.index, list(stored.shape), strict=False)
                 shapes[spec["tensor"]] = stored.shape
                 resize = True
@@ -150,3 +151,19 @@ class LiteRTRunner(Runner):
     def close(self) -> None:
         self._interpreters.clear()
         self._shapes.clear()
+
+
+def _check_resizable(path: Any, name: str, record: TensorRecord, fed: tuple[int, ...], stored: tuple[int, ...],
+                     layout: TensorLayout) -> None:
+    """A feed may differ from the file's shape only where the file stores a dynamic dim (signature −1): the
+    kernels of a static model (a frozen batch, a fused LSTM's state) were sized for its shape."""
+    signature = record.signature if record.signature is not None else record.shape
+    if len(stored) == len(signature) and all(s < 0 or s == d for s, d in zip(signature, stored)):
+        return
+    expected = [0] * len(signature)
+    for k, axis in enumerate(layout.perm if len(layout.perm) == len(signature) else range(len(signature))):
+        expected[axis] = signature[k]
+    dims = "x".join("-1" if d < 0 else str(d) for d in expected)
+    raise DataError(f"input {name!r} of {path} has the static shape {dims} (frozen when it was compiled), got "
+                    f"{'x'.join(map(str, fed))}: feed that shape, or compile with --input-shape {name}=... giving -1 "
+                    f"for the dimensions to keep dynamic")

@@ -1,0 +1,66 @@
+"""Input shapes read from the data: what to freeze in a model with dynamic input dimensions.
+
+Backends with static shapes (TFLite, shape subgraphs that must fold) need every dimension of a
+model's inputs, yet most real exports leave some dynamic (a sequence length, an image size, the
+batch). When the user gives no ``--input-shape``, the calibration data says what the model will
+see: :func:`shapes_from_data` proposes those sizes, dimension by dimension, only where the data
+agrees with itself.
+
+* a dynamic dimension after the first takes the data's size when every sample looked at has the
+  same one (an ``.npz`` array always does); where samples disagree it stays dynamic;
+* the first (sample, batch) dimension stays dynamic, unless ``freeze_batch`` (the importer asks
+  when the model still computes shapes at run time once the other dimensions are frozen): then
+  it becomes 1, the one batch every runner can be fed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from mpcompile.data.specs import InputSpec, _is_static
+from mpcompile.errors import MpcompileError
+
+#: samples looked at to decide that the data agrees on a dimension (sources other than arrays)
+PEEK_SAMPLES = 8
+
+
+def _sample_shapes(data: Any, inputs: Sequence[InputSpec]) -> dict[str, set[tuple[int, ...]]]:
+    from mpcompile.data.dataset import Dataset
+    from mpcompile.data.dispatch import open_dataset
+
+    dataset = data if isinstance(data, Dataset) else open_dataset(data, list(inputs))
+    seen: dict[str, set[tuple[int, ...]]] = {spec.name: set() for spec in inputs}
+    for batch in dataset.batches(1, limit=PEEK_SAMPLES):
+        for name, array in batch.items():
+            if name in seen:
+                seen[name].add(tuple(int(d) for d in array.shape[1:]))
+    return seen
+
+
+def shapes_from_data(inputs: Sequence[InputSpec], data: Any, freeze_batch: bool = False) -> dict[str, tuple[int | None, ...]]:
+    """Per input with a dimension to freeze: its dims (None = left as the model has it). Empty when the data
+    fixes nothing, cannot be read, or disagrees with itself (its errors are reported where it is used)."""
+    dynamic = [spec for spec in inputs if spec.rank and not all(_is_static(d) for d in spec.shape)]
+    if not dynamic or data is None:
+        return {}
+    try:
+        seen = _sample_shapes(data, dynamic)
+    except MpcompileError:
+        return {}
+    result: dict[str, tuple[int | None, ...]] = {}
+    for spec in dynamic:
+        shapes = seen.get(spec.name) or set()
+        dims: list[int | None] = [None] * spec.rank
+        if freeze_batch and not _is_static(spec.shape[0]):
+            dims[0] = 1
+        for axis in range(1, spec.rank):
+            sizes = {shape[axis - 1] for shape in shapes if len(shape) == spec.rank - 1}
+            if not _is_static(spec.shape[axis]) and len(sizes) == 1:
+                dims[axis] = sizes.pop()
+        if any(d is not None for d in dims):
+            result[spec.name] = tuple(dims)
+    return result
+
+
+__all__ = ["PEEK_SAMPLES", "shapes_from_data"]
