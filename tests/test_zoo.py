@@ -4,18 +4,10 @@ each artifact (slow).
 
 The slow tests build the zoo once per session into ``$MPCOMPILE_ZOO_CACHE`` (default
 ``~/.cache/mpcompile/zoo``; an already built, hash-valid entry is reused), compile each model
-<<<<<<< HEAD
 for every backend in one ``mpcompile.compile`` call (each backend is lowered on its own, so one
-backend's failure never hides another's outcome), assert that the ONNX Runtime and OpenVINO
-artifacts compile and conform (OpenVINO where it is installed) and that a backend without an
-artifact says why in the manifest, record the TFLite outcome, and write every figure to
-=======
-for both backends in one ``mpcompile.compile`` call (each backend is lowered on its own, so one
-backend's failure never hides the other's outcome), assert that the ONNX Runtime artifact
-compiles and conforms and that a backend without an artifact says why in the manifest, assert
-that the TFLite artifact compiles and runs and conforms (or is a known non-conformance), and write
-every figure to
->>>>>>> tflite-zoo
+backend's failure never hides another's outcome), assert that the ONNX Runtime, TFLite and
+OpenVINO artifacts (OpenVINO where it is installed) compile, run and conform, or are a known
+non-conformance with the failure localized, and write every figure to
 ``$MPCOMPILE_ZOO_RESULTS`` (default ``<cache>/results/test_zoo.json``; a run of some entries
 updates their rows).
 
