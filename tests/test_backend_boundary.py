@@ -130,3 +130,14 @@ def test_a_planted_error_in_an_internal_tensor_is_caught_and_named(plan, tmp_pat
         assert faulty.integer_certificate["within_tolerance"] >= 1
     else:
         assert not report.passed and faulty.first_divergence == target_tensor.name
+
+
+def test_an_empty_output_is_reported_not_a_crash():
+    """A quantized output with no values (an empty tensor) prints as such; the text report used to raise TypeError."""
+    from mpcompile.conformance.report import BackendReport, ConformanceReport
+    from mpcompile.reference.metrics import Accumulator
+
+    acc = Accumulator(scale=0.1, tolerance_lsb=1)
+    acc.update(np.zeros((0, 3)), np.zeros((0, 3)))
+    report = ConformanceReport("m", 0, {"y": acc}, None, None, [BackendReport("onnxruntime", "x", outputs={"y": acc})])
+    assert "no values to compare" in report.format_text()

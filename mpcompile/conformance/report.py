@@ -237,7 +237,9 @@ class ConformanceReport:
             status = "PASS" if b.passed else "FAIL"
             lines.append(f"    [{status}] {b.backend}" + (f"  {b.precision}" if b.precision else ""))
             for name, acc in b.outputs.items():
-                if acc.quantized:
+                if not acc.elements:
+                    got = "no values to compare (an empty output)"
+                elif acc.quantized:
                     got = f"max |diff| {acc.max_lsb:.0f} LSB, exact {acc.exact_share:.2%}"
                 else:
                     got = f"max |diff| {acc.max_abs_diff:.3g}, SQNR {acc.sqnr_db:.1f} dB"
