@@ -46,7 +46,12 @@ def shapes_from_data(inputs: Sequence[InputSpec], data: Any, freeze_batch: bool 
     ``data`` is one source or a list of them (calibration and evaluation data): a dimension is frozen only
     where every source agrees, so that a model evaluated at another size than it is calibrated at (a
     detector on larger pages) stays dynamic there."""
-    dynamic = [spec for spec in inputs if spec.rank and not all(_is_static(d) for d in spec.shape)]
+    def freezable(spec: InputSpec) -> bool:
+        """A dimension this call could freeze: a dynamic one besides the samples' axis, or that axis with freeze_batch."""
+        return any(not _is_static(d) and (i > 0 or freeze_batch) for i, d in enumerate(spec.shape))  # shape: samples first
+
+    # Nothing to freeze means the data is not read at all (a callable source may be slow or one-shot).
+    dynamic = [spec for spec in inputs if spec.rank and freezable(spec)]
     sources = [d for d in (data if isinstance(data, (list, tuple)) else [data]) if d is not None]
     if not dynamic or not sources:
         return {}
