@@ -25,7 +25,8 @@ def test_localize_names_the_first_divergence(name, tmp_path):
     from mpcompile.pipeline import calibrate, conform
 
     built = zoo.get(name).build()
-    plan = calibrate(str(built.model_path), str(built.calib_path), input_shapes=built.input_shapes, progress=False).plan
+    plan = calibrate(str(built.model_path), str(built.calib_path), eval_data=str(built.eval_path),
+                     input_shapes=built.input_shapes, progress=False).plan
     report = conform(plan, ["onnxruntime"], str(built.eval_path), samples=8, localize=True,
                      reproducer_dir=tmp_path / "repro")
     backend = report.backends[0]

@@ -73,6 +73,21 @@ KNOWN_OPENVINO_NONCONFORMANCE: dict[str, str] = {
     # ('p2o.Clip.1', 11 LSB), behind tensors within 1 LSB: the ppocr_cls class; 424 of 428 tensors then cascade.
     "picodet_layout": "1 LSB near-ties of OpenVINO's reciprocal requantization, amplified by HardSwish Clips at 6/255; cascades",
     "basic_pitch": "rare 1 LSB near-ties of OpenVINO's reciprocal requantization, amplified at its Sigmoid outputs (13 LSB > 9)",
+    # Measured in the zoo run (not localized per layer yet): 255 LSB at the sigmoid output, as ORT's 211; the DB
+    # head's backbone is the HardSwish family of ppocr_cls and picodet_layout.
+    "ppocr_det": "255 LSB at the sigmoid output (not localized yet; the HardSwish family of ppocr_cls/picodet)",
+    # Measured in the zoo run: embedding SQNR 10.5 dB < 30; the plan itself moves to 7.2 dB under a 1e-6 nudge.
+    "minilm": "the uniform int8 plan moves under a 1e-6 nudge of its own scales, as on ORT and TFLite",
+}
+
+#: (backend, entry) pairs known to give no artifact, with the reason measured. The compile must still say why (the
+#: reason is in the manifest); the test records everything and is an expected failure.
+KNOWN_NO_ARTIFACT: dict[tuple[str, str], str] = {
+    # The calibration pages are 320x448, the evaluation pages 352x512: the input's spatial dims stay dynamic (frozen
+    # only where all the data agrees), and TFLite needs static spatial sizes: refused with that reason per Conv.
+    ("tflite", "ppocr_det"): "calibration and evaluation data differ in size, so the spatial dims stay dynamic",
+    # The IR check refuses four conv bias scales after convert_model (not yet localized).
+    ("openvino", "ppocr_rec"): "the OpenVINO IR check refuses four conv bias dequantization scales",
 }
 
 #: Entries whose TFLite artifact is known not to conform, with the failure seen. Like the ORT dict: they
@@ -260,11 +275,16 @@ def test_zoo_model(name, zoo_built, results, tmp_path):
                "tflite": ("TFLite", KNOWN_TFLITE_NONCONFORMANCE)}
     if "openvino" in BACKENDS:
         checked["openvino"] = ("OpenVINO", KNOWN_OPENVINO_NONCONFORMANCE)
-    for backend, (label, _) in checked.items():
+    known = []
+    for backend, (label, _) in list(checked.items()):
         got = row[backend]
+        if not got["compiled"] and (backend, name) in KNOWN_NO_ARTIFACT:
+            assert got["error"], f"{name}: {label} wrote no artifact and gave no reason"
+            known.append(f"{label}: {KNOWN_NO_ARTIFACT[backend, name]}: {got['error'][:300]}")
+            del checked[backend]
+            continue
         assert got["compiled"], f"{name}: {label} compile failed: {got['error']}"
         assert got.get("metric") is not None, f"{name}: running the {label} artifact failed: {got.get('run_error')}"
-    known = []
     for backend, (label, known_failures) in checked.items():
         got = row[backend]
         if not got["conformance"] and name in known_failures:
