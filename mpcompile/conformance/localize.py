@@ -225,6 +225,7 @@ class _Prober:
         except Exception as exc:  # noqa: BLE001 - the plugin's fault, named
             raise BackendError(internal_error(self.target.name, f"lowering the sub-model ending at {name!r}", exc)) from None
         reference = ReferenceRunner(sub, engine=self.engine)
+        scale, zero_point = float(spec.scale), int(spec.zero_point)
         worst: dict[str, Any] = {}
         try:
             for feed in feeds:
@@ -235,10 +236,10 @@ class _Prober:
                 diff = np.abs(got - ref)
                 if diff.size and (not worst or diff.max() > worst["diff"]):
                     i = int(np.argmax(diff))
-                    to_q = lambda v: int(np.rint(v / float(spec.scale)) + int(spec.zero_point))  # noqa: E731
+                    g, r = float(got.reshape(-1)[i]), float(ref.reshape(-1)[i])
                     worst = {"diff": float(diff.reshape(-1)[i]), "index": list(np.unravel_index(i, diff.shape)),
-                             "backend": float(got.reshape(-1)[i]), "reference": float(ref.reshape(-1)[i]),
-                             "backend_q": to_q(got.reshape(-1)[i]), "reference_q": to_q(ref.reshape(-1)[i])}
+                             "backend": g, "reference": r, "backend_q": int(np.rint(g / scale)) + zero_point,
+                             "reference_q": int(np.rint(r / scale)) + zero_point}
         finally:
             runner.close()
         worst.pop("diff", None)
