@@ -10,38 +10,17 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import onnx
 import pytest
 from conftest import MNIST, MNIST_CALIB, MNIST_EVAL
-from onnx import numpy_helper
+from planted import planted_target
 
 from mpcompile.backends.registry import resolve_targets
-from mpcompile.backends.targets import Target
 from mpcompile.conformance.localize import localize, prefix_plan, region_plan
 from mpcompile.data import open_data
 from mpcompile.ir import serde
 from mpcompile.pipeline import calibrate, conform
 
 VICTIM = "/pool1/MaxPool_output_0"
-
-
-def planted_target(victim: str) -> Target:
-    ort = resolve_targets(["onnxruntime"])[0][0]
-
-    class PlantedBug(type(ort.backend)):
-        def lower(self, plan, out_dir, *, stem, options):  # noqa: ANN001, ANN201
-            artifact = super().lower(plan, out_dir, stem=stem, options=options)
-            model = onnx.load(artifact.path)
-            scales = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
-            for node in model.graph.node:
-                if node.op_type == "QuantizeLinear" and node.input[1] == f"{victim}_scale":
-                    bad = numpy_helper.from_array((scales[node.input[1]] * np.float32(1.5)).astype(np.float32), "planted")
-                    model.graph.initializer.append(bad)
-                    node.input[1] = "planted"
-            onnx.save(model, artifact.path)
-            return artifact
-
-    return Target(PlantedBug(), ort.options)
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,8 @@
 """Compare: how far a backend may be from the reference, per output and per layer, in LSB.
 
 Tolerances are in quantization steps (LSB) of each tensor's scale; float outputs downstream
-of quantized tensors are held to the plan's own noise (``rounding_floor``).
+of quantized tensors by a fixed float rule; ``rounding_envelope`` measures how far the plan itself
+moves when one tie rounds the other way.
 """
 
 from __future__ import annotations
@@ -84,23 +85,22 @@ def nudged_scales(plan: Graph) -> Graph:
     return g
 
 
-def rounding_floor(plan: Graph, batches: list, reference: list, engine: str) -> dict[str, float]:
-    """Per float output: SQNR between the reference and itself with scales nudged by 1e-6.
+def rounding_envelope(plan: Graph, batches: list, reference: list, engine: str, tol: Tolerances | None = None) -> dict[str, Accumulator]:
+    """Per output: the reference against itself with every activation scale nudged by 1e-6.
 
     Backends round ties differently (half-to-even, half-away, ties toward +inf: docs/design.md);
-    a plan whose float outputs move this much under a one-in-a-million nudge cannot be
-    matched more closely than that by any backend. Infinite when the plan is insensitive.
+    only values sitting on a tie move under a one-in-a-million nudge, so how far an output moves
+    is how far the plan amplifies a single tie broken the other way. A plan that moves beyond an
+    output's rule here cannot be matched end to end at that output by a backend that rounds ties
+    differently (quantized outputs: ``max_lsb``; float outputs: ``sqnr_db``, infinite when stable).
     """
     nudged = ReferenceRunner(nudged_scales(plan), engine=engine)
-    floors = {}
-    for name in plan.outputs:
-        if plan.tensors[name].quant is not None:
-            continue
-        acc = Accumulator()
-        for batch, ref in zip(batches, reference):
-            acc.update(nudged.run(batch)[name], ref[name])
-        floors[name] = acc.sqnr_db
-    return floors
+    envelope = output_accumulators(plan, tol or Tolerances())
+    for batch, ref in zip(batches, reference):
+        moved = nudged.run(batch)
+        for name, acc in envelope.items():
+            acc.update(moved[name], ref[name])
+    return envelope
 
 
 def output_accumulators(legal: Graph, tol: Tolerances) -> dict[str, Accumulator]:

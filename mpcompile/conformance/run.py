@@ -14,12 +14,14 @@ import numpy as np
 
 from mpcompile._version import __version__
 from mpcompile.backends.targets import LowerResult, Target, internal_error, open_runner, strict_plugins
-from mpcompile.conformance.compare import Tolerances, layer_accumulators, output_accumulators, rounding_floor
+from mpcompile.conformance.compare import Tolerances, layer_accumulators, output_accumulators, rounding_envelope
+from mpcompile.conformance.kernels import certify
 from mpcompile.conformance.report import BackendReport, ConformanceReport
 from mpcompile.errors import BackendError, DataError, MpcompileError
 from mpcompile.ir import serde
 from mpcompile.ir.graph import Graph
 from mpcompile.ir.types import Precision
+from mpcompile.outputs import scratch_dir
 from mpcompile.reference import ReferenceRunner
 from mpcompile.reference.metrics import Accumulator
 
@@ -81,6 +83,7 @@ class ReferenceCache:
         self.batches = batches
         self.engine = engine
         self._runs: dict[str, list[Batch]] = {}
+        self._envelopes: dict[str, dict[str, Accumulator]] = {}
 
     def outputs(self, plan: Graph, intermediates: tuple[str, ...] = ()) -> list[Batch]:
         key = serde.plan_hash(plan) + "|" + ",".join(intermediates)
@@ -88,6 +91,13 @@ class ReferenceCache:
             runner = ReferenceRunner(plan, engine=self.engine)
             self._runs[key] = [runner.run(b, intermediates) for b in self.batches]
         return self._runs[key]
+
+    def envelope(self, plan: Graph, tol: Tolerances) -> dict[str, Accumulator]:
+        """``compare.rounding_envelope`` of ``plan``, computed once per legalized plan."""
+        key = serde.plan_hash(plan)
+        if key not in self._envelopes:
+            self._envelopes[key] = rounding_envelope(plan, self.batches, self.outputs(plan), self.engine, tol)
+        return self._envelopes[key]
 
 
 def _checked_run(
@@ -156,7 +166,7 @@ def _run_backend(
         inter = _quantized_intermediates(legal)
     ref = refs.outputs(legal, inter)
     if any(legal.tensors[o].quant is None for o in legal.outputs) and legal.quantized_tensors():
-        report.rounding_floor_db = rounding_floor(legal, batches, ref, refs.engine)
+        report.rounding_floor_db = {name: acc.sqnr_db for name, acc in refs.envelope(legal, tol).items() if not acc.quantized}
     report.outputs = output_accumulators(legal, tol)
     report.vs_fp32 = {name: Accumulator() for name in legal.outputs}
     report.per_layer = layer_accumulators(legal, inter, tol)
@@ -182,6 +192,13 @@ def _run_backend(
         report.error = str(exc)
     finally:
         runner.close()
+    if report.error is None and not report.passed and legal.quantized_tensors():
+        # End to end the backend is out of tolerance: ask whether it computes each step of the plan, and
+        # whether the plan itself amplifies one tie rounded the other way that far (conformance/kernels.py).
+        report.rounding_lsb = {name: float(acc.max_lsb or 0.0) for name, acc in refs.envelope(legal, tol).items()
+                               if acc.quantized}
+        with scratch_dir("mpcompile-kernels-") as work:
+            report.kernels = certify(target, legal, batches, tol, refs.engine, work)
     if collected and all(c is not None for c in collected):
         report.accuracy = _accuracy(collected, labels)
     return report

@@ -1,0 +1,184 @@
+"""Kernel by kernel: every quantized tensor as a backend computes it from the plan's exact inputs.
+
+End to end, a backend and the reference are fed the model's inputs, so every tensor carries the
+backend's own upstream rounding. Backends may break a near-tie either way (1 LSB, the numerics
+contract in docs/design.md), and a plan whose scales shrink along a path (a Sigmoid at 1/256
+behind a Conv at 0.21, a Clip(0, 6) at 6/255 behind an Add at 0.635) multiplies that one LSB by
+the scale ratio, then cascades: end to end, such a plan cannot be matched in LSB by any backend
+other than the reference itself. Three backends written independently all hit it on the zoo.
+
+The question end to end cannot answer is whether the backend computes each step of the plan.
+:func:`cut_plan` cuts the legalized plan at every quantized activation: each consumer of tensor
+``t`` reads a new graph input ``t__given`` instead, carrying the reference's value of ``t``
+(on ``t``'s integer grid, so the backend's input quantization recovers the plan's integers
+exactly), and ``t`` itself becomes an output; quantized model inputs are fed on their grid too. One lowering of the cut plan and one run per
+batch give every quantized tensor as the backend computes it from exact inputs, each region
+between consecutive quantized tensors fused as the backend chooses. It needs no intermediates
+from the runner, so it works for every backend that can lower a plan.
+
+What it cannot see: a fusion that spans a quantized tensor in the deployed artifact (the cut
+makes that tensor an output). That is why conformance accepts an end-to-end difference only
+with a second, independent piece of evidence: the plan itself moves beyond tolerance at that
+output when its scales are nudged by one part in a million (``compare.rounding_envelope``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import numpy as np
+
+from mpcompile.backends.targets import Target, internal_error, open_runner
+from mpcompile.conformance.compare import Tolerances, layer_accumulators, output_accumulators
+from mpcompile.errors import MpcompileError
+from mpcompile.ir.graph import Graph, Tensor
+from mpcompile.reference import ReferenceRunner
+from mpcompile.reference.metrics import Accumulator
+
+Batch = dict[str, np.ndarray]
+
+#: Reference intermediates held at once while certifying (the batch is split to stay under it).
+MEMORY_BUDGET_BYTES = 512 * 2**20
+
+
+@dataclasses.dataclass
+class KernelCertificate:
+    """Each quantized tensor (and each output) of one backend, computed from the plan's exact inputs."""
+
+    tensors: dict[str, Accumulator] = dataclasses.field(default_factory=dict)
+    #: why there is no certificate (the cut plan could not be lowered or run), else empty
+    error: str = ""
+    seconds: float = 0.0
+
+    @property
+    def agrees(self) -> bool:
+        """Every tensor within its tolerance (float outputs: their float rule), and there was one."""
+        return not self.error and bool(self.tensors) and all(acc.passed() for acc in self.tensors.values() if acc.elements)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        exact = within = beyond = 0
+        for acc in self.tensors.values():
+            if not acc.quantized or not acc.elements:
+                continue
+            if acc.max_lsb_count == 0:
+                exact += 1
+            elif acc.passed():
+                within += 1
+            else:
+                beyond += 1
+        return {"exact": exact, "within_tolerance": within, "beyond_tolerance": beyond}
+
+    @property
+    def failing(self) -> list[str]:
+        return [name for name, acc in self.tensors.items() if acc.elements and not acc.passed()]
+
+    def summary(self) -> str:
+        if self.error:
+            return f"kernel by kernel: not checked ({self.error})"
+        c = self.counts
+        line = (f"kernel by kernel (each quantized tensor from the plan's exact inputs): {c['exact']} tensors exact, "
+                f"{c['within_tolerance']} within tolerance, {c['beyond_tolerance']} beyond")
+        failing = self.failing
+        if failing:
+            acc = self.tensors[failing[0]]
+            worst = f"{acc.max_lsb:.0f} LSB > {acc.tolerance_lsb:g}" if acc.quantized else acc.rule()
+            line += f"; first beyond: {failing[0]!r} ({worst})"
+        return line
+
+    def to_dict(self) -> dict:
+        return {"agrees": self.agrees, "error": self.error, "seconds": round(self.seconds, 3), **self.counts,
+                "failing": self.failing, "tensors": {k: v.to_dict() for k, v in self.tensors.items()}}
+
+
+def cut_plan(legal: Graph) -> tuple[Graph, dict[str, str]]:
+    """``legal`` with every consumed quantized activation fed from a graph input of its own.
+
+    Returns the cut plan and ``{tensor: its given input}``. Graph inputs are not cut (they are
+    inputs already), nor per-channel activations (no backend has an input quantized that way).
+    """
+    cut = legal.copy()
+    producers = legal.producers()
+    consumers = cut.consumers()
+    given: dict[str, str] = {}
+    for node in legal.nodes:
+        for name in node.outputs:
+            t = legal.tensors.get(name) if name else None
+            if t is None or t.quant is None or t.quant.axis is not None or name not in producers or not consumers.get(name):
+                continue
+            feed = cut.unique_name(f"{name}__given")
+            for consumer in consumers[name]:
+                consumer.inputs = [feed if i == name else i for i in consumer.inputs]
+            cut.add_tensor(Tensor(feed, t.dtype, t.shape, quant=t.quant))
+            cut.inputs.append(feed)
+            if name not in cut.outputs:
+                cut.outputs.append(name)
+            given[name] = feed
+    return cut, given
+
+
+def _chunks(batches: list[Batch], samples_per_chunk: int):  # noqa: ANN202 - a generator of batches
+    for batch in batches:
+        size = len(next(iter(batch.values())))
+        for start in range(0, size, samples_per_chunk):
+            yield {k: v[start:start + samples_per_chunk] for k, v in batch.items()}
+
+
+def _on_grid(legal: Graph, batch: Batch) -> Batch:
+    """The batch with every quantized float input already on its grid (the reference's own fake-quantization).
+
+    Quantizing a float input is the one step where a backend breaks genuine ties, not near-ties of
+    exact arithmetic; fed on-grid values it recovers the plan's integers exactly, so the first
+    kernel is judged like the others. That input rounding is what ``rounding_envelope`` nudges too.
+    """
+    fed = dict(batch)
+    for name, value in batch.items():
+        spec = legal.tensors[name].quant if name in legal.tensors else None
+        if spec is not None and spec.axis is None and np.asarray(value).dtype.kind == "f":
+            fed[name] = spec.fake_quantize(value)
+    return fed
+
+
+def certify(target: Target, legal: Graph, batches: list[Batch], tol: Tolerances, engine: str, work: Path) -> KernelCertificate:
+    """Lower the cut plan of ``legal`` on ``target`` and compare every cut tensor and output with the reference."""
+    start = time.perf_counter()
+    cert = KernelCertificate()
+    cut, given = cut_plan(legal)
+    compared = [*given, *(o for o in legal.outputs if o not in given)]
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        artifact = target.backend.lower(cut, work, stem="kernels", options=target.options)
+        runner = open_runner(target, artifact)
+    except MpcompileError as exc:
+        cert.error = f"the backend cannot lower the plan cut at its quantized tensors: {str(exc).splitlines()[0]}"
+        return cert
+    except Exception as exc:  # noqa: BLE001 - the plugin's fault; the end-to-end verdict stands without it
+        cert.error = internal_error(target.name, "lowering the plan cut at its quantized tensors", exc)
+        return cert
+    reference = ReferenceRunner(legal, engine=engine)
+    inter = tuple(name for name in given if name not in legal.outputs)
+    outputs = output_accumulators(legal, tol)
+    accumulators = {**layer_accumulators(legal, [n for n in compared if n not in outputs], tol), **outputs}
+    first = next(_chunks(batches, 1), None)
+    per_sample = sum(v.nbytes for v in reference.run(first, inter).values()) if first else 1
+    try:
+        for batch in _chunks(batches, max(1, MEMORY_BUDGET_BYTES // (3 * max(per_sample, 1)))):
+            ref = reference.run(batch, inter)
+            feed = {**_on_grid(legal, batch), **{g: ref[t] for t, g in given.items()}}
+            got = runner.run({k: feed[k] for k in cut.inputs})
+            for name in compared:
+                if name in got:
+                    accumulators[name].update(np.asarray(got[name]), np.asarray(ref[name]))
+    except MpcompileError as exc:
+        cert.error = f"the plan cut at its quantized tensors did not run: {str(exc).splitlines()[0]}"
+        return cert
+    except Exception as exc:  # noqa: BLE001 - the plugin's fault, as above
+        cert.error = internal_error(target.name, "running the plan cut at its quantized tensors", exc)
+        return cert
+    finally:
+        runner.close()
+    cert.tensors = {name: accumulators[name] for name in compared}
+    cert.seconds = time.perf_counter() - start
+    return cert
