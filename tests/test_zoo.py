@@ -239,6 +239,8 @@ def compile_all(built, out_dir: Path) -> dict[str, dict]:
             "timings": {k: round(v, 2) for k, v in res.timings.items()},
             "artifact_bytes": lowered.artifact.path.stat().st_size,
             "conformance": rep.passed,
+            "verdict_rule": rep.verdict_rule,
+            "kernels": rep.kernels.summary() if rep.kernels is not None else None,
             "failures": rep.failures,
             "max_lsb": {k: v.max_lsb for k, v in rep.outputs.items()},
             "precision": rep.precision,
