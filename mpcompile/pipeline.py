@@ -570,4 +570,4 @@ def _given_artifact(target: Target, plan: Graph, path: Path) -> LowerResult:
     if not path.is_file():
         return LowerResult(target.name, None, legal, deviations, 0.0,
                            f"artifact {path} for backend {target.name!r} does not exist (check --artifact)")
-    return LowerResult(target.name, Artifact(target.name, path, [path]), legal, deviations, 0.0)
+    return LowerResult(target.name, Artifact(target.name, path, [path]), legal, deviations, 0.0, given=True)

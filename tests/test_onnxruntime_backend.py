@@ -72,3 +72,15 @@ def test_uint8_and_per_tensor_plans_conform(tmp_path):
         report = conform(plan, ["onnxruntime"], MNIST_EVAL, samples=200, out_dir=tmp_path / str(len(options)))
         assert report.passed, (options, report.format_text())
         assert report.backends[0].accuracy >= 0.96, options
+
+
+def test_artifact_name_says_what_it_holds(tmp_path):
+    """A float plan gives no QDQ model: ORT's CPU provider runs FP16 as FP32, so the fp16 plan's file is .fp32.onnx."""
+    int8 = compile(MNIST, MNIST_CALIB, ["onnxruntime"], tmp_path / "int8", conform=False, progress=False)
+    assert int8.artifacts["onnxruntime"].path.name.endswith(".qdq.onnx")
+    fp16 = compile(MNIST, MNIST_CALIB, ["onnxruntime"], tmp_path / "fp16", conform=False, progress=False, precision="fp16")
+    artifact = fp16.artifacts["onnxruntime"]
+    assert artifact.path.name.endswith(".fp32.onnx"), artifact.path
+    assert artifact.metadata["format"] == "FP32 ONNX"
+    model = onnx.load(artifact.path)
+    assert not {n.op_type for n in model.graph.node} & {"QuantizeLinear", "DequantizeLinear"}

@@ -50,6 +50,8 @@ class LowerResult:
     #: how much of the legalized plan runs in each precision, and how much of the plan did before
     precision: PrecisionSummary | None = None
     planned: PrecisionSummary | None = None
+    #: the artifact was handed in (``conform --artifact``), not lowered here: what lowers the plan now may differ
+    given: bool = False
 
     @property
     def ok(self) -> bool:

@@ -192,9 +192,10 @@ def _run_backend(
         report.error = str(exc)
     finally:
         runner.close()
-    if report.error is None and not report.passed and legal.quantized_tensors():
+    if report.error is None and not report.passed and legal.quantized_tensors() and not result.given:
         # End to end the backend is out of tolerance: ask whether it computes each step of the plan, and
         # whether the plan itself amplifies one tie rounded the other way that far (conformance/kernels.py).
+        # Not for an artifact handed in: the cut plan is lowered here, so it would certify today's lowering.
         report.rounding_lsb = {name: float(acc.max_lsb or 0.0) for name, acc in refs.envelope(legal, tol).items()
                                if acc.quantized}
         with scratch_dir("mpcompile-kernels-") as work:

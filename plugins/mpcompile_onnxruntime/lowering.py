@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mpcompile.backends.api import Artifact, Graph, Node, QDQWriter, QType, QuantSpec, Tensor, ops, serde
+from mpcompile.backends.api import Artifact, Graph, Node, Precision, QDQWriter, QType, QuantSpec, Tensor, ops, serde
 
 
 def ort_storage(spec: QuantSpec) -> QuantSpec:
@@ -386,13 +386,27 @@ def lower_to_qdq(plan: Graph, *, skip_layernorm: bool = False, unfused: dict | N
     return graph, placer.tensor_map
 
 
+def artifact_kind(plan: Graph) -> str:
+    """What the file holds, for its name and format label: ``qdq`` with any quantized tensor, else the
+    widest float precision the plan asks for (``fp16``, ``bf16``, ``fp32``): a float plan is no QDQ model."""
+    if plan.quantized_tensors():
+        return "qdq"
+    precisions = {node.precision for node in plan.nodes}
+    for precision in (Precision.FP16, Precision.BF16):
+        if precision in precisions:
+            return precision.value.lower()
+    return "fp32"
+
+
 def write_qdq_model(plan: Graph, out_dir: Path, stem: str, version: str, *, fusion: bool = True,
                     skip_layernorm: bool = False) -> Artifact:
     unfused: dict[str, dict] = {}
     graph, tensor_map = lower_to_qdq(plan, skip_layernorm=skip_layernorm, unfused=unfused)
-    path = Path(out_dir) / f"{stem}.qdq.onnx"
+    kind = artifact_kind(plan)
+    path = Path(out_dir) / f"{stem}.{kind}.onnx"
     serde.save_onnx(graph, path)
-    metadata = {"onnxruntime": version, "tensor_map": tensor_map, "format": "QDQ ONNX", "unfused_for_rounding": unfused}
+    metadata = {"onnxruntime": version, "tensor_map": tensor_map, "format": "QDQ ONNX" if kind == "qdq" else f"{kind.upper()} ONNX",
+                "unfused_for_rounding": unfused}
     if fusion:
         report = fusion_report(path, plan, unfused)
         metadata["ort_fusion"] = report
