@@ -21,20 +21,16 @@ def canonicalize(graph: Graph) -> Graph:
     return graph
 
 
-#: operators that compute shapes at run time; left after import, they mean a backend with static shapes cannot
-#: run the model (their Shape → ... → Reshape chains fold away once the inputs' dims are known)
-RUNTIME_SHAPE_OPS = frozenset({"Shape", "Size", "ConstantOfShape", "Range"})
-
-
 def load(path: str | os.PathLike, input_shapes: dict[str, tuple[int, ...]] | None = None, data: Any = None) -> Graph:
     """A model (FP32 or QDQ) or a saved plan, as an IR graph ready for planning or lowering.
 
     ``input_shapes`` freezes dynamic input dimensions of a model (not of a plan) before folding.
     Without them, ``data`` (the calibration data, or a list: calibration and evaluation data) freezes what it
-    fixes unambiguously
-    (``mpcompile.data.shapes``): every dynamic dimension after the first that all its samples share,
-    and the batch as 1 where the model would still compute shapes at run time. A warning says what
-    was frozen and how to choose otherwise; ``graph.metadata["mpcompile.input_shapes_from_data"]`` records it.
+    fixes unambiguously (``mpcompile.data.shapes``): every dynamic dimension after the first that all its
+    samples share. The plan is calibrated at those sizes, so they are frozen for every backend; the batch is
+    not (it changes no sample's values): a backend that cannot compute shapes at run time freezes it when it
+    lowers (``Capabilities.static_shapes``). A warning says what was frozen and how to choose otherwise;
+    ``graph.metadata["mpcompile.input_shapes_from_data"]`` records it.
     """
     if input_shapes:
         return canonicalize(serde.import_model(path, input_shapes))
@@ -47,20 +43,11 @@ def load(path: str | os.PathLike, input_shapes: dict[str, tuple[int, ...]] | Non
     return _freeze_from_data(path, graph, data)
 
 
-def _computes_shapes(graph: Graph) -> bool:
-    return any(node.op_type in RUNTIME_SHAPE_OPS for node in graph.nodes)
-
-
 def _freeze_from_data(path: str | os.PathLike, graph: Graph, data: Any) -> Graph:
-    inputs = model_inputs(graph)
-    shapes = shapes_from_data(inputs, data)
-    frozen = canonicalize(serde.import_model(path, shapes)) if shapes else graph
-    if _computes_shapes(frozen):
-        with_batch = shapes_from_data(inputs, data, freeze_batch=True)
-        if with_batch != shapes:
-            shapes, frozen = with_batch, canonicalize(serde.import_model(path, with_batch))
+    shapes = shapes_from_data(model_inputs(graph), data)
     if not shapes:
         return graph
+    frozen = canonicalize(serde.import_model(path, shapes))
     text = " ".join(f"{name}={'x'.join(str(d) if isinstance(d, int) else '-1' for d in frozen.tensors[name].shape)}"
                     for name in shapes)
     frozen.metadata["mpcompile.input_shapes_from_data"] = text

@@ -22,10 +22,11 @@ from mpcompile.backends.base import Artifact
 from mpcompile.backends.capabilities import Deviation
 from mpcompile.backends.options import BackendOptions
 from mpcompile.backends.registry import Skipped, resolve_targets
-from mpcompile.backends.targets import LowerResult, Target, lower_target, unsupported_ops
+from mpcompile.backends.targets import LowerResult, Target, lower_target, shaped_for, unsupported_ops
 from mpcompile.calibration import guards
 from mpcompile.calibration.collect import CalibrationResult, calibrate_graph
 from mpcompile.conformance import ConformanceReport, Tolerances, check_artifacts
+from mpcompile.conformance.run import common_batch_size
 from mpcompile.data import open_data
 from mpcompile.errors import DataError, MpcompileError, PlanError, UnsupportedOperatorError
 from mpcompile.importer import load
@@ -542,7 +543,8 @@ def _localize_failures(report: ConformanceReport, lowered: Mapping[str, LowerRes
     if not failing:
         return
     samples = min(opts.samples or LOCALIZE_SAMPLES, LOCALIZE_SAMPLES)
-    batches = list(dataset.batches(min(opts.batch_size, samples), limit=samples))
+    batch_size = common_batch_size((lowered[b.backend].plan for b in failing), min(opts.batch_size, samples))
+    batches = list(dataset.batches(batch_size, limit=samples))
     if reproducer_dir is not None:
         check_output_dir(reproducer_dir)
     staging = staging_dir(reproducer_dir) if reproducer_dir is not None else contextlib.nullcontext(None)
@@ -566,7 +568,9 @@ def _localize_failures(report: ConformanceReport, lowered: Mapping[str, LowerRes
 
 def _given_artifact(target: Target, plan: Graph, path: Path) -> LowerResult:
     """A user-supplied artifact, held to the legalized plan with the tensor names it carries."""
-    legal, deviations = target.backend.legalize(plan, target.options)
+    shaped, deviations = shaped_for(target, plan)
+    legal, legalized = target.backend.legalize(shaped, target.options)
+    deviations += legalized
     if not path.is_file():
         return LowerResult(target.name, None, legal, deviations, 0.0,
                            f"artifact {path} for backend {target.name!r} does not exist (check --artifact)")

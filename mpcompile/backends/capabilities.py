@@ -22,6 +22,10 @@ class Capabilities:
     activation_qtypes: frozenset[QType] = frozenset({QType.INT8, QType.UINT8, QType.INT16})
     int16_zero_point_zero: bool = False
     float_precisions: frozenset[Precision] = frozenset({Precision.FP32, Precision.FP16, Precision.BF16})
+    #: the backend cannot compute shapes at run time (TFLite): a plan that still does is lowered with its inputs'
+    #: dynamic batch frozen to 1, so that its shape computations fold (``mpcompile.passes.freeze_batch``); the plan
+    #: itself, and every other backend's artifact, keep the batch dynamic
+    static_shapes: bool = False
     notes: tuple[str, ...] = ()
 
     def supports(self, op_type: str, precision: Precision) -> bool:
@@ -38,6 +42,8 @@ class Capabilities:
             flags.append("symmetric activations only")
         if self.per_channel_weights:
             flags.append("per-channel weights")
+        if self.static_shapes:
+            flags.append("static shapes")
         return ", ".join(parts + flags)
 
     def to_dict(self) -> dict[str, Any]:
@@ -48,6 +54,7 @@ class Capabilities:
             "activation_qtypes": sorted(q.value for q in self.activation_qtypes),
             "int16_zero_point_zero": self.int16_zero_point_zero,
             "float_precisions": sorted(p.value for p in self.float_precisions),
+            "static_shapes": self.static_shapes,
             "notes": list(self.notes),
         }
 
@@ -65,8 +72,8 @@ def op_table(rows: Iterable[tuple[Iterable[str], Iterable[Precision]]]) -> dict[
 class Deviation:
     """One change legalization made to the plan, with the reason."""
 
-    subject: str  # tensor or node name
-    kind: str  # "tensor" | "node"
+    subject: str  # tensor or node name; for "shapes", the inputs
+    kind: str  # "tensor" | "node" | "shapes" (input dims frozen for this backend)
     change: str
     reason: str
 

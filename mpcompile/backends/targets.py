@@ -18,11 +18,10 @@ from mpcompile.backends.base import Artifact, Backend, Runner
 from mpcompile.backends.capabilities import Deviation
 from mpcompile.backends.options import BackendOptions
 from mpcompile.errors import BackendError, MpcompileError, UnsupportedOperatorError
+from mpcompile.ir import ops
 from mpcompile.ir.cost import PrecisionSummary
 from mpcompile.ir.graph import Graph
-
-#: Ops that only compute shapes at run time: a backend without them needs the shapes frozen.
-SHAPE_COMPUTING_OPS = frozenset({"Shape", "ConstantOfShape", "Range", "Size", "NonZero"})
+from mpcompile.passes.freeze_batch import FreezeBatch, batch_to_freeze, runtime_shape_nodes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,16 +83,21 @@ def strict_plugins() -> bool:
 
 
 def unsupported_ops(plan: Graph, backend: Backend) -> str | None:
-    """Why ``backend`` cannot run ``plan`` at all (an op it has in no precision), or None."""
+    """Why ``backend`` cannot run ``plan`` at all (an op it has in no precision), or None.
+
+    Shape computations that the backend's frozen batch will fold (``shaped_for``) are not counted: whether
+    they do is known only once folded, and ``lower_target`` checks the frozen copy again."""
     table = backend.supported_ops()
     if table is None:
         return None
-    missing = sorted({(n.op_type, n.name) for n in plan.nodes if n.op_type not in table})
+    folds = backend.capabilities.static_shapes and bool(batch_to_freeze(plan))
+    missing = sorted({(n.op_type, n.name) for n in plan.nodes
+                      if n.op_type not in table and not (folds and n.op_type in ops.RUNTIME_SHAPE_OPS)})
     if not missing:
         return None
     listing = ", ".join(f"{op} (node {name})" for op, name in missing[:6])
     more = f" and {len(missing) - 6} more" if len(missing) > 6 else ""
-    if SHAPE_COMPUTING_OPS & {op for op, _ in missing}:
+    if ops.RUNTIME_SHAPE_OPS & {op for op, _ in missing}:
         hint = "the model computes shapes at run time: freeze its inputs with --input-shape NAME=DIMS"
     else:
         hint = "lower it for another backend, or keep those nodes out of the model"
@@ -103,6 +107,21 @@ def unsupported_ops(plan: Graph, backend: Backend) -> str | None:
 def internal_error(backend: str, what: str, exc: BaseException) -> str:
     detail = traceback.format_exception_only(type(exc), exc)[-1].strip()
     return f"backend {backend!r} failed while {what} (a bug in the backend, please report it): {detail}"
+
+
+def shaped_for(target: Target, plan: Graph) -> tuple[Graph, list[Deviation]]:
+    """``plan`` with the input shapes ``target`` needs: for a backend with static shapes, a copy whose dynamic batch is
+    frozen to 1 when the plan computes shapes at run time (``passes.freeze_batch``), with the one deviation that says so;
+    for any other backend (and any plan without shape computations), ``plan`` itself."""
+    if not target.backend.capabilities.static_shapes:
+        return plan, []
+    computing, inputs = runtime_shape_nodes(plan), list(batch_to_freeze(plan))
+    result = FreezeBatch()(plan)
+    if not result.modified:
+        return plan, []
+    reason = (f"{target.name} computes no shapes at run time and the plan does ({len(computing)} node(s) such as "
+              f"{computing[0]!r}); the plan and the other backends keep the batch dynamic; --input-shape chooses another")
+    return result.graph, [Deviation(", ".join(inputs), "shapes", f"{' '.join(result.notes)} (batch frozen to 1)", reason)]
 
 
 def lower_target(target: Target, plan: Graph, out_dir: Path, stem: str) -> LowerResult:
@@ -116,10 +135,12 @@ def lower_target(target: Target, plan: Graph, out_dir: Path, stem: str) -> Lower
     legal: Graph | None = None
     deviations: list[Deviation] = []
     try:
-        refusal = unsupported_ops(plan, target.backend)
+        shaped, deviations = shaped_for(target, plan)
+        refusal = unsupported_ops(shaped, target.backend)
         if refusal:
             raise UnsupportedOperatorError(refusal)
-        legal, deviations = target.backend.legalize(plan, target.options)
+        legal, legalized = target.backend.legalize(shaped, target.options)
+        deviations = deviations + legalized
         backend_dir.mkdir(parents=True, exist_ok=True)
         artifact = target.backend.lower(legal, backend_dir, stem=stem, options=target.options)
         _check_artifact(name, artifact, backend_dir)

@@ -230,6 +230,9 @@ def print_lowering(results: Any, deviations_shown: int = 0) -> None:
         click.echo(f"{name}: {r.artifact.path}" + (f"  ({len(devs)} deviation(s) from the plan, see manifest)" if devs else ""))
         if r.precision is not None:
             click.echo(f"    {r.precision_note()}")
+        for d in devs:  # frozen input dims change how the artifact may be fed: always said
+            if d.kind == "shapes" and d not in devs[:deviations_shown]:
+                click.echo(f"    {d}")
         for d in devs[:deviations_shown]:
             click.echo(f"    {d}")
         if deviations_shown and len(devs) > deviations_shown:

@@ -7,7 +7,7 @@ and the targets that made them; it never lowers or calibrates (the pipeline does
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -17,6 +17,8 @@ from mpcompile.backends.targets import LowerResult, Target, internal_error, open
 from mpcompile.conformance.compare import Tolerances, layer_accumulators, output_accumulators, rounding_envelope
 from mpcompile.conformance.kernels import certify
 from mpcompile.conformance.report import BackendReport, ConformanceReport
+from mpcompile.data.model import model_inputs
+from mpcompile.data.specs import effective_batch_size
 from mpcompile.errors import BackendError, DataError, MpcompileError
 from mpcompile.ir import serde
 from mpcompile.ir.graph import Graph
@@ -205,6 +207,12 @@ def _run_backend(
     return report
 
 
+def common_batch_size(plans: Iterable[Graph | None], batch_size: int) -> int:
+    """The batch every plan (and so its artifact) accepts: ``batch_size``, or 1 where a backend's copy was frozen to
+    batch 1 (``Capabilities.static_shapes``). One size for the whole run keeps every backend on the same batches."""
+    return min([batch_size, *(effective_batch_size(model_inputs(p), batch_size) for p in plans if p is not None)])
+
+
 def check_artifacts(
     plan: Graph,
     lowered: Mapping[str, LowerResult],
@@ -222,6 +230,7 @@ def check_artifacts(
     from mpcompile.progress import progress_bar
 
     tol = tolerances or Tolerances()
+    batch_size = common_batch_size((r.plan for r in lowered.values() if r.ok), batch_size)
     batches = list(dataset.batches(batch_size, limit=samples))
     if not batches:
         raise DataError(f"evaluation data {dataset.source} contains no samples")

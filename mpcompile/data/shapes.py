@@ -7,10 +7,11 @@ see: :func:`shapes_from_data` proposes those sizes, dimension by dimension, only
 agrees with itself.
 
 * a dynamic dimension after the first takes the data's size when every sample looked at has the
-  same one (an ``.npz`` array always does); where samples disagree it stays dynamic;
-* the first (sample, batch) dimension stays dynamic, unless ``freeze_batch`` (the importer asks
-  when the model still computes shapes at run time once the other dimensions are frozen): then
-  it becomes 1, the one batch every runner can be fed.
+  same one (an ``.npz`` array always does); where samples disagree it stays dynamic. The plan is
+  calibrated at those sizes, so they hold for every backend;
+* the first (sample, batch) dimension stays dynamic: the batch changes no sample's values, so the
+  plan does not fix it. Only a backend that cannot compute shapes at run time gets it frozen, to 1
+  (:func:`batch_of_one`, applied when lowering for that backend: ``mpcompile.passes.freeze_batch``).
 """
 
 from __future__ import annotations
@@ -39,19 +40,27 @@ def _sample_shapes(data: Any, inputs: Sequence[InputSpec]) -> dict[str, set[tupl
     return seen
 
 
-def shapes_from_data(inputs: Sequence[InputSpec], data: Any, freeze_batch: bool = False) -> dict[str, tuple[int | None, ...]]:
+def _model_order(spec: InputSpec, dims: Sequence[int | None]) -> tuple[int | None, ...]:
+    """``dims`` of the data (samples first) in the order of the model's dims (samples on ``spec.sample_axis``)."""
+    axis = spec.sample_axis
+    return (*dims[1:axis + 1], dims[0], *dims[axis + 1:]) if axis else tuple(dims)
+
+
+def batch_of_one(inputs: Sequence[InputSpec]) -> dict[str, tuple[int | None, ...]]:
+    """Per input with a dynamic batch (samples) dimension: that dimension as 1, the others left as they are (None)."""
+    return {spec.name: _model_order(spec, (1, *[None] * (spec.rank - 1)))
+            for spec in inputs if spec.rank and not _is_static(spec.shape[0])}
+
+
+def shapes_from_data(inputs: Sequence[InputSpec], data: Any) -> dict[str, tuple[int | None, ...]]:
     """Per input with a dimension to freeze: its dims (None = left as the model has it). Empty when the data
     fixes nothing, cannot be read, or disagrees with itself (its errors are reported where it is used).
 
     ``data`` is one source or a list of them (calibration and evaluation data): a dimension is frozen only
     where every source agrees, so that a model evaluated at another size than it is calibrated at (a
     detector on larger pages) stays dynamic there."""
-    def freezable(spec: InputSpec) -> bool:
-        """A dimension this call could freeze: a dynamic one besides the samples' axis, or that axis with freeze_batch."""
-        return any(not _is_static(d) and (i > 0 or freeze_batch) for i, d in enumerate(spec.shape))  # shape: samples first
-
     # Nothing to freeze means the data is not read at all (a callable source may be slow or one-shot).
-    dynamic = [spec for spec in inputs if spec.rank and freezable(spec)]
+    dynamic = [spec for spec in inputs if any(not _is_static(d) for d in spec.shape[1:])]  # shape: samples first
     sources = [d for d in (data if isinstance(data, (list, tuple)) else [data]) if d is not None]
     if not dynamic or not sources:
         return {}
@@ -66,16 +75,13 @@ def shapes_from_data(inputs: Sequence[InputSpec], data: Any, freeze_batch: bool 
     for spec in dynamic:
         shapes = seen.get(spec.name) or set()
         dims: list[int | None] = [None] * spec.rank
-        if freeze_batch and not _is_static(spec.shape[0]):
-            dims[0] = 1
         for axis in range(1, spec.rank):
             sizes = {shape[axis - 1] for shape in shapes if len(shape) == spec.rank - 1}
             if not _is_static(spec.shape[axis]) and len(sizes) == 1:
                 dims[axis] = sizes.pop()
         if any(d is not None for d in dims):
-            axis = spec.sample_axis  # back to the model's order of dims
-            result[spec.name] = (*dims[1:axis + 1], dims[0], *dims[axis + 1:]) if axis else tuple(dims)
+            result[spec.name] = _model_order(spec, dims)
     return result
 
 
-__all__ = ["PEEK_SAMPLES", "shapes_from_data"]
+__all__ = ["PEEK_SAMPLES", "batch_of_one", "shapes_from_data"]

@@ -99,6 +99,10 @@ PARAMETER_INPUTS = {
 FUSABLE_ACTIVATIONS = {"Relu", "Clip"}
 FUSING_PRODUCERS = {"Conv", "ConvTranspose", "Gemm", "MatMul", "Add"}
 
+#: Ops that compute shapes at run time from other tensors' shapes. Left in a graph, they mean a backend with
+#: static shapes cannot run it as it is: their Shape → ... → Reshape chains fold away once the inputs' dims are known.
+RUNTIME_SHAPE_OPS = frozenset({"Shape", "Size", "ConstantOfShape", "Range", "NonZero"})
+
 #: Ops that only move or select integer data (shape computations) and never need specs.
 SHAPE_OPS = {"Shape", "ConstantOfShape", "Range", "NonZero", "Size", "Cast", "Equal", "Where", "Less", "Greater", "Not"}
 

@@ -44,6 +44,7 @@ class TFLiteBackend(Backend):
             activation_qtypes=frozenset({QType.INT8, QType.INT16}),
             int16_zero_point_zero=True,
             float_precisions=frozenset({Precision.FP32, Precision.FP16}),
+            static_shapes=True,  # no Shape/Range kernels: shape computations must fold before the flatbuffer
             notes=(
                 "int16 means TFLite's 16x8 kernels (int16 activations, int8 weights, int64 biases)",
                 "FP16 nodes store float16 weights dequantized to float32 (as the TFLite converter does)",
