@@ -19,6 +19,7 @@ from planted import planted_target, tie_breaking_target
 from mpcompile.backends.registry import resolve_targets
 from mpcompile.backends.targets import lower_target
 from mpcompile.conformance import check_artifacts
+from mpcompile.conformance.html import render_html
 from mpcompile.conformance.kernels import cut_plan
 from mpcompile.data import open_data
 from mpcompile.pipeline import calibrate
@@ -101,3 +102,5 @@ def test_tie_rounding_amplified_by_the_plan_passes_by_the_kernel_rule(tmp_path):
     assert "[PASS] onnxruntime (kernel by kernel)" in text and "1e-6 nudge" in text
     assert f"max |diff| {out.max_lsb:.0f} LSB" in text  # the end-to-end figure is still printed
     assert report.to_dict()["backends"][0]["verdict_rule"] == "kernel by kernel"
+    page = render_html(report)
+    assert "pass (kernel by kernel)" in page and "onnxruntime: kernel by kernel" in page

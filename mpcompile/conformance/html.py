@@ -53,14 +53,18 @@ def _charts(report: ConformanceReport) -> dict[str, Any]:
                     for name, acc in b.outputs.items() if acc.quantized}
         for b in report.backends
     }
-    layers = {}
-    for b in report.backends:
-        if b.per_layer:
-            tolerance = max((a.tolerance_lsb for a in b.per_layer.values() if a.tolerance_lsb is not None), default=None)
-            values = [(k, v.max_lsb or 0.0) for k, v in b.per_layer.items()]
-            layers[b.backend] = charts.layer_bars(f"{b.backend}: max |diff| per quantized tensor", values, tolerance, "LSB")
+    def bars(title: str, accumulators: dict) -> str:
+        quantized = {k: a for k, a in accumulators.items() if a.quantized}
+        tolerance = max((a.tolerance_lsb for a in quantized.values() if a.tolerance_lsb is not None), default=None)
+        return charts.layer_bars(title, [(k, a.max_lsb or 0.0) for k, a in quantized.items()], tolerance, "LSB")
+
+    layers = {b.backend: bars(f"{b.backend}: max |diff| per quantized tensor", b.per_layer)
+              for b in report.backends if b.per_layer}
+    kernels = {b.backend: bars(f"{b.backend}: max |diff| per quantized tensor, each from the plan's exact inputs",
+                               b.kernels.tensors)
+               for b in report.backends if b.kernels is not None and b.kernels.tensors}
     return {"available": charts.available(), "precision_map": charts.precision_map(rows),
-            "histograms": histograms, "layers": layers}
+            "histograms": histograms, "layers": layers, "kernels": kernels}
 
 
 def render_html(report: ConformanceReport, path: str | os.PathLike | None = None) -> str:
