@@ -70,3 +70,16 @@ def test_weight_spec_is_symmetric_narrow_per_channel():
     assert spec.symmetric and spec.narrow_range and spec.axis == 0
     assert q.min() >= -127 and q.max() <= 127
     assert np.all(np.abs(q).reshape(8, -1).max(axis=1) == 127)
+
+
+def test_dead_weight_channels_get_zeros_at_scale_one_not_a_denormal_bias_scale():
+    """Pruned channels of real exports hold values like 1e-36: at their own scale the bias scale s_in x s_w is a
+    denormal that OpenVINO flushes to zero (PaddleOCR's recogniser). They quantize to zeros at scale 1."""
+    w = np.ones((4, 8), np.float32)
+    w[1], w[2], w[3] = 1e-36, 0.0, 1e-14  # absolute, zero, and 1e-14 of the largest channel
+    spec = weight_spec(w, 0)
+    assert spec.scale[0] == np.float32(1 / 127)
+    assert list(spec.scale[1:]) == [1.0, 1.0, 1.0]
+    assert not spec.quantize(w)[1:].any()
+    bias_scale = (np.float32(1e-4) * spec.scale).astype(np.float32)
+    assert (bias_scale >= np.finfo(np.float32).tiny).all()

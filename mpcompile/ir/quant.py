@@ -214,6 +214,11 @@ def spec_from_range(
     return QuantSpec(qtype, np.float32(scale), zp, None, False, narrow_range, provenance or {})
 
 
+#: Weight channels whose largest magnitude is below either bound carry nothing int8 can keep (see weight_spec).
+NEGLIGIBLE_WEIGHT = 1e-30
+NEGLIGIBLE_CHANNEL_SHARE = 1e-12
+
+
 def weight_spec(
     weights: np.ndarray,
     axis: int | None,
@@ -231,7 +236,11 @@ def weight_spec(
             reduce_axes = tuple(i for i in range(w.ndim) if i != (axis % w.ndim))
             amax = np.abs(w).max(axis=reduce_axes) if w.size else np.zeros(w.shape[axis])
     amax = np.asarray(amax, dtype=np.float64)
-    scale = np.where(amax > 0, amax / qmax, 1.0).astype(np.float32)
+    # A channel far below float32's useful range, or 1e-12 of the tensor's largest one, is dead (pruned
+    # channels of real exports hold values like 1e-36): quantized at its own scale, its bias scale
+    # s_in x s_w is a denormal that runtimes flush to zero (OpenVINO does). It is quantized to zeros at scale 1.
+    dead = (amax < NEGLIGIBLE_WEIGHT) | (amax < NEGLIGIBLE_CHANNEL_SHARE * (amax.max() if amax.size else 0.0))
+    scale = np.where(dead, 1.0, amax / qmax).astype(np.float32)
     scale = np.maximum(scale, np.finfo(np.float32).tiny)
     zp = np.zeros_like(scale, dtype=QType(qtype).numpy_dtype)
     if axis is None:
