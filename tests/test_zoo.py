@@ -86,8 +86,6 @@ KNOWN_NO_ARTIFACT: dict[tuple[str, str], str] = {
     # The calibration pages are 320x448, the evaluation pages 352x512: the input's spatial dims stay dynamic (frozen
     # only where all the data agrees), and TFLite needs static spatial sizes: refused with that reason per Conv.
     ("tflite", "ppocr_det"): "calibration and evaluation data differ in size, so the spatial dims stay dynamic",
-    # The IR check refuses four conv bias scales after convert_model (not yet localized).
-    ("openvino", "ppocr_rec"): "the OpenVINO IR check refuses four conv bias dequantization scales",
 }
 
 #: Entries whose TFLite artifact is known not to conform, with the failure seen. Like the ORT dict: they
