@@ -444,6 +444,7 @@ def compile(  # noqa: A001 - the natural name for a compiler's entry point
                 samples=opts.samples, batch_size=opts.batch_size, progress=progress,
             )
             timings["conform"] = time.perf_counter() - t2
+            report.auto = extra.get("auto")
             report.save_json(tmp / "conformance.json")
             report.save_html(tmp / "conformance.html")
             extra["conformance"] = report.summary()

@@ -44,3 +44,15 @@ def test_the_report_renders_in_a_headless_browser_without_console_errors(report,
     png = subprocess.run([*common, f"--screenshot={shot}", "--window-size=1300,2000", report.as_uri()],
                          capture_output=True, text=True, timeout=120)
     assert png.returncode == 0 and shot.stat().st_size > 20_000, png.stderr[-2000:]  # a page with content, not blank
+
+
+def test_compile_auto_and_bench_put_the_pareto_and_latency_charts_in_the_report(tmp_path):
+    """`compile --precision auto --bench`: the plans the search measured and the timings, charted in the report."""
+    out = tmp_path / "out"
+    result = run("compile", MNIST, "--data", MNIST_CALIB, "--eval-data", MNIST_EVAL, "--backend", "onnxruntime",
+                 "--precision", "auto", "--samples", "64", "--bench", "1", "--bench-seconds", "0.05", "-o", out, "--quiet")
+    assert result.returncode in (0, 1), result.stdout + result.stderr
+    text = (out / "conformance.html").read_text()
+    for fragment in ("How the plan was chosen (--precision auto)", "auto search: the plans it measured",
+                     "3. Latency and size", "latency (interleaved rounds, same run)", "FP32 baseline"):
+        assert fragment in text, fragment

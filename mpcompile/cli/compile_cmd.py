@@ -94,6 +94,9 @@ def compile_command(model: str, backends: tuple[str, ...], data: str | None, pre
         report = bench_output_folder(result.out_dir, eval_data or data, batches, seconds=bench_seconds,
                                      options=backend_options(params))
         click.echo(report.format_table())
+        if result.conformance is not None:  # the report shows the timings too
+            result.conformance.bench = report.to_dict()
+            result.conformance.save_html(result.out_dir / "conformance.html")
     raise SystemExit(result.exit_code)
 
 

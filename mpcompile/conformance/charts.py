@@ -7,7 +7,9 @@ Every chart is in the order its caption states and draws tolerances at their rea
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 #: One colour per precision, the same in every chart and in the tables.
 PRECISION_COLOURS = {"int8": "#2b6cb0", "int16": "#38a169", "fp16": "#d69e2e", "bf16": "#dd6b20", "fp32": "#a0aec0"}
@@ -101,4 +103,44 @@ def precision_map(rows: Sequence[tuple[str, Sequence[str]]]) -> str:
     used = {p for _, precisions in rows for p in precisions}
     ax.legend(handles=[Patch(color=c, label=p.upper()) for p, c in PRECISION_COLOURS.items() if p in used],
               loc="upper center", bbox_to_anchor=(0.5, -0.35), ncol=5, fontsize=8, frameon=False)
+    return _svg(fig)
+
+
+def pareto(rows: Sequence[Mapping[str, Any]], budget: float, chosen: Mapping[str, Any] | None) -> str:
+    """The auto search's measured plans: accuracy drop against the share of MACs left in INT8, the budget dashed."""
+    points = [(r["int8_mac_share"], r["drop"]) for r in rows
+              if isinstance(r.get("drop"), (int, float)) and math.isfinite(r["drop"])]
+    if not points or not available():
+        return ""
+    fig = _figure(5.2, 3.2)
+    ax = fig.add_subplot()
+    ax.plot([100 * x for x, _ in points], [y for _, y in points], marker="o", color="#2b6cb0", linewidth=1)
+    if chosen is not None and math.isfinite(chosen.get("drop", math.nan)):
+        ax.plot([100 * chosen["int8_mac_share"]], [chosen["drop"]], marker="*", markersize=14, color="#c53030",
+                linestyle="none", label="chosen")
+    ax.axhline(budget, color="#c53030", linestyle="--", linewidth=1, label=f"budget {budget:g}")
+    ax.set_xlabel("MACs in INT8 (%)")
+    ax.set_ylabel("drop against FP32")
+    ax.legend(loc="upper left", fontsize=8)
+    ax.set_title("auto search: the plans it measured", fontsize=10)
+    return _svg(fig)
+
+
+def latency(rows: Sequence[Mapping[str, Any]], batches: Sequence[int]) -> str:
+    """p50 latency per artifact and batch (the FP32 baselines included), one group of bars per batch."""
+    timed = [r for r in rows if not r.get("error") and r.get("batches")]
+    if not timed or not available():
+        return ""
+    fig = _figure(max(5.0, 1.2 * len(batches) * len(timed) ** 0.5 + 3), 3.2)
+    ax = fig.add_subplot()
+    width = 0.8 / len(timed)
+    for i, row in enumerate(timed):
+        label = f"{row['label']} ({row['backend']}{', FP32' if row.get('baseline') else ''})"
+        values = [row["batches"].get(str(b), {}).get("p50_ms", math.nan) for b in batches]
+        ax.bar([j + i * width for j in range(len(batches))], values, width, label=label)
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(batches))], [f"batch {b}" for b in batches])
+    ax.set_yscale("log")
+    ax.set_ylabel("p50 ms")
+    ax.legend(fontsize=7, loc="upper left")
+    ax.set_title("latency (interleaved rounds, same run)", fontsize=10)
     return _svg(fig)

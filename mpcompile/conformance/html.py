@@ -63,8 +63,11 @@ def _charts(report: ConformanceReport) -> dict[str, Any]:
     kernels = {b.backend: bars(f"{b.backend}: max |diff| per quantized tensor, each from the plan's exact inputs",
                                b.kernels.tensors)
                for b in report.backends if b.kernels is not None and b.kernels.tensors}
+    auto, bench = report.auto, report.bench
     return {"available": charts.available(), "precision_map": charts.precision_map(rows),
-            "histograms": histograms, "layers": layers, "kernels": kernels}
+            "histograms": histograms, "layers": layers, "kernels": kernels,
+            "pareto": charts.pareto(auto["pareto"], auto["max_accuracy_drop"], auto.get("chosen")) if auto else "",
+            "latency": charts.latency(bench["results"], bench["batches"]) if bench else ""}
 
 
 def render_html(report: ConformanceReport, path: str | os.PathLike | None = None) -> str:

@@ -216,6 +216,10 @@ class ConformanceReport:
     #: mpcompile's and each backend library's version
     versions: dict[str, str] = dataclasses.field(default_factory=dict)
     plan_precisions: list[str] = dataclasses.field(default_factory=list)
+    #: the auto search that made the plan (``AutoPlanResult.summary()``) and artifact timings
+    #: (``BenchReport.to_dict()``), when the run had them: the report charts both
+    auto: dict[str, Any] | None = None
+    bench: dict[str, Any] | None = None
 
     @property
     def passed(self) -> bool:
@@ -236,6 +240,8 @@ class ConformanceReport:
             "failed": dict(self.failed),
             "plan_sha256": self.plan_sha256,
             "versions": dict(self.versions),
+            "auto": self.auto,
+            "bench": self.bench,
         }
 
     def summary(self) -> dict[str, Any]:
