@@ -411,6 +411,9 @@ def write_qdq_model(plan: Graph, out_dir: Path, stem: str, version: str, *, fusi
         report = fusion_report(path, plan, unfused)
         metadata["ort_fusion"] = report
         metadata["speed_note"] = report["speed_note"]
+        if report["runtime_dequantized_weights"] or report["small_convs"]:
+            # said at compile time, without --bench: the two causes measured to make INT8 slower than FP32 here
+            metadata["speed_warning"] = report["speed_note"]
     return Artifact("onnxruntime", path, [path], metadata=metadata)
 
 
