@@ -56,3 +56,23 @@ def test_compile_auto_and_bench_put_the_pareto_and_latency_charts_in_the_report(
     for fragment in ("How the plan was chosen (--precision auto)", "auto search: the plans it measured",
                      "3. Latency and size", "latency (interleaved rounds, same run)", "FP32 baseline"):
         assert fragment in text, fragment
+    # MNIST's uniform plan meets the budget: no sensitivity was measured, and the report says so.
+    assert "promoting each group alone" in text or "the search measured no sensitivity" in text
+
+
+def test_the_sensitivity_the_search_measured_is_charted_most_sensitive_first():
+    import json
+
+    from mpcompile.conformance.html import render_html
+    from mpcompile.conformance.report import ConformanceReport
+
+    report = ConformanceReport(model="m", samples=1, reference_vs_fp32={}, reference_accuracy=None, fp32_accuracy=None,
+                               backends=[])
+    row = {"promoted": 1, "nodes_in_float": 2, "drop": 0.004, "int8_mac_share": 0.9, "int8_weight_share": 0.9,
+           "meets_budget": True}
+    report.auto = {"metric": "cosine", "max_accuracy_drop": 0.01, "constraints": "onnxruntime", "chosen": row,
+                   "pareto": [row], "sensitivity": [{"nodes": ["conv2", "relu2"], "macs": 10, "gain": 0.5, "score": 0.05},
+                                                    {"nodes": ["fc1"], "macs": 10, "gain": 0.1, "score": 0.01}]}
+    page = render_html(report)
+    assert "promoting each group alone (most sensitive first)" in page and "conv2 +1" in page
+    json.dumps(report.to_dict())  # what conformance.json holds stays JSON

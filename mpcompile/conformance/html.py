@@ -67,6 +67,10 @@ def _charts(report: ConformanceReport) -> dict[str, Any]:
     return {"available": charts.available(), "precision_map": charts.precision_map(rows),
             "histograms": histograms, "layers": layers, "kernels": kernels,
             "pareto": charts.pareto(auto["pareto"], auto["max_accuracy_drop"], auto.get("chosen")) if auto else "",
+            "sensitivity": charts.layer_bars(
+                "auto search: output noise removed by promoting each group alone",
+                [(g["nodes"][0] + (f" +{len(g['nodes']) - 1}" if len(g["nodes"]) > 1 else ""), g["gain"])
+                 for g in auto.get("sensitivity", [])], None, "gain", order="most sensitive first") if auto else "",
             "latency": charts.latency(bench["results"], bench["batches"]) if bench else ""}
 
 

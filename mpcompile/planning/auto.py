@@ -126,6 +126,10 @@ class SearchCost:
         return dataclasses.asdict(self) | {"seconds": round(self.seconds, 3)}
 
 
+#: Groups listed (and charted in the report) by their measured sensitivity.
+SENSITIVITY_SHOWN = 40
+
+
 @dataclasses.dataclass
 class AutoPlanResult:
     plan: Graph
@@ -166,6 +170,8 @@ class AutoPlanResult:
             "chosen": self.chosen.to_dict(),
             "pareto": [row.to_dict() for row in self.rows],
             "promoted": [g.to_dict() for g in self.ranking if set(g.group.nodes) <= self._float_nodes()],
+            # the sensitivity the search measured: each group's gain when promoted alone, largest first
+            "sensitivity": [g.to_dict() for g in sorted(self.ranking, key=lambda g: -g.gain)[:SENSITIVITY_SHOWN]],
             "cost": self.cost.to_dict(),
             "notes": list(self.notes),
         }
