@@ -132,3 +132,25 @@ def test_a_sqrt_above_a_layer_is_no_normalization(tmp_path):
     nodes = {n.name: n for n in plan.nodes}
     assert nodes["dense"].precision == Precision.INT8 and nodes["relu"].precision == Precision.INT8
     assert nodes["pool"].precision == Precision.INT8
+
+
+def test_a_magnitude_is_data_not_a_statistic(tmp_path):
+    """sqrt(re² + im²) on its way to a log spectrum scales nothing: it stays an ordinary activation."""
+    rng = np.random.default_rng(3)
+    inits = [numpy_helper.from_array(rng.normal(size=(8, 2, 1, 1)).astype(np.float32), "w"),
+             numpy_helper.from_array(np.array([1], np.int64), "axes"),
+             numpy_helper.from_array(np.array([1e-6], np.float32), "eps")]
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["reim"], name="transform"),
+        helper.make_node("Mul", ["reim", "reim"], ["power"], name="square"),
+        helper.make_node("ReduceSum", ["power", "axes"], ["energy"], keepdims=1, name="energy"),
+        helper.make_node("Sqrt", ["energy"], ["magnitude"], name="magnitude"),
+        helper.make_node("Transpose", ["magnitude"], ["y"], perm=[0, 1, 3, 2], name="to_frames"),
+    ]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 2, 4, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 1, 4, 4])], inits)
+    path = tmp_path / "g.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    np.savez(tmp_path / "x.npz", x=rng.normal(size=(8, 2, 4, 4)).astype(np.float32))
+    nodes = {n.name: n for n in calibrate(path, tmp_path / "x.npz", progress=False).plan.nodes}
+    assert nodes["square"].precision == Precision.INT8 and nodes["to_frames"].precision == Precision.INT8

@@ -10,7 +10,8 @@ large error of the variance, then of every normalized value. (Magika: the int8 p
 0.56 against FP32's 0.95 comes mostly from the square and the mean of its first LayerNorm.)
 
 So the nodes that compute a normalization's statistics run in float, as the fused op would:
-every node on a path from a reduction to the square root of the variance, the square (``x·x``
+every node on a path from a reduction to the square root of the variance (a square root that
+then scales other data: a magnitude such as ``sqrt(re² + im²)`` is data, not a statistic), the square (``x·x``
 or ``x**2``) feeding such a reduction, and the data-movement ops (reshape, expand) that only carry
 those statistics. Where the statistics meet the data again (``x - mean``, ``(x - mean) · rstd``)
 the ops stay integer and quantize the statistic at its own range. The rule reads only the graph's
@@ -55,9 +56,32 @@ def _is_root(graph: Graph, node: Node) -> bool:
     return node.op_type == "Sqrt" or _constant_exponent(graph, node) in (0.5, -0.5)
 
 
+def _normalizes(graph: Graph, root: Node, consumers: dict[str, list[Node]], hops: int = MAX_DEPTH) -> bool:
+    """Whether the square root scales other data (``x · 1/std``, ``(x - mean) / std``): a normalization.
+
+    A square root that is itself the result (a magnitude ``sqrt(re² + im²)`` on its way to a log
+    spectrum) is data, not a statistic, and is quantized like any other activation.
+    """
+    frontier, seen = [root], {root.name}
+    for _ in range(hops):
+        following = []
+        for node in frontier:
+            for out in node.outputs:
+                for user in consumers.get(out, []):
+                    computed = {i for i in user.inputs if i and i in graph.tensors and not graph.tensors[i].is_constant}
+                    if user.op_type in ("Mul", "Div") and len(computed) == 2:
+                        return True
+                    if user.name not in seen and user.op_type in PASS_THROUGH | {"Reciprocal"} and not _is_square(graph, user):
+                        seen.add(user.name)
+                        following.append(user)
+        frontier = following
+    return False
+
+
 def statistics_nodes(graph: Graph) -> dict[str, str]:
     """Every node computing a normalization's statistics: node name -> name of the square root it feeds."""
     producers = graph.producers()
+    consumers = graph.consumers()
     found: dict[str, str] = {}
 
     def cone(node: Node, depth: int, seen: dict[str, set[str]]) -> set[str]:
@@ -87,7 +111,7 @@ def statistics_nodes(graph: Graph) -> dict[str, str]:
         return members
 
     for node in graph.nodes:
-        if _is_root(graph, node):
+        if _is_root(graph, node) and _normalizes(graph, node, consumers):
             for name in cone(node, MAX_DEPTH, {}):
                 found.setdefault(name, node.name)
     # Data-movement ops that only carry statistics (the mean reshaped and broadcast towards ``x - mean``)
