@@ -17,6 +17,7 @@ from mpcompile.ir.numerics import bias_spec, fixed_output_spec
 from mpcompile.ir.quant import QuantSpec, spec_from_range, weight_spec
 from mpcompile.ir.types import Precision, QType
 from mpcompile.planning.config import PlanConfig
+from mpcompile.planning.normalization import statistics_nodes, statistics_reason
 from mpcompile.planning.ranges import RangeRule
 from mpcompile.planning.stats import TensorStatistics
 
@@ -79,6 +80,7 @@ def assign_precisions(plan: Graph, stats: TensorStatistics | None, config: PlanC
     target = _policy_precision(config)
     producers = plan.producers()
     ranges = None if stats is None else RangeRule(plan, stats, config)
+    statistics = statistics_nodes(plan)
     for node in plan.nodes:
         if node.op_type in ops.SHAPE_OPS or not _has_float_io(plan, node):
             node.precision, node.precision_reason = None, "no floating-point values"
@@ -89,6 +91,8 @@ def assign_precisions(plan: Graph, stats: TensorStatistics | None, config: PlanC
                 precision, reason = Precision.FP32, ops.FLOAT_ONLY_REASONS[node.op_type]
             elif node.op_type not in ops.INTEGER_OPS:
                 precision, reason = Precision.FP32, f"{node.op_type} has no integer implementation in mpcompile's op set"
+            elif node.name in statistics:
+                precision, reason = Precision.FP32, statistics_reason(statistics[node.name])
         for override in config.overrides:
             if override.matches(node.name, node.op_type):
                 precision, reason = override.precision, f"override {override.pattern}={override.precision.value}"

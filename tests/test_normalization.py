@@ -1,0 +1,156 @@
+"""Decomposed normalizations (mpcompile/planning/normalization.py): their statistics stay float."""
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from mpcompile.ir.types import Precision
+from mpcompile.pipeline import calibrate
+from mpcompile.reference.fakequant import ReferenceRunner
+
+
+def _layernorm_model(tmp_path, style: str):
+    """MatMul → a LayerNorm written out as elementary ops → MatMul.
+
+    ``jax``: var = E[x·x] - E[x]² with ReduceSum and a reciprocal-n Mul (jax2tf's export);
+    ``torch``: var = ReduceMean((x - mean)**2) (older torch exports).
+    """
+    rng = np.random.default_rng(0)
+    n = 64
+    inits = [
+        numpy_helper.from_array(rng.normal(size=(16, n)).astype(np.float32) / 4, "w_in"),
+        numpy_helper.from_array(rng.normal(size=(n, 8)).astype(np.float32) / 8, "w_out"),
+        numpy_helper.from_array(np.array([1e-6], np.float32), "eps"),
+        numpy_helper.from_array(np.array([-1], np.int64), "axes"),
+        numpy_helper.from_array(np.array([1.0 / n], np.float32), "inv_n"),
+        numpy_helper.from_array(np.array([2.0], np.float32), "two"),
+        numpy_helper.from_array(np.full(n, 10.0, np.float32), "offset"),
+    ]
+    # rows sit on an offset, as residual streams do: E[x²] and E[x]² are then close, their difference small
+    nodes = [helper.make_node("MatMul", ["x", "w_in"], ["z"], name="dense_in"),
+             helper.make_node("Add", ["z", "offset"], ["h"], name="shift")]
+    if style == "jax":
+        nodes += [
+            helper.make_node("ReduceSum", ["h", "axes"], ["sum"], name="sum"),
+            helper.make_node("Mul", ["h", "h"], ["square"], name="square"),
+            helper.make_node("ReduceSum", ["square", "axes"], ["sum_sq"], name="sum_sq"),
+            helper.make_node("Mul", ["sum", "inv_n"], ["mean"], name="mean"),
+            helper.make_node("Mul", ["sum_sq", "inv_n"], ["mean_sq"], name="mean_sq"),
+            helper.make_node("Mul", ["mean", "mean"], ["mean_2"], name="mean_2"),
+            helper.make_node("Sub", ["mean_sq", "mean_2"], ["var"], name="var"),
+            helper.make_node("Identity", ["mean"], ["mean_b"], name="mean_broadcast"),
+            helper.make_node("Sub", ["h", "mean_b"], ["centred"], name="centre"),
+        ]
+    else:
+        nodes += [
+            helper.make_node("ReduceMean", ["h", "axes"], ["mean"], name="mean"),
+            helper.make_node("Sub", ["h", "mean"], ["centred"], name="centre"),
+            helper.make_node("Pow", ["centred", "two"], ["square"], name="square"),
+            helper.make_node("ReduceMean", ["square", "axes"], ["var"], name="var"),
+        ]
+    nodes += [
+        helper.make_node("Add", ["var", "eps"], ["var_eps"], name="var_eps"),
+        helper.make_node("Sqrt", ["var_eps"], ["std"], name="std"),
+        helper.make_node("Reciprocal", ["std"], ["rstd"], name="rstd"),
+        helper.make_node("Mul", ["centred", "rstd"], ["normed"], name="normalize"),
+        helper.make_node("MatMul", ["normed", "w_out"], ["y"], name="dense_out"),
+    ]
+    opset = 18 if style == "torch" else 17  # ReduceMean takes its axes as an input from opset 18
+    graph = helper.make_graph(
+        nodes, "layernorm", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 8])], inits,
+    )
+    path = tmp_path / f"ln_{style}.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)]), path)
+    data = tmp_path / "x.npz"
+    x = rng.normal(size=(64, 16)).astype(np.float32) * rng.choice([0.5, 1.0], size=(64, 1)).astype(np.float32)
+    np.savez(data, x=x)
+    return path, data
+
+
+def _statistics_reason(node) -> bool:
+    return node.precision == Precision.FP32 and "normalization statistics" in node.precision_reason
+
+
+def test_jax_style_layernorm_keeps_its_statistics_float_and_its_matmuls_integer(tmp_path):
+    path, data = _layernorm_model(tmp_path, "jax")
+    plan = calibrate(path, data, progress=False).plan
+    nodes = {n.name: n for n in plan.nodes}
+    for name in ("square", "mean", "mean_sq", "mean_2", "var", "var_eps", "mean_broadcast"):
+        assert _statistics_reason(nodes[name]), (name, nodes[name].precision, nodes[name].precision_reason)
+    for name in ("dense_in", "dense_out", "centre", "normalize"):
+        assert nodes[name].precision == Precision.INT8, name
+    # the square and the variance are never rounded; the mean meets x - mean at its own scale
+    assert plan.tensors["square"].quant is None and plan.tensors["var"].quant is None
+    assert plan.tensors["mean"].quant is None and plan.tensors["mean_b"].quant is not None
+
+
+def test_torch_style_layernorm_keeps_the_squared_deviation_float(tmp_path):
+    path, data = _layernorm_model(tmp_path, "torch")
+    plan = calibrate(path, data, progress=False).plan
+    nodes = {n.name: n for n in plan.nodes}
+    for name in ("var", "var_eps"):
+        assert _statistics_reason(nodes[name]), name
+    assert nodes["square"].precision == Precision.FP32  # Pow is float-only anyway
+    assert plan.tensors["square"].quant is None  # the variance's reduction no longer quantizes its input
+    # the mean is no variance: it stays integer, and so do the layers
+    for name in ("mean", "centre", "dense_in", "dense_out"):
+        assert nodes[name].precision == Precision.INT8, name
+
+
+def test_float_statistics_keep_the_normalized_output_accurate(tmp_path):
+    path, data = _layernorm_model(tmp_path, "jax")
+    plan = calibrate(path, data, progress=False).plan
+    statistics = ("square", "mean", "mean_sq", "mean_2", "var", "var_eps", "mean_broadcast")
+    squared_in_int8 = calibrate(path, data, progress=False, keep=tuple(f"{n}=int8" for n in statistics)).plan
+    x = np.load(data)["x"]
+    fp32 = ReferenceRunner(plan, float_reference=True).run({"x": x})["y"]
+
+    def error(p):
+        return float(np.sqrt(np.mean((ReferenceRunner(p).run({"x": x})["y"] - fp32) ** 2)))
+
+    assert error(plan) * 3 < error(squared_in_int8), (error(plan), error(squared_in_int8))
+
+
+def test_a_sqrt_above_a_layer_is_no_normalization(tmp_path):
+    """A magnitude computed after a MatMul over a ReduceMean: the walk stops at the layer."""
+    rng = np.random.default_rng(2)
+    inits = [numpy_helper.from_array(rng.normal(size=(1, 16)).astype(np.float32), "w"),
+             numpy_helper.from_array(np.array([-1], np.int64), "axes")]
+    nodes = [
+        helper.make_node("ReduceMean", ["x", "axes"], ["m"], name="pool"),
+        helper.make_node("MatMul", ["m", "w"], ["h"], name="dense"),
+        helper.make_node("Relu", ["h"], ["r"], name="relu"),
+        helper.make_node("Sqrt", ["r"], ["y"], name="root"),
+    ]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 16])], inits)
+    path = tmp_path / "g.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), path)
+    np.savez(tmp_path / "x.npz", x=rng.normal(size=(16, 8)).astype(np.float32))
+    plan = calibrate(path, tmp_path / "x.npz", progress=False).plan
+    nodes = {n.name: n for n in plan.nodes}
+    assert nodes["dense"].precision == Precision.INT8 and nodes["relu"].precision == Precision.INT8
+    assert nodes["pool"].precision == Precision.INT8
+
+
+def test_a_magnitude_is_data_not_a_statistic(tmp_path):
+    """sqrt(re² + im²) on its way to a log spectrum scales nothing: it stays an ordinary activation."""
+    rng = np.random.default_rng(3)
+    inits = [numpy_helper.from_array(rng.normal(size=(8, 2, 1, 1)).astype(np.float32), "w"),
+             numpy_helper.from_array(np.array([1], np.int64), "axes"),
+             numpy_helper.from_array(np.array([1e-6], np.float32), "eps")]
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["reim"], name="transform"),
+        helper.make_node("Mul", ["reim", "reim"], ["power"], name="square"),
+        helper.make_node("ReduceSum", ["power", "axes"], ["energy"], keepdims=1, name="energy"),
+        helper.make_node("Sqrt", ["energy"], ["magnitude"], name="magnitude"),
+        helper.make_node("Transpose", ["magnitude"], ["y"], perm=[0, 1, 3, 2], name="to_frames"),
+    ]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 2, 4, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 1, 4, 4])], inits)
+    path = tmp_path / "g.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    np.savez(tmp_path / "x.npz", x=rng.normal(size=(8, 2, 4, 4)).astype(np.float32))
+    nodes = {n.name: n for n in calibrate(path, tmp_path / "x.npz", progress=False).plan.nodes}
+    assert nodes["square"].precision == Precision.INT8 and nodes["to_frames"].precision == Precision.INT8
