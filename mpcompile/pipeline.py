@@ -540,7 +540,8 @@ def _localize_failures(report: ConformanceReport, lowered: Mapping[str, LowerRes
     from mpcompile.conformance.localize import localize
     from mpcompile.progress import progress_bar
 
-    failing = [b for b in report.backends if not b.passed and b.error is None]
+    # Out of tolerance end to end, even when the kernel rule passes it: where the gap starts is still worth showing.
+    failing = [b for b in report.backends if b.error is None and (not b.passed or b.end_to_end_failures)]
     if not failing:
         return
     samples = min(opts.samples or LOCALIZE_SAMPLES, LOCALIZE_SAMPLES)
@@ -553,7 +554,7 @@ def _localize_failures(report: ConformanceReport, lowered: Mapping[str, LowerRes
             progress_bar(progress, total=None, description="localize", unit="sub-model runs") as bar:
         for backend_report in failing:
             result = lowered[backend_report.backend]
-            outputs = [name for name in backend_report.outputs if not backend_report.output_passed(name)]
+            outputs = backend_report.end_to_end_failures
             for output in outputs or list(backend_report.outputs)[:1]:
                 found = localize(
                     targets[backend_report.backend], result.plan, output, batches, tolerances=tolerances,

@@ -56,6 +56,11 @@ class BackendReport:
         return bool(compared) and all(acc.passed() for acc in compared)
 
     @property
+    def end_to_end_failures(self) -> list[str]:
+        """Outputs out of their own rule end to end (whatever else the verdict rests on)."""
+        return [name for name, acc in self.outputs.items() if acc.elements and not acc.passed()]
+
+    @property
     def kernels_agree(self) -> bool:
         return self.kernels is not None and self.kernels.agrees
 
