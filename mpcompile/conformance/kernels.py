@@ -41,6 +41,10 @@ Batch = dict[str, np.ndarray]
 
 #: Reference intermediates held at once while certifying (the batch is split to stay under it).
 MEMORY_BUDGET_BYTES = 512 * 2**20
+#: Samples certified (the first of the evaluation data): a kernel that computes something else does so on
+#: every sample, and every tensor of every sample is compared, so a few dozen suffice; it bounds the cost on
+#: batch-1 backends, where each sample is one run of a model with hundreds of outputs.
+KERNEL_SAMPLES = 64
 
 
 @dataclasses.dataclass
@@ -51,6 +55,7 @@ class KernelCertificate:
     #: why there is no certificate (the cut plan could not be lowered or run), else empty
     error: str = ""
     seconds: float = 0.0
+    samples: int = 0
 
     @property
     def agrees(self) -> bool:
@@ -79,7 +84,8 @@ class KernelCertificate:
         if self.error:
             return f"kernel by kernel: not checked ({self.error})"
         c = self.counts
-        line = (f"kernel by kernel (each quantized tensor from the plan's exact inputs): {c['exact']} tensors exact, "
+        line = (f"kernel by kernel (each quantized tensor from the plan's exact inputs, {self.samples} samples): "
+                f"{c['exact']} tensors exact, "
                 f"{c['within_tolerance']} within tolerance, {c['beyond_tolerance']} beyond")
         failing = self.failing
         if failing:
@@ -89,7 +95,8 @@ class KernelCertificate:
         return line
 
     def to_dict(self) -> dict:
-        return {"agrees": self.agrees, "error": self.error, "seconds": round(self.seconds, 3), **self.counts,
+        return {"agrees": self.agrees, "error": self.error, "seconds": round(self.seconds, 3), "samples": self.samples,
+                **self.counts,
                 "failing": self.failing, "tensors": {k: v.to_dict() for k, v in self.tensors.items()}}
 
 
@@ -126,6 +133,17 @@ def _chunks(batches: list[Batch], samples_per_chunk: int):  # noqa: ANN202 - a g
             yield {k: v[start:start + samples_per_chunk] for k, v in batch.items()}
 
 
+def _limited(batches, samples: int):  # noqa: ANN001, ANN202 - batches in, batches out
+    """The batches, the last one cut, up to ``samples`` samples."""
+    left = samples
+    for batch in batches:
+        if left <= 0:
+            return
+        size = len(next(iter(batch.values())))
+        yield batch if size <= left else {k: v[:left] for k, v in batch.items()}
+        left -= size
+
+
 def _on_grid(legal: Graph, batch: Batch) -> Batch:
     """The batch with every quantized float input already on its grid (the reference's own fake-quantization).
 
@@ -139,6 +157,35 @@ def _on_grid(legal: Graph, batch: Batch) -> Batch:
         if spec is not None and spec.axis is None and np.asarray(value).dtype.kind == "f":
             fed[name] = spec.fake_quantize(value)
     return fed
+
+
+class _Pending:
+    """(backend, reference) pairs per tensor, folded into the accumulators a few times per run, not per batch.
+
+    A batch-1 backend gives hundreds of tensors per sample: one ``Accumulator.update`` each (a dozen
+    numpy reductions on a small array) would cost more than running the models. Pairs are joined along
+    the batch axis first, so per-row statistics (top-1) mean what they do for one large batch.
+    """
+
+    def __init__(self, accumulators: dict[str, Accumulator]) -> None:
+        self.accumulators = accumulators
+        self.pairs: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+        self.nbytes = 0
+
+    def add(self, values: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+        for name, pair in values.items():
+            self.pairs.setdefault(name, []).append(pair)
+            self.nbytes += pair[0].nbytes + pair[1].nbytes
+
+    def flush(self) -> None:
+        for name, pairs in self.pairs.items():
+            try:
+                joined = [(np.concatenate([g for g, _ in pairs]), np.concatenate([r for _, r in pairs]))]
+            except ValueError:  # sizes that differ beyond the batch axis: one update each
+                joined = pairs
+            for got, ref in joined:
+                self.accumulators[name].update(got, ref)
+        self.pairs, self.nbytes = {}, 0
 
 
 def certify(target: Target, legal: Graph, batches: list[Batch], tol: Tolerances, engine: str, work: Path) -> KernelCertificate:
@@ -163,14 +210,17 @@ def certify(target: Target, legal: Graph, batches: list[Batch], tol: Tolerances,
     accumulators = {**layer_accumulators(legal, [n for n in compared if n not in outputs], tol), **outputs}
     first = next(_chunks(batches, 1), None)
     per_sample = sum(v.nbytes for v in reference.run(first, inter).values()) if first else 1
+    pending = _Pending(accumulators)
     try:
-        for batch in _chunks(batches, max(1, MEMORY_BUDGET_BYTES // (3 * max(per_sample, 1)))):
+        for batch in _limited(_chunks(batches, max(1, MEMORY_BUDGET_BYTES // (3 * max(per_sample, 1)))), KERNEL_SAMPLES):
+            cert.samples += len(next(iter(batch.values())))
             ref = reference.run(batch, inter)
             feed = {**_on_grid(legal, batch), **{g: ref[t] for t, g in given.items()}}
             got = runner.run({k: feed[k] for k in cut.inputs})
-            for name in compared:
-                if name in got:
-                    accumulators[name].update(np.asarray(got[name]), np.asarray(ref[name]))
+            pending.add({name: (np.asarray(got[name]), np.asarray(ref[name])) for name in compared if name in got})
+            if pending.nbytes > MEMORY_BUDGET_BYTES // 3:
+                pending.flush()
+        pending.flush()
     except MpcompileError as exc:
         cert.error = f"the plan cut at its quantized tensors did not run: {str(exc).splitlines()[0]}"
         return cert

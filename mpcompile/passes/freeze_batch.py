@@ -41,7 +41,9 @@ class FreezeBatch(GraphPass):
         if not shapes:
             return PassResult(graph, False)
         source = str(graph.metadata.get("source", graph.name))
-        frozen = serde.import_proto(serde.to_onnx(graph), source=source, input_shapes=shapes)
+        # Not checked again: the plan was checked at its import, and may hold outputs of unknown rank that only the
+        # frozen batch lets shape inference resolve (PaddleOCR's classifier: Reshape to a run-time shape).
+        frozen = serde.import_proto(serde.to_onnx(graph), source=source, input_shapes=shapes, check=False)
         frozen.metadata = dict(graph.metadata)
         for name, tensor in frozen.tensors.items():
             planned = graph.tensors.get(name)
