@@ -35,7 +35,7 @@ from mpcompile.conformance.compare import Tolerances, layer_accumulators, output
 from mpcompile.errors import MpcompileError
 from mpcompile.ir.graph import Graph, Tensor
 from mpcompile.reference import ReferenceRunner
-from mpcompile.reference.metrics import Accumulator
+from mpcompile.reference.metrics import Accumulator, integer_counts
 
 Batch = dict[str, np.ndarray]
 
@@ -64,17 +64,7 @@ class KernelCertificate:
 
     @property
     def counts(self) -> dict[str, int]:
-        exact = within = beyond = 0
-        for acc in self.tensors.values():
-            if not acc.quantized or not acc.elements:
-                continue
-            if acc.max_lsb_count == 0:
-                exact += 1
-            elif acc.passed():
-                within += 1
-            else:
-                beyond += 1
-        return {"exact": exact, "within_tolerance": within, "beyond_tolerance": beyond}
+        return integer_counts(self.tensors.values())
 
     @property
     def failing(self) -> list[str]:

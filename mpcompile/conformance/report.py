@@ -12,7 +12,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from mpcompile.ir import serde
-from mpcompile.reference.metrics import Accumulator
+from mpcompile.reference.metrics import Accumulator, integer_counts
 
 if TYPE_CHECKING:
     from mpcompile.conformance.kernels import KernelCertificate
@@ -132,17 +132,7 @@ class BackendReport:
     @property
     def integer_certificate(self) -> dict[str, int]:
         """Over the compared quantized tensors: how many agree exactly, within tolerance, beyond it."""
-        exact = within = beyond = 0
-        for acc in [*self.outputs.values(), *self.per_layer.values()]:
-            if not acc.quantized or not acc.elements:
-                continue
-            if acc.max_lsb_count == 0:
-                exact += 1
-            elif acc.passed():
-                within += 1
-            else:
-                beyond += 1
-        return {"exact": exact, "within_tolerance": within, "beyond_tolerance": beyond}
+        return integer_counts([*self.outputs.values(), *self.per_layer.values()])
 
     @property
     def passed(self) -> bool:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -161,3 +162,18 @@ class Accumulator:
             "min_sqnr_db": clean(self.min_sqnr_db),
             "passed": self.passed(),
         }
+
+
+def integer_counts(accumulators: Iterable[Accumulator]) -> dict[str, int]:
+    """Over the quantized tensors compared: how many agree exactly, within their tolerance, beyond it."""
+    exact = within = beyond = 0
+    for acc in accumulators:
+        if not acc.quantized or not acc.elements:
+            continue
+        if acc.max_lsb_count == 0:
+            exact += 1
+        elif acc.passed():
+            within += 1
+        else:
+            beyond += 1
+    return {"exact": exact, "within_tolerance": within, "beyond_tolerance": beyond}
