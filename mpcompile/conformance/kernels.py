@@ -116,24 +116,6 @@ def cut_plan(legal: Graph) -> tuple[Graph, dict[str, str]]:
     return cut, given
 
 
-def _chunks(batches: list[Batch], samples_per_chunk: int):  # noqa: ANN202 - a generator of batches
-    for batch in batches:
-        size = len(next(iter(batch.values())))
-        for start in range(0, size, samples_per_chunk):
-            yield {k: v[start:start + samples_per_chunk] for k, v in batch.items()}
-
-
-def _limited(batches, samples: int):  # noqa: ANN001, ANN202 - batches in, batches out
-    """The batches, the last one cut, up to ``samples`` samples."""
-    left = samples
-    for batch in batches:
-        if left <= 0:
-            return
-        size = len(next(iter(batch.values())))
-        yield batch if size <= left else {k: v[:left] for k, v in batch.items()}
-        left -= size
-
-
 def _on_grid(legal: Graph, batch: Batch) -> Batch:
     """The batch with every quantized float input already on its grid (the reference's own fake-quantization).
 
@@ -198,18 +180,24 @@ def certify(target: Target, legal: Graph, batches: list[Batch], tol: Tolerances,
     inter = tuple(name for name in given if name not in legal.outputs)
     outputs = output_accumulators(legal, tol)
     accumulators = {**layer_accumulators(legal, [n for n in compared if n not in outputs], tol), **outputs}
-    first = next(_chunks(batches, 1), None)
-    per_sample = sum(v.nbytes for v in reference.run(first, inter).values()) if first else 1
     pending = _Pending(accumulators)
+    size = 1  # samples per run: one first, then as many as the first run's intermediates say fit the budget
     try:
-        for batch in _limited(_chunks(batches, max(1, MEMORY_BUDGET_BYTES // (3 * max(per_sample, 1)))), KERNEL_SAMPLES):
-            cert.samples += len(next(iter(batch.values())))
-            ref = reference.run(batch, inter)
-            feed = {**_on_grid(legal, batch), **{g: ref[t] for t, g in given.items()}}
-            got = runner.run({k: feed[k] for k in cut.inputs})
-            pending.add({name: (np.asarray(got[name]), np.asarray(ref[name])) for name in compared if name in got})
-            if pending.nbytes > MEMORY_BUDGET_BYTES // 3:
-                pending.flush()
+        for whole in batches:
+            count, first = len(next(iter(whole.values()))), 0
+            while first < count and cert.samples < KERNEL_SAMPLES:
+                stop = min(count, first + size, first + KERNEL_SAMPLES - cert.samples)
+                batch = {k: v[first:stop] for k, v in whole.items()}
+                ref = reference.run(batch, inter)
+                feed = {**_on_grid(legal, batch), **{g: ref[t] for t, g in given.items()}}
+                got = runner.run({k: feed[k] for k in cut.inputs})
+                pending.add({name: (np.asarray(got[name]), np.asarray(ref[name])) for name in compared if name in got})
+                if pending.nbytes > MEMORY_BUDGET_BYTES // 3:
+                    pending.flush()
+                per_sample = sum(v.nbytes for v in ref.values()) // (stop - first)
+                size = max(1, MEMORY_BUDGET_BYTES // (3 * max(per_sample, 1)))  # reference, feed and backend copies
+                cert.samples += stop - first
+                first = stop
         pending.flush()
     except MpcompileError as exc:
         cert.error = f"the plan cut at its quantized tensors did not run: {str(exc).splitlines()[0]}"
