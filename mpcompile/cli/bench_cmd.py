@@ -66,7 +66,7 @@ def bench_command(artifacts: tuple[str, ...], baselines: tuple[str, ...], model:
     options = parse_assignments(backend_option_items)
     with contextlib.ExitStack() as stack:
         subjects, model_path = _subjects(artifacts, model, backend_name, options)
-        subjects += _baselines(subjects, baselines, model_path, options, stack)
+        subjects += _baselines(subjects, baselines, model_path, options, stack, data)
         feeds = _feeds(model_path, subjects, data)
         report = measure(subjects, feeds, batches=list(dict.fromkeys(batches)), seconds=seconds, rounds=rounds)
     click.echo(report.format_table())
@@ -84,7 +84,7 @@ def bench_output_folder(folder: Path, data: str | None, batches: list[int], seco
     options = options or {}
     with contextlib.ExitStack() as stack:
         subjects, model_path = _subjects((str(folder),), None, None, options)
-        subjects += _baselines(subjects, (), model_path, options, stack)
+        subjects += _baselines(subjects, (), model_path, options, stack, data)
         feeds = _feeds(model_path, subjects, data)
         report = measure(subjects, feeds, batches=list(dict.fromkeys(batches)), seconds=seconds, rounds=rounds)
     manifest_path = Path(folder) / MANIFEST
@@ -180,7 +180,7 @@ def _subjects(artifacts: tuple[str, ...], model: str | None, backend_name: str |
 
 
 def _baselines(subjects: list, baselines: tuple[str, ...], model_path: Path | None, options: dict[str, dict[str, str]],
-               stack: contextlib.ExitStack) -> list:
+               stack: contextlib.ExitStack, data: str | None = None) -> list:
     from mpcompile.backends.base import Artifact
     from mpcompile.bench import Subject
 
@@ -212,17 +212,21 @@ def _baselines(subjects: list, baselines: tuple[str, ...], model_path: Path | No
         if name == "onnxruntime":
             out.append(Subject(str(model_path), Artifact(name, model_path, [model_path]), backend, opts, baseline=True))
             continue
-        out.append(_compiled_fp32(name, model_path, options, stack))
+        out.append(_compiled_fp32(name, model_path, options, stack, data))
     return out
 
 
-def _compiled_fp32(name: str, model_path: Path, options: dict[str, dict[str, str]], stack: contextlib.ExitStack) -> Any:
-    """The model compiled with --precision fp32 for backend ``name``, in a scratch folder kept while timing."""
+def _compiled_fp32(name: str, model_path: Path, options: dict[str, dict[str, str]], stack: contextlib.ExitStack,
+                   data: str | None = None) -> Any:
+    """The model compiled with --precision fp32 for backend ``name``, in a scratch folder kept while timing.
+
+    ``data`` freezes the dynamic dims it fixes, as it did for the artifacts timed beside it: a backend with static
+    shapes cannot lower the model otherwise (PaddleOCR's dynamic H×W on TFLite)."""
     from mpcompile.bench import Subject
     from mpcompile.pipeline import compile as compile_model
 
     folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="mpcompile-bench-"))
-    result = compile_model(str(model_path), None, backends=[name], out_dir=os.path.join(folder, "fp32"), conform=False,
+    result = compile_model(str(model_path), data, backends=[name], out_dir=os.path.join(folder, "fp32"), conform=False,
                            progress=False, precision="fp32", backend_options={name: options[name]} if name in options else None)
     artifact = result.artifacts.get(name)
     if artifact is None:
