@@ -70,7 +70,10 @@ class Timing:
 class Result:
     subject: Subject
     timings: dict[int, Timing] = dataclasses.field(default_factory=dict)
+    #: the runner could not be made: nothing of this subject was timed
     error: str | None = None
+    #: batch size -> why it could not be timed at that size (the other sizes still are)
+    batch_errors: dict[int, str] = dataclasses.field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -110,6 +113,8 @@ class BenchReport:
     results: list[Result]
     seconds: float
     rounds: int
+    #: what was left out and why (a batch size the model's fixed batch does not admit)
+    notes: list[str] = dataclasses.field(default_factory=list)
 
     def comparisons(self) -> list[Comparison]:
         baselines = {r.subject.backend.name: r for r in self.results if r.subject.baseline and not r.error}
@@ -117,7 +122,7 @@ class BenchReport:
 
     @property
     def failed(self) -> list[Result]:
-        return [r for r in self.results if r.error]
+        return [r for r in self.results if r.error or r.batch_errors]
 
     def slower(self) -> list[tuple[Comparison, dict[int, float]]]:
         """Subjects slower than their baseline (p50) at some batch, with the speedup per such batch."""
@@ -141,6 +146,7 @@ class BenchReport:
                 "size_bytes": r.subject.size_bytes,
                 "size_vs_baseline": c.size_ratio() if c else None,
                 "error": r.error,
+                "batch_errors": {str(b): e for b, e in r.batch_errors.items()},
                 "note": r.subject.note,
                 "batches": {
                     str(b): {
@@ -153,7 +159,7 @@ class BenchReport:
                     for b, t in r.timings.items()
                 },
             })
-        return {"batches": self.batches, "seconds": self.seconds, "rounds": self.rounds, "results": rows}
+        return {"batches": self.batches, "seconds": self.seconds, "rounds": self.rounds, "results": rows, "notes": self.notes}
 
     def format_table(self) -> str:
         """A plain-text table (one line per subject) and the slower-than-FP32 warnings."""
@@ -183,8 +189,10 @@ class BenchReport:
         text.insert(1, "  ".join("-" * w for w in widths))
         text.append("speed × = FP32 baseline p50 / artifact p50 on the same backend (> 1: faster); in brackets its range "
                     "over the interleaved rounds (noise)")
+        text += [f"note: {note}" for note in self.notes]
         for r in self.failed:
-            text.append(f"error: {r.label}: {r.error}")
+            errors = [r.error] if r.error else [f"batch {b}: {e}" for b, e in r.batch_errors.items()]
+            text += [f"error: {r.label}: {e}" for e in errors]
         for c, slow in self.slower():
             at = ", ".join(f"{s:.2f}× at batch {b}" for b, s in slow.items())
             text.append(f"warning: {c.result.label} is slower than FP32 on {c.result.subject.backend.name}: {at}")
@@ -217,6 +225,7 @@ def measure(
     seconds: float = 2.0,
     rounds: int = 10,
     clock: Callable[[], float] = time.perf_counter,
+    notes: Sequence[str] = (),
 ) -> BenchReport:
     """Time every subject at every batch size, interleaved per backend.
 
@@ -241,7 +250,7 @@ def measure(
     finally:
         for runner in runners.values():
             runner.close()
-    return BenchReport(list(batches), results, seconds, rounds)
+    return BenchReport(list(batches), results, seconds, rounds, list(notes))
 
 
 def _measure_group(group: list[Result], runners: Mapping[int, Runner], data: Feeds, batch: int, seconds: float,
@@ -257,7 +266,7 @@ def _measure_group(group: list[Result], runners: Mapping[int, Runner], data: Fee
         try:
             estimate = _warm(call, clock)
         except Exception as exc:  # noqa: BLE001
-            r.error = f"batch {batch}: {_error(exc)}"
+            r.batch_errors[batch] = _error(exc)
             continue
         calls[id(r)] = call
         per_round[id(r)] = max(1, min(10_000, int(seconds / rounds / max(estimate, 1e-9))))
@@ -267,7 +276,7 @@ def _measure_group(group: list[Result], runners: Mapping[int, Runner], data: Fee
     for i in range(rounds):
         order = live if i % 2 == 0 else list(reversed(live))
         for r in order:
-            if r.error:
+            if batch in r.batch_errors:
                 continue
             call, this_round = calls[id(r)], []
             try:
@@ -276,12 +285,12 @@ def _measure_group(group: list[Result], runners: Mapping[int, Runner], data: Fee
                     call()
                     this_round.append((clock() - t0) * 1000.0)
             except Exception as exc:  # noqa: BLE001
-                r.error = f"batch {batch}: {_error(exc)}"
+                r.batch_errors[batch] = _error(exc)
                 continue
             times[id(r)].extend(this_round)
             medians[id(r)].append(float(np.median(this_round)))
     for r in live:
-        if r.error or not times[id(r)]:
+        if batch in r.batch_errors or not times[id(r)]:
             continue
         t = np.asarray(times[id(r)])
         r.timings[batch] = Timing(float(np.percentile(t, 50)), float(np.percentile(t, 90)), int(t.size), medians[id(r)])

@@ -154,6 +154,43 @@ def test_measure_interleaves_and_counts_runs():
     assert calls[-4:] == ["a", "b", "b", "a"]  # one run each per round, order reversed on odd rounds
 
 
+def test_a_batch_that_fails_leaves_the_other_batches_timed_and_compared():
+    class Fake:
+        def run(self, feeds, intermediates=()):
+            if len(feeds["x"]) > 1:
+                raise RuntimeError("Got invalid dimensions for input: x")
+            return {}
+
+        def close(self):
+            pass
+
+    class FakeBackend:
+        name = "fake"
+
+        def runner(self, artifact, options):
+            return Fake()
+
+    backend = FakeBackend()
+    a = Subject("a", Artifact("fake", MNIST.with_name("a"), []), backend, None, size_bytes=1)
+    b = Subject("b", Artifact("fake", MNIST.with_name("b"), []), backend, None, baseline=True, size_bytes=4)
+    ticks = iter(range(10**9))
+    report = measure([a, b], lambda n: {"x": [0] * n}, batches=[1, 8], seconds=0.001, rounds=2, clock=lambda: next(ticks) * 1e-3)
+    ours = report.comparisons()[0]
+    assert ours.speedup(1) is not None and ours.size_ratio() == 0.25  # batch 1 still compared
+    assert all(list(r.batch_errors) == [8] and r.error is None for r in report.results)
+    assert "error: a: batch 8: RuntimeError: Got invalid dimensions" in report.format_table()
+
+
+def test_a_fixed_batch_is_timed_at_its_own_size_with_a_note():
+    from mpcompile.cli.bench_cmd import admitted_batches
+
+    assert admitted_batches([1, 32], None) == ([1, 32], [])
+    assert admitted_batches([1], 1) == ([1], [])
+    timed, notes = admitted_batches([1, 32], 1)
+    assert timed == [1] and "batch 32 not timed" in notes[0] and "fixed batch of 1" in notes[0]
+    assert admitted_batches([32], 4)[0] == [4]
+
+
 def test_tile_batch():
     import numpy as np
 

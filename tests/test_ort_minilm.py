@@ -34,9 +34,7 @@ def test_static_placement_fuses_all_48_matmuls(minilm, uniform_plan, tmp_path):
     assert counts["QLinearMatMul"] == 48 and counts["MatMul"] == 0, counts
     fusion = artifact.metadata["ort_fusion"]
     assert fusion["runtime_dequantized_weights"] == []
-    # 225 on main; each tensor kept from fusion for its rounding gain adds a Q and up to two DQ back
-    kept = len(artifact.metadata["unfused_for_rounding"])
-    assert counts["DequantizeLinear"] <= 60 + 2 * kept, (counts, artifact.metadata["unfused_for_rounding"])
+    assert counts["DequantizeLinear"] <= 60, counts  # 225 on main
     report = conform(uniform_plan, ["onnxruntime"], data, artifacts={"onnxruntime": artifact.path}, samples=SAMPLES)
     # Integer kernels round differently from the float reference by up to an LSB per layer, and this uniform
     # plan amplifies that (a 1e-6 nudge of its scales moves its own output to about 11 dB): held to the

@@ -38,15 +38,11 @@ def test_every_matmul_fuses_and_the_plan_conforms(encoder, tmp_path):
     assert report.passed, report.format_text()
     assert report.backends[0].outputs["y"].max_lsb <= 1 + 1e-3  # one step of the output scale (float rounding around it)
     counts = op_counts(optimized(result.artifacts["onnxruntime"].path, tmp_path))
-    # 6 weighted + 2 attention MatMuls (on main 4 of them stayed float), but for those whose output a
-    # high-gain op reads (``rounding_amplifiers``): those are kept in float on purpose, and named
-    metadata = result.artifacts["onnxruntime"].metadata
-    kept = [name for name, why in metadata["unfused_for_rounding"].items() if why["written"] == "int8, per-axis Q"]
-    assert counts["QLinearMatMul"] == 8 - len(kept) and counts["MatMul"] == len(kept), (counts, kept)
+    # 6 weighted + 2 attention MatMuls (on main 4 of them stayed float)
+    assert counts["QLinearMatMul"] == 8 and counts["MatMul"] == 0, counts
     assert counts["Gemm"] == 0, counts
     assert counts["QLinearAdd"] >= 4, counts  # bias and residual adds with Q/DQ on both inputs
-    fusion = metadata["ort_fusion"]
-    assert len(fusion["runtime_dequantized_weights"]) == len(kept) and fusion["unfused_for_rounding"] >= len(kept)
+    assert result.artifacts["onnxruntime"].metadata["ort_fusion"]["runtime_dequantized_weights"] == []
 
 
 def test_embedding_table_is_gathered_as_integers(encoder, tmp_path):
@@ -75,11 +71,9 @@ def test_activations_are_uint8_and_weights_int8(encoder, tmp_path):
     artifact = lower(plan, ["onnxruntime"], tmp_path)["onnxruntime"].artifact
     m = onnx.load(artifact.path)
     inits = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
-    unfused = artifact.metadata["unfused_for_rounding"]
     for node in m.graph.node:
-        if node.op_type == "QuantizeLinear":  # int8 only where ORT must not fuse the producer
-            stored = inits[node.input[2]].dtype
-            assert stored == (np.int8 if node.output[0].removesuffix("_quantized") in unfused else np.uint8), node.name
+        if node.op_type == "QuantizeLinear":
+            assert inits[node.input[2]].dtype == np.uint8, node.name
     weights = [n.input[1] for n in m.graph.node if n.op_type == "MatMul"]
     producers = {o: n for n in m.graph.node for o in n.output}
     for name in weights:
@@ -136,25 +130,17 @@ def test_fusion_report_can_be_switched_off(tmp_path):
     assert "ort_fusion" not in result.artifacts["onnxruntime"].metadata
 
 
-def test_high_gain_activations_keep_their_producer_unfused(tmp_path, monkeypatch):
+def test_high_gain_activations_fuse_and_conform(tmp_path):
     """The detector failure class (ddddocr, PicoDet): ORT's fused QLinearConv rounds one LSB off the plan on
-    rare values, a following SiLU/HardSwish multiplies that by its gain, and the outputs drift. Such Conv
-    outputs are written so ORT leaves the Conv in float: the artifact is then exact. Without it, it is not."""
-    import mpcompile_onnxruntime.lowering as lowering
+    rare near-ties and a following SiLU's Sigmoid at 1/256 multiplies that by its gain. Every Conv still fuses
+    (that is where INT8's speed is): the drift stays within this output's lookup-table rule here, and where it
+    does not, conformance's kernel rule judges it (tests/test_kernels.py plants that case)."""
     from ort_models import write_silu_cnn
 
     model, data = write_silu_cnn(tmp_path)
     plan = calibrate(model, data, progress=False).plan
-    artifact = lower(plan, ["onnxruntime"], tmp_path / "fixed")["onnxruntime"].artifact
-    unfused = artifact.metadata["unfused_for_rounding"]
-    assert sorted(unfused) == ["c0", "c1", "c2", "c3"], unfused
-    assert all(u["gain"] > 1 and u["written"] == "int8, per-axis Q" for u in unfused.values()), unfused
-    assert "do not fuse" in artifact.metadata["speed_note"] or "does not fuse" in artifact.metadata["speed_note"]
+    artifact = lower(plan, ["onnxruntime"], tmp_path / "fused")["onnxruntime"].artifact
+    assert op_counts(optimized(artifact.path, tmp_path))["QLinearConv"] == 4
     report = conform(plan, ["onnxruntime"], data, artifacts={"onnxruntime": artifact.path})
-    assert report.passed and report.backends[0].outputs["a3"].max_lsb == 0, report.format_text()
-
-    monkeypatch.setattr(lowering, "rounding_amplifiers", lambda *args: {})
-    fused = lower(plan, ["onnxruntime"], tmp_path / "fused")["onnxruntime"].artifact
-    assert op_counts(optimized(fused.path, tmp_path))["QLinearConv"] == 4
-    report = conform(plan, ["onnxruntime"], data, artifacts={"onnxruntime": fused.path})
-    assert report.backends[0].outputs["a3"].max_lsb > 1, report.format_text()  # the class this guards against
+    output = report.backends[0].outputs["a3"]
+    assert report.passed and 1 < output.max_lsb <= output.tolerance_lsb, report.format_text()  # the class, in bounds

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import tempfile
@@ -67,8 +68,9 @@ def bench_command(artifacts: tuple[str, ...], baselines: tuple[str, ...], model:
     with contextlib.ExitStack() as stack:
         subjects, model_path = _subjects(artifacts, model, backend_name, options)
         subjects += _baselines(subjects, baselines, model_path, options, stack, data)
-        feeds = _feeds(model_path, subjects, data)
-        report = measure(subjects, feeds, batches=list(dict.fromkeys(batches)), seconds=seconds, rounds=rounds)
+        feeds, fixed = _feeds(model_path, subjects, data)
+        timed, notes = admitted_batches(list(dict.fromkeys(batches)), fixed)
+        report = measure(subjects, feeds, batches=timed, seconds=seconds, rounds=rounds, notes=notes)
     click.echo(report.format_table())
     if json_path:
         Path(json_path).write_text(json.dumps(report.to_dict(), indent=2) + "\n")
@@ -85,8 +87,9 @@ def bench_output_folder(folder: Path, data: str | None, batches: list[int], seco
     with contextlib.ExitStack() as stack:
         subjects, model_path = _subjects((str(folder),), None, None, options)
         subjects += _baselines(subjects, (), model_path, options, stack, data)
-        feeds = _feeds(model_path, subjects, data)
-        report = measure(subjects, feeds, batches=list(dict.fromkeys(batches)), seconds=seconds, rounds=rounds)
+        feeds, fixed = _feeds(model_path, subjects, data)
+        timed, notes = admitted_batches(list(dict.fromkeys(batches)), fixed)
+        report = measure(subjects, feeds, batches=timed, seconds=seconds, rounds=rounds, notes=notes)
     manifest_path = Path(folder) / MANIFEST
     manifest = json.loads(manifest_path.read_text())
     manifest["bench"] = report.to_dict()
@@ -236,7 +239,38 @@ def _compiled_fp32(name: str, model_path: Path, options: dict[str, dict[str, str
 
 
 # ---------------------------------------------------------------------------- what to feed
-def _feeds(model_path: Path | None, subjects: list, data: str | None):  # noqa: ANN202
+def admitted_batches(batches: list[int], fixed: int | None) -> tuple[list[int], list[str]]:
+    """The batch sizes a model with a fixed batch (``fixed``; None: dynamic) can run, and a note for those left out.
+
+    A model exported with batch 1 fails at batch 32 in every runtime; timing it at its own batch instead says
+    what can be said (its latency) without an error per artifact."""
+    if fixed is None or all(b == fixed for b in batches):
+        return batches, []
+    left = [b for b in batches if b != fixed]
+    note = (f"batch {', '.join(map(str, left))} not timed: the model's inputs have a fixed batch of {fixed} "
+            f"(compile without --input-shape on the batch, or export with a dynamic batch, to time throughput)")
+    return [fixed], [note]
+
+
+def _fixed_batch(onnx_paths: list[Path]) -> int | None:
+    """The batch that the inputs of these ONNX files (the model, ONNX artifacts) fix in their first dimension, or
+    None when all are dynamic. An artifact compiled with ``--input-shape x=1x…`` fixes it though the model does not."""
+    import onnx
+
+    for path in onnx_paths:
+        try:
+            model = onnx.load(str(path), load_external_data=False)
+        except Exception:  # noqa: BLE001 - unreadable here: its runner reports it
+            continue
+        weights = {init.name for init in model.graph.initializer}
+        for value in model.graph.input:
+            dims = value.type.tensor_type.shape.dim
+            if value.name not in weights and dims and dims[0].HasField("dim_value") and dims[0].dim_value > 0:
+                return int(dims[0].dim_value)
+    return None
+
+
+def _feeds(model_path: Path | None, subjects: list, data: str | None):  # noqa: ANN202 - (feeds(batch), fixed batch)
     from mpcompile.bench import tile_batch
     from mpcompile.data import open_data
     from mpcompile.ir import serde
@@ -259,8 +293,10 @@ def _feeds(model_path: Path | None, subjects: list, data: str | None):  # noqa: 
         first = next(iter(dataset.batches(64, limit=64)), None)
         if first is None:
             raise DataError(f"data {data} contains no samples")
-        return lambda batch: tile_batch(first, batch)
-    return lambda batch: _random_feeds(graph, batch)
+        feeds = functools.partial(tile_batch, first)
+    else:
+        feeds = functools.partial(_random_feeds, graph)
+    return feeds, _fixed_batch([Path(source), *(s.artifact.path for s in subjects if str(s.artifact.path).endswith(".onnx"))])
 
 
 def _random_feeds(graph: Any, batch: int) -> dict:

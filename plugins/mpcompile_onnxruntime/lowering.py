@@ -14,10 +14,6 @@ QLinearAdd…), and never changes a number of the plan:
   An int8 tensor read by several nodes (a LayerNorm output feeding Q, K, V and the
   residual) therefore kept every consumer in float, its weights dequantized at each run.
   Constants read as data (Add/Mul operands) follow the activations; weights stay int8;
-* except where ORT must not fuse: a computed activation whose one LSB a high-gain op after it
-  (Sigmoid, HardSwish, Softmax…) turns into more than ``AMPLIFICATION_LIMIT`` LSB stays int8, its Q
-  per axis after a Conv/MatMul/Gemm, so the producer runs the plan's float arithmetic instead of a
-  fused kernel whose rare 1-LSB rounding the gain would multiply (``rounding_amplifiers``);
 * an embedding table (a quantized constant read only by ``Gather``) is gathered as integers
   and the gathered rows are dequantized: dequantizing the whole table first cost a full
   pass over it at every run (30522 × 384 values for MiniLM);
@@ -30,6 +26,12 @@ QLinearAdd…), and never changes a number of the plan:
   ``MatMulInteger → Cast → Mul``, the form ORT fuses into ``DynamicQuantizeMatMul``;
 * a residual ``Add`` read only by a ``LayerNormalization`` is written as ``Sum``, which keeps
   ORT from fusing the pair into its (here much slower) ``SkipLayerNormalization``.
+
+Every producer ORT can fuse is left fusable, also where a high-gain op after it (a Sigmoid at
+1/256 behind a coarse Conv) multiplies the fused kernel's rare 1-LSB near-tie rounding into many
+LSB at the outputs: that is within the contract kernel by kernel, and conformance certifies it so
+(``mpcompile.conformance.kernels``). An earlier lowering kept such producers in float to be exact end
+to end, at the cost of most of a detector's integer kernels.
 
 After writing, ``fusion_report`` loads the artifact in ORT once and records what became an
 integer kernel, what stayed float next to Q/DQ, and whether any weight is dequantized at run
@@ -71,114 +73,6 @@ def _as_uint8(values: np.ndarray) -> np.ndarray:
     return (values.astype(np.int16) + 128).astype(np.uint8)
 
 
-#: Largest |d output / d input| of elementwise ops (Mul and Div are read from their other operand).
-#: HardSigmoid's is its ``alpha``; HardSwish's 1.5 is reached at x = 3.
-MAX_SLOPE = {
-    "Sigmoid": 0.25, "Tanh": 1.0, "Softmax": 0.5, "HardSwish": 1.5, "Relu": 1.0, "Clip": 1.0, "LeakyRelu": 1.0,
-    "Add": 1.0, "Sub": 1.0, "Neg": 1.0, "Abs": 1.0, "Identity": 1.0,
-}
-#: Ops that pass integer values on unchanged (an off value stays off by as much).
-MOVES_DATA = ops.SCALE_PRESERVING | {"Concat"}
-#: One LSB of ORT's rounding may show as at most this many LSB of the next quantized value. Gains above 1
-#: compound along a chain: with a limit of 2 PicoDet (many HardSwish gains of 1–2) drifted again; with 1.1
-#: both detectors are exact. A bias Add whose output scale is 0–7 % finer than its MatMul input's (gain
-#: 1.00–1.07, every transformer layer) stays fusable: a limit of 1.0 kept 16 of MiniLM's MatMuls in float.
-AMPLIFICATION_LIMIT = 1.1
-
-
-def _operand_bound(g: Graph, name: str) -> float | None:
-    """The largest |value| an operand can take: a constant's, or a quantized activation's range; None when unknown."""
-    t = g.tensors.get(name)
-    if t is None:
-        return None
-    if t.is_constant and t.value is not None and t.value.size:
-        return float(np.max(np.abs(t.value)))
-    if t.quant is not None:
-        lo, hi = t.quant.representable_range()
-        return float(max(np.max(np.abs(lo)), np.max(np.abs(hi))))
-    return None
-
-
-def _slope(g: Graph, node: Node, name: str) -> float | None:
-    """The largest |d node.output / d name| for an elementwise node, or None when not bounded here."""
-    if node.op_type == "HardSigmoid":
-        return float(node.attrs.get("alpha", 0.2))
-    if node.op_type in ("Mul", "Div"):
-        others = [i for i in node.inputs if i != name]
-        if len(others) != 1 or (node.op_type == "Div" and node.inputs[0] != name):
-            return None
-        bound = _operand_bound(g, others[0])
-        if node.op_type == "Mul":
-            return bound
-        t = g.tensors.get(others[0])
-        if t is None or not t.is_constant or t.value is None or not np.all(t.value):
-            return None
-        return 1.0 / float(np.min(np.abs(t.value)))
-    if node.op_type in MOVES_DATA:
-        return 1.0
-    return MAX_SLOPE.get(node.op_type)
-
-
-def rounding_amplifiers(g: Graph, consumers: dict[str, list[Node]], producers: dict[str, Node]) -> dict[str, dict]:
-    """Computed int8 activations whose one LSB becomes more than ``AMPLIFICATION_LIMIT`` LSB of the next quantized value.
-
-    ORT's fused integer kernels (QLinearConv, QLinearMatMul, QLinearAdd…) requantize with a float32
-    multiplier and land one LSB off the plan's float-then-quantize on rare values (measured: 2 of
-    10⁶ Conv outputs of a YOLOX detector). That is within tolerance where it stays one LSB, but a
-    following high-gain op multiplies it: a SiLU's Sigmoid reading a Conv output of scale 0.21 into
-    its fixed 1/256 output makes one LSB 13.6 LSB, HardSwish's ``Clip(x + 3)`` at 0.26 → 0.024 makes
-    it 11, and 80 such layers cascade to 19–150 LSB at the outputs. Such a tensor's Q is written per
-    axis (``QDQPlacer.per_axis_quantize``), so its producer runs the plan's own float arithmetic.
-
-    The gain follows float elementwise nodes (a fused ``Add → Clip``) up to the next quantized value.
-    Returns tensor name -> {"gain", "via"} for the tensors whose producer must not be fused.
-    """
-    found: dict[str, dict] = {}
-    for t in g.tensors.values():
-        spec = t.quant
-        if t.is_constant or spec is None or spec.qtype != QType.INT8 or spec.axis is not None:
-            continue
-        if t.name not in producers:
-            continue  # a graph input: nothing computes it
-        worst = (0.0, "")
-        for first in consumers.get(t.name, []):
-            node, name, gain = first, t.name, float(spec.scale.max())
-            for _ in range(4):  # a short float chain (Add → Clip) up to the next quantized value
-                slope = _slope(g, node, name)
-                if slope is None or len(node.outputs) != 1:
-                    gain = 0.0
-                    break
-                gain *= slope
-                out = node.outputs[0]
-                out_spec = g.tensors[out].quant if out in g.tensors else None
-                if out_spec is not None:
-                    gain /= float(out_spec.scale.min())
-                    break
-                readers = consumers.get(out, [])
-                if len(readers) != 1:
-                    gain = 0.0
-                    break
-                node, name = readers[0], out
-            else:
-                gain = 0.0
-            if gain > worst[0]:
-                worst = (gain, first.op_type if first is node else f"{first.op_type} → {node.op_type}")
-        if worst[0] > AMPLIFICATION_LIMIT:
-            found[t.name] = {"gain": round(worst[0], 2), "via": worst[1]}
-    # Data movement passes an off value on unchanged: what it moves must come from unfused arithmetic too.
-    pending = list(found)
-    while pending:
-        producer = producers.get(pending.pop())
-        if producer is None or producer.op_type not in MOVES_DATA:
-            continue
-        for src in producer.inputs[:1] if producer.op_type != "Concat" else producer.inputs:
-            spec = g.tensors[src].quant if src in g.tensors else None
-            if src not in found and spec is not None and spec.qtype == QType.INT8 and not g.tensors[src].is_constant:
-                found[src] = {**found[producer.outputs[0]], "via": f"{producer.op_type} → {found[producer.outputs[0]]['via']}"}
-                pending.append(src)
-    return found
-
-
 class QDQPlacer(QDQWriter):
     """ORT's storage choices on the shared placement (``QDQWriter.place``): hooks only."""
 
@@ -190,8 +84,6 @@ class QDQPlacer(QDQWriter):
         self._consumers = self.g.consumers()
         self._gathers = self._integer_gathers(self._consumers)
         self._gathered = {out for nodes in self._gathers.values() for node in nodes for out in node.outputs}
-        #: tensors written so that ORT does not fuse their producer (``rounding_amplifiers``)
-        self.unfused = rounding_amplifiers(self.g, self._consumers, self.g.producers())
 
     def place_constant(self, tensor: Tensor, spec: QuantSpec) -> None:
         if tensor.name in self._gathers:
@@ -204,13 +96,9 @@ class QDQPlacer(QDQWriter):
     def activation_storage(self, name: str, spec: QuantSpec) -> QuantSpec | None:
         if name in self._gathered:
             return None  # dequantized from the integer rows by ``gather_integers``
-        if name in self.unfused:
-            return spec  # int8, and its Q made per axis in ``finish``
         return ort_storage(spec)
 
     def finish(self) -> None:
-        for name, why in self.unfused.items():
-            why["written"] = "int8, per-axis Q" if self.per_axis_quantize(name) else "int8"
         if not self.skip_layernorm:
             self.residual_sums()
 
@@ -231,33 +119,6 @@ class QDQPlacer(QDQWriter):
             if (len(readers) == 1 and readers[0].op_type == "LayerNormalization" and readers[0].inputs[0] == node.outputs[0]
                     and node.outputs[0] not in g.outputs):
                 node.op_type = "Sum"
-
-    def per_axis_quantize(self, name: str) -> bool:
-        """Write the QuantizeLinear of ``name`` per axis, every channel with the same scale and zero-point.
-
-        The integers are the same. ORT fuses a producer into an integer kernel only when its output
-        Q is per tensor, and its s8 → u8 rewrite (which would make the pair fusable) then does not
-        apply either. Only the Q: a per-axis DQ would be fused into a lookup-table kernel (QLinearSigmoid)
-        that ORT 1.32 then refuses to build ("X_scale must be a scalar"). Only after a Conv/MatMul/Gemm: ORT
-        fuses a lookup-table producer whatever its Q is. False where not written.
-        """
-        g = self.g
-        dq = self._producers.get(name)
-        q = self._producers.get(dq.inputs[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
-        producer = self._producers.get(q.inputs[0]) if q is not None else None
-        if q is None or q.op_type != "QuantizeLinear" or "axis" in q.attrs or producer is None or producer.op_type not in ops.WEIGHTED:
-            return False  # ORT 1.32 fuses other producers (Sigmoid's lookup table) whatever the Q, then fails to build them
-        dims = list(g.tensors[name].shape or ())
-        axes = ([1] if len(dims) > 1 else []) + list(range(len(dims) - 1, -1, -1))
-        axis = next((a for a in axes if isinstance(dims[a], int) and dims[a] > 1), None)
-        if axis is None:
-            return False
-        scale, zero = (g.tensors[i].value for i in q.inputs[1:3])
-        per_axis = [g.add_tensor(Tensor(g.unique_name(f"{name}_{what}_per_axis"), value=np.full(dims[axis], v, v.dtype)))
-                    for what, v in (("scale", scale), ("zero_point", zero))]
-        q.inputs = [q.inputs[0], *(t.name for t in per_axis)]
-        q.attrs = {**q.attrs, "axis": axis}
-        return True
 
     # ------------------------------------------------------------------ what goes where
     def _weight_only(self, name: str, consumers: dict[str, list[Node]]) -> bool:
@@ -376,13 +237,11 @@ class QDQPlacer(QDQWriter):
             self.node("DequantizeLinear", [gathered, scale, zero], out, np.float32, shape, **self.attrs(storage))
 
 
-def lower_to_qdq(plan: Graph, *, skip_layernorm: bool = False, unfused: dict | None = None) -> tuple[Graph, dict[str, str]]:
-    """The QDQ graph and its tensor map; ``unfused`` (if given) receives the tensors kept from ORT's fusion, with why."""
+def lower_to_qdq(plan: Graph, *, skip_layernorm: bool = False) -> tuple[Graph, dict[str, str]]:
+    """The QDQ graph and its tensor map."""
     placer = QDQPlacer(plan)
     placer.skip_layernorm = skip_layernorm
     graph = placer.place()
-    if unfused is not None:
-        unfused.update(placer.unfused)
     return graph, placer.tensor_map
 
 
@@ -400,15 +259,13 @@ def artifact_kind(plan: Graph) -> str:
 
 def write_qdq_model(plan: Graph, out_dir: Path, stem: str, version: str, *, fusion: bool = True,
                     skip_layernorm: bool = False) -> Artifact:
-    unfused: dict[str, dict] = {}
-    graph, tensor_map = lower_to_qdq(plan, skip_layernorm=skip_layernorm, unfused=unfused)
+    graph, tensor_map = lower_to_qdq(plan, skip_layernorm=skip_layernorm)
     kind = artifact_kind(plan)
     path = Path(out_dir) / f"{stem}.{kind}.onnx"
     serde.save_onnx(graph, path)
-    metadata = {"onnxruntime": version, "tensor_map": tensor_map, "format": "QDQ ONNX" if kind == "qdq" else f"{kind.upper()} ONNX",
-                "unfused_for_rounding": unfused}
+    metadata = {"onnxruntime": version, "tensor_map": tensor_map, "format": "QDQ ONNX" if kind == "qdq" else f"{kind.upper()} ONNX"}
     if fusion:
-        report = fusion_report(path, plan, unfused)
+        report = fusion_report(path, plan)
         metadata["ort_fusion"] = report
         metadata["speed_note"] = report["speed_note"]
         if report["runtime_dequantized_weights"] or report["small_convs"]:
@@ -449,7 +306,7 @@ def _small_convs(plan: Graph) -> list[tuple[str, int]]:
     return found
 
 
-def fusion_report(path: Path, plan: Graph, unfused: dict | None = None) -> dict:
+def fusion_report(path: Path, plan: Graph) -> dict:
     """Load the artifact in ORT (CPU provider, default optimizations) and say what ran how.
 
     ``integer_kernels``: op counts of integer kernels; ``float_compute``: float compute nodes that
@@ -503,7 +360,6 @@ def fusion_report(path: Path, plan: Graph, unfused: dict | None = None) -> dict:
         "runtime_dequantized_weights": slow_weights,
         "small_convs": [{"node": name, "k": k} for name, k in small],
         "optimized_nodes": len(optimized.nodes),
-        "unfused_for_rounding": len(unfused or {}),
     }
     report["speed_note"] = speed_note(report)
     return report
@@ -527,11 +383,6 @@ def speed_note(report: dict) -> str:
         listed = ", ".join(f"{op} ×{n}" for op, n in list(islands.items())[:5])
         parts.append(f"{sum(islands.values())} float node(s) run between DequantizeLinear/QuantizeLinear ({listed}); "
                      f"each crossing costs a dequantize and a quantize pass")
-    kept = report.get("unfused_for_rounding", 0)
-    if kept:
-        parts.append(f"{kept} tensor(s) written so ORT does not fuse their producer: one LSB of ORT's integer rounding there "
-                     f"would become several after a high-gain op (Sigmoid, HardSwish…), so they run in float "
-                     f"(`unfused_for_rounding` in the manifest names them)")
     if not slow:
         parts.insert(0, f"{fused} integer kernel(s) after ORT's fusion, no weight dequantized at run time")
     parts.append("an estimate from the fused graph: measure with `mpcompile bench ARTIFACT --baseline MODEL.onnx`")
