@@ -9,7 +9,10 @@ ways the IR check must know, and the runner must not mistake a raw tensor for a 
   their spec) is removed, and the tensor's name with it;
 * the Transposes and Squeeze around an ``LSTM`` are fused into an ``LSTMSequence``: its FakeQuantizes stay,
   unnamed;
-* a graph input's FakeQuantize sinks past an ``Unsqueeze``: the input's name is then the raw ``Parameter``.
+* a graph input's FakeQuantize sinks past an ``Unsqueeze``: the input's name is then the raw ``Parameter``;
+* in a plan cut at its quantized tensors (conformance/kernels.py), two identical quantized ``Slice``s that are
+  only graph outputs (a YOLOX focus, ddddocr_det) are merged up to the DequantizeLinear's ``Subtract`` and the
+  Q/DQ pair is left unfused: ``FakeQuantize → Convert<i8> → Convert<f32> → Subtract(zp) → Multiply(s)``.
 
 Each model is calibrated with the default int8 plan, lowered (the IR check must pass) and conformed per layer.
 """
@@ -92,6 +95,30 @@ def unsqueezed_input(seed: int = 0) -> onnx.ModelProto:
              helper.make_node("Conv", ["u", "w", "b"], ["c"], strides=[4, 1]),
              helper.make_node("Relu", ["c"], ["y"])]
     return graph_model("unsqueezed_input", nodes, {"x": ["N", 64]}, {"y": onnx.TensorProto.FLOAT}, inits, opset=17)
+
+
+def focus_silu(seed: int = 0) -> onnx.ModelProto:
+    """A YOLOX focus as ddddocr_det exports it (each of the four space-to-depth slices re-slices the rows, so
+    ``x[:, :, ::2]`` and ``x[:, :, 1::2]`` are each computed twice), Concat, Conv → SiLU ``c·sigmoid(c)`` → Conv."""
+    rng = np.random.default_rng(seed)
+    inits = {
+        "w1": rng.normal(0, 0.3, (8, 12, 3, 3)).astype(np.float32), "b1": rng.normal(0, 0.1, (8,)).astype(np.float32),
+        "w2": rng.normal(0, 0.3, (4, 8, 1, 1)).astype(np.float32), "b2": rng.normal(0, 0.1, (4,)).astype(np.float32),
+        "zero": np.array([0], np.int64), "one": np.array([1], np.int64), "end": np.array([1 << 62], np.int64),
+        "rows": np.array([2], np.int64), "cols": np.array([3], np.int64), "two": np.array([2], np.int64),
+    }
+    nodes = []
+    for i, (row, col) in enumerate([("zero", "zero"), ("one", "zero"), ("zero", "one"), ("one", "one")]):
+        nodes += [helper.make_node("Slice", ["x", row, "end", "rows", "two"], [f"r{i}"]),
+                  helper.make_node("Slice", [f"r{i}", col, "end", "cols", "two"], [f"q{i}"])]
+    nodes += [
+        helper.make_node("Concat", ["q0", "q1", "q2", "q3"], ["focus"], axis=1),
+        helper.make_node("Conv", ["focus", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("Sigmoid", ["c1"], ["sg"]),
+        helper.make_node("Mul", ["c1", "sg"], ["silu"]),
+        helper.make_node("Conv", ["silu", "w2", "b2"], ["y"]),
+    ]
+    return graph_model("focus_silu", nodes, {"x": ["N", 3, 16, 16]}, {"y": onnx.TensorProto.FLOAT}, inits)
 
 
 def _plan(model, tmp_path, n=32, seed=1):
@@ -216,3 +243,66 @@ def small_conv(seed: int = 0) -> onnx.ModelProto:
     inits = {"w": rng.normal(0, 0.3, (4, 3, 3, 3)).astype(np.float32), "b": rng.normal(0, 0.1, (4,)).astype(np.float32)}
     nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["y"])]
     return graph_model("small_conv", nodes, {"x": ["N", 3, 8, 8]}, {"y": onnx.TensorProto.FLOAT}, inits)
+
+
+def _cut_focus(tmp_path):
+    """The focus_silu plan legalized for OpenVINO, and the IR of its cut plan as the kernel certificate lowers it."""
+    from mpcompile.conformance.kernels import cut_plan
+
+    plan, data = _plan(focus_silu(), tmp_path)
+    target = Target(backend, backend.options())
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    legal = lower_target(target, plan, stage, "m").plan
+    cut, _ = cut_plan(legal)
+    return target, legal, cut, data
+
+
+def _unfused(model, names):
+    """The tensors of ``names`` that the IR produces by a Multiply (an unfused DequantizeLinear), not a FakeQuantize."""
+    producers = {n: op for op in model.get_ops() for o in op.outputs() for n in o.get_names()}
+    return [n for n in names if n in producers and producers[n].get_type_name() == "Multiply"]
+
+
+def test_a_cut_plan_whose_duplicate_slices_keep_an_unfused_qdq_is_certified(tmp_path):
+    """ddddocr_det had no kernel certificate: its cut plan's IR was refused ("tensor '467' is produced by Multiply,
+    not FakeQuantize"). The chain is the plan's Q/DQ written in OpenVINO ops, so the check holds each of its numbers
+    to the plan, and every tensor of the cut plan is then within tolerance of the reference."""
+    from mpcompile.conformance.compare import Tolerances
+    from mpcompile.conformance.kernels import certify
+
+    target, legal, cut, data = _cut_focus(tmp_path)
+    batches = [dict(np.load(data))]
+    cert = certify(target, legal, batches, Tolerances(), "onnxruntime", tmp_path / "kernels")
+    assert not cert.error, cert.error
+    model = ov.Core().read_model(str(tmp_path / "kernels" / "kernels.xml"))
+    assert _unfused(model, ["r0", "r1"]), "convert_model fused every Q/DQ of the cut plan: this test no longer covers the rule"
+    assert cert.agrees, cert.summary()
+    assert cert.tensors["r0"].max_lsb == 0 and cert.tensors["r1"].max_lsb == 0
+    assert {"focus", "c1", "sg", "silu"} <= set(cert.tensors)
+
+
+@pytest.mark.parametrize("part", ["scale", "zero_point", "output_high", "input_high"])
+def test_a_wrong_number_in_an_unfused_qdq_is_still_caught(part, tmp_path):
+    """Only the plan's Q/DQ is accepted as a Multiply: each of its numbers, changed, is named."""
+    from mpcompile_openvino.inspect import check_fake_quantize
+    from mpcompile_openvino.lowering import lower_to_qdq, write_ir
+    from openvino import op
+
+    target, legal, cut, _ = _cut_focus(tmp_path)
+    write_ir(cut, tmp_path, "cut", target.options, ov.__version__)  # the IR check passes
+    model = ov.Core().read_model(str(tmp_path / "cut.xml"))
+    _, tensor_map = lower_to_qdq(cut)
+    names = {n for o in model.get_ops() for out in o.outputs() for n in out.get_names()}
+    tensor_map = {k: v for k, v in tensor_map.items() if v in names}
+    name = _unfused(model, ["r0", "r1"])[0]
+    mul = {n: o for o in model.get_ops() for out in o.outputs() for n in out.get_names()}[name]
+    sub = mul.input_value(0).get_node()
+    fq = sub.input_value(0).get_node().input_value(0).get_node().input_value(0).get_node()
+    node, port = {"scale": (mul, 1), "zero_point": (sub, 1), "output_high": (fq, 4), "input_high": (fq, 2)}[part]
+    value = np.asarray(node.input_value(port).get_node().get_data())
+    node.input(port).replace_source_output(op.Constant((value + np.float32(1)).astype(value.dtype)).output(0))
+    problems = check_fake_quantize(model, cut, tensor_map)
+    # convert_model shares the chain up to the Subtract between the two identical slices: both may be named
+    said = {"scale": "scale", "zero_point": "zero-point", "output_high": "output_high", "input_high": "input range"}[part]
+    assert any(repr(name) in p for p in problems) and all(said in p for p in problems), problems

@@ -44,14 +44,11 @@ BACKENDS = ("onnxruntime", "tflite") + (("openvino",) if importlib.util.find_spe
 #: plan itself moves beyond each output's rule under a 1e-6 nudge of its scales: tie rounding amplified by the plan.
 KNOWN_ORT_NONCONFORMANCE: dict[str, str] = {}
 
-#: Entries whose OpenVINO artifact is known not to conform (plugins/mpcompile_openvino/README.md). Same use.
-KNOWN_OPENVINO_NONCONFORMANCE: dict[str, str] = {
-    # Measured: 29 LSB end to end (1 LSB near-ties of OpenVINO's reciprocal requantization, amplified by a Sigmoid at
-    # 1/256 behind a coarse Conv), and no kernel certificate: the OpenVINO IR check refuses the plan cut at its
-    # quantized tensors ("tensor '467' is produced by Multiply, not FakeQuantize": convert_model moves a cut input's
-    # FakeQuantize behind the SiLU's Multiply). Not yet localized further.
-    "ddddocr_det": "no kernel certificate (the IR check refuses the cut plan), 29 LSB end to end (amplified near-ties)",
-}
+#: Entries whose OpenVINO artifact is known not to conform (plugins/mpcompile_openvino/README.md). Same use. Empty
+#: since the IR check accepts an unfused Q/DQ pair: ddddocr_det's cut plan was refused ("tensor '467' is produced by
+#: Multiply, not FakeQuantize"), so it had no kernel certificate; it now passes by the kernel rule (29 LSB end to end,
+#: every quantized tensor within 1 LSB from exact inputs, the plan's nudge moves the output 25 LSB).
+KNOWN_OPENVINO_NONCONFORMANCE: dict[str, str] = {}
 
 #: (backend, entry) pairs known to give no artifact, with the reason measured. The compile must still say why (the
 #: reason is in the manifest); the test records everything and is an expected failure.

@@ -45,12 +45,14 @@ def _ulps(a: np.ndarray, b: np.float32) -> int:
 def check_fake_quantize(model: Any, plan: Graph, tensor_map: dict[str, str]) -> list[str]:
     """Every quantized tensor of ``plan`` against the IR; one message per mismatch (empty: the IR is the plan).
 
-    ``convert_model`` rewrites three things without changing a number, and the check allows exactly those:
+    ``convert_model`` rewrites four things without changing a number, and the check allows exactly those:
     a per-tensor FakeQuantize sunk past data movement; an ``Add/Sub/Mul/Div`` by a constant folded into the
     FakeQuantize's input range (``FQ(x·a + c, lo, hi) = FQ(x, (lo − c)/a, (hi − c)/a)``, verified against the
-    plan's own constants); and a FakeQuantize that lost the tensor's name (a redundant one merged with its
+    plan's own constants); a FakeQuantize that lost the tensor's name (a redundant one merged with its
     input's, or one whose neighbours were fused into an ``LSTMSequence``): then the plan's grid must still be in
-    the IR, as a FakeQuantize with the same levels and output range.
+    the IR, as a FakeQuantize with the same levels and output range; and a Q/DQ pair left unfused
+    (``FakeQuantize → Convert<int> → Convert<f32> → Subtract(zp) → Multiply(s)``, ``_check_unfused_qdq``), every
+    number of it the plan's.
     """
     producers = _producers(model)
     plan_producers = plan.producers()
@@ -76,11 +78,66 @@ def check_fake_quantize(model: Any, plan: Graph, tensor_map: dict[str, str]) -> 
             continue
         while op.get_type_name() in DATA_MOVEMENT and spec.axis is None:
             op = op.input_value(0).get_node()  # convert_model moves per-tensor FakeQuantize across data movement
+        folded = _folded_ranges(plan, plan_producers, t.name)
+        if op.get_type_name() == "Multiply" and spec.axis is None:
+            problems += _check_unfused_qdq(t.name, spec, op, folded)
+            continue
         if op.get_type_name() != "FakeQuantize":
             problems.append(f"tensor {t.name!r} is produced by {op.get_type_name()}, not FakeQuantize")
             continue
-        problems += _check_ranges(t.name, spec, fake_quantize_params(op), _folded_ranges(plan, plan_producers, t.name))
+        problems += _check_ranges(t.name, spec, fake_quantize_params(op), folded)
     return problems
+
+
+#: OpenVINO integer element type of each plan integer type (the ``Convert`` of an unfused QuantizeLinear)
+_INT_TYPES = {"int8": "i8", "uint8": "u8", "int16": "i16", "uint16": "u16"}
+
+
+def _check_unfused_qdq(name: str, spec: QuantSpec, op: Any, folded: list[tuple[np.ndarray, np.ndarray]]) -> list[str]:
+    """A Q/DQ pair that convert_model left as ONNX wrote it, in OpenVINO ops: ``FakeQuantize(x, il, ih, qmin, qmax)
+    → Convert<int> → Convert<f32> → [Subtract(zp)] → Multiply(s)``.
+
+    Seen on ddddocr_det's plan cut at its quantized tensors: its focus layer slices the image twice identically
+    (``467`` and ``477``: both ``images[:, :, ::2]``); in the cut plan each is only a graph output, so
+    convert_model's shared-op elimination merges the two chains up to the ``Subtract`` and keeps the two
+    ``Multiply``s apart (each names a Result); the Q/DQ → FakeQuantize fusion needs a ``Subtract`` with one
+    consumer and leaves both unfused. Nothing changes a number: it is ``rint(x/s) + zp`` clipped, then
+    ``(q − zp)·s``, ONNX's own Q/DQ. So the chain is accepted exactly when every number in it is the plan's:
+    the integer type, ``levels``, the integer output range bit-exact, the input range as for a fused
+    FakeQuantize (the plan's, or folded through the plan's constants), the zero-point and the scale bit-exact.
+    Any other Multiply (a real op the plan's Q/DQ was moved behind) still fails as before.
+
+    Why the check and not the lowering: the lowering could merge identical plan subgraphs itself so that
+    convert_model fuses the pair, but that would drop a tensor of the plan (``477`` would have no node of its
+    own to compare) and only hide this one trigger; an unfused pair is ONNX's Q/DQ, not an approximation of it,
+    so holding its numbers to the plan is the same guarantee as for a FakeQuantize.
+    """
+    scale, sub = _constant(op.input_value(1).get_node()), op.input_value(0).get_node()
+    zero_point = None
+    if sub.get_type_name() == "Subtract":
+        zp_node, sub = sub.input_value(1).get_node(), sub.input_value(0).get_node()
+        if zp_node.get_type_name() == "Convert":
+            zp_node = zp_node.input_value(0).get_node()
+        zero_point = _constant(zp_node)
+        if zero_point is None:
+            return [f"tensor {name!r} is produced by Multiply(Subtract) whose zero-point is not a constant, not FakeQuantize"]
+    widen = sub
+    narrow = widen.input_value(0).get_node() if widen.get_type_name() == "Convert" else None
+    fq = narrow.input_value(0).get_node() if narrow is not None and narrow.get_type_name() == "Convert" else None
+    if fq is None or fq.get_type_name() != "FakeQuantize":
+        return [f"tensor {name!r} is produced by Multiply, not FakeQuantize (nor an unfused Q/DQ pair)"]
+    problems = []
+    int_type = narrow.get_output_element_type(0).get_type_name()
+    if int_type != _INT_TYPES.get(spec.qtype.value) or widen.get_output_element_type(0).get_type_name() != "f32":
+        problems.append(f"tensor {name!r}: unfused Q/DQ through {int_type}, the plan's type is {spec.qtype.value}")
+    if scale is None or scale.size != 1 or scale.astype(np.float32).reshape(-1).view(np.uint32)[0] != \
+            np.float32(spec.scale).view(np.uint32):
+        problems.append(f"tensor {name!r}: unfused Q/DQ scale {scale} ≠ the plan's {np.float32(spec.scale)}")
+    zp = 0 if zero_point is None else zero_point.reshape(-1)
+    if np.size(zp) != 1 or float(np.asarray(zp).reshape(-1)[0]) != float(int(spec.zero_point)):
+        problems.append(f"tensor {name!r}: unfused Q/DQ zero-point {zp} ≠ the plan's {int(spec.zero_point)}")
+    out_range = (np.float32(spec.qtype.qmin), np.float32(spec.qtype.qmax))  # a QuantizeLinear's FakeQuantize: integers
+    return problems + _check_ranges(name, spec, fake_quantize_params(fq), folded, out_range)
 
 
 #: ops that move per-tensor quantized values without changing them (convert_model sinks FakeQuantize past them)
@@ -143,17 +200,20 @@ def _folded_ranges(plan: Graph, producers: dict[str, Any], name: str) -> list[tu
 
 
 def _check_ranges(name: str, spec: QuantSpec, params: dict[str, Any],
-                  folded: list[tuple[np.ndarray, np.ndarray]] = ()) -> list[str]:
+                  folded: list[tuple[np.ndarray, np.ndarray]] = (),
+                  out_range: tuple[np.float32, np.float32] | None = None) -> list[str]:
     """Levels and output range must be the plan's, bit-exact. The input range is the plan's, or the plan's
     pulled back through constant producers that convert_model folded into it (``folded``): the same
-    ``rint((x' − il') · (levels − 1) / (ih' − il'))`` up to float32 rounding of the folded constants."""
+    ``rint((x' − il') · (levels − 1) / (ih' − il'))`` up to float32 rounding of the folded constants.
+    ``out_range``: the output range expected instead of the plan's float range (an unfused QuantizeLinear's
+    FakeQuantize outputs the integers ``[qmin, qmax]``)."""
     problems = []
     if params["levels"] != 2 ** spec.qtype.bits:
         problems.append(f"tensor {name!r}: FakeQuantize levels {params['levels']}, the plan's {spec.qtype.value} "
                         f"has {2 ** spec.qtype.bits}")
     lo, hi = expected_ranges(spec)
     il, ih, ol, oh = params["ranges"]
-    for label, got, want in (("output_low", ol, lo), ("output_high", oh, hi)):
+    for label, got, want in (("output_low", ol, (out_range or (lo, hi))[0]), ("output_high", oh, (out_range or (lo, hi))[1])):
         if got is None or _ulps(got, want) > 0:
             problems.append(f"tensor {name!r}: FakeQuantize {label} {got} ≠ the plan's {want}")
     if il is None or ih is None:
