@@ -17,10 +17,11 @@ from onnx import TensorProto, helper, numpy_helper
 from planted import planted_target, tie_breaking_target
 
 from mpcompile.backends.registry import resolve_targets
-from mpcompile.backends.targets import lower_target
+from mpcompile.backends.targets import Target, lower_target
 from mpcompile.conformance import check_artifacts
+from mpcompile.conformance.compare import Tolerances
 from mpcompile.conformance.html import render_html
-from mpcompile.conformance.kernels import cut_plan
+from mpcompile.conformance.kernels import certify, cut_plan
 from mpcompile.data import open_data
 from mpcompile.pipeline import calibrate
 
@@ -104,3 +105,90 @@ def test_tie_rounding_amplified_by_the_plan_passes_by_the_kernel_rule(tmp_path):
     assert report.to_dict()["backends"][0]["verdict_rule"] == "kernel by kernel"
     page = render_html(report)
     assert "pass (kernel by kernel)" in page and "onnxruntime: kernel by kernel" in page
+
+
+# ============================================================================ cut inputs the plan has no shape for
+def _dynamic_head(folder):
+    """x [N, 4, 8, 8] → Conv → Relu → GlobalAveragePool → Reshape to [N, -1] → MatMul → Add → Softmax, at opset 11.
+
+    The Reshape's target is Paddle2ONNX's: Shape → Cast → Slice → Cast → Concat. ONNX's shape inference does not
+    follow an opset-11 Slice, so the plan knows no shape from the Reshape on, as in zoo ppocr_cls with a dynamic batch.
+    """
+    rng = np.random.default_rng(0)
+    consts = [numpy_helper.from_array((rng.standard_normal((8, 4, 3, 3)) * 0.5).astype(np.float32), "w"),
+              numpy_helper.from_array((rng.standard_normal((8, 3)) * 0.5).astype(np.float32), "fc"),
+              numpy_helper.from_array(np.array([0.1, -0.2, 0.3], np.float32), "b"),
+              *(numpy_helper.from_array(np.array([v], np.int64), k) for k, v in (("start", 0), ("stop", 1), ("axis", 0),
+                                                                                 ("rest", -1)))]
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+        helper.make_node("Relu", ["c"], ["r"], name="relu"),
+        helper.make_node("GlobalAveragePool", ["r"], ["p"], name="pool"),
+        helper.make_node("Shape", ["p"], ["s"], name="shape"),
+        helper.make_node("Cast", ["s"], ["s32"], to=TensorProto.INT32, name="cast32"),
+        helper.make_node("Slice", ["s32", "start", "stop", "axis"], ["n32"], name="slice"),
+        helper.make_node("Cast", ["n32"], ["n"], to=TensorProto.INT64, name="cast64"),
+        helper.make_node("Concat", ["n", "rest"], ["dims"], axis=0, name="concat"),
+        helper.make_node("Reshape", ["p", "dims"], ["flat"], name="reshape"),
+        helper.make_node("MatMul", ["flat", "fc"], ["mm"], name="matmul"),
+        helper.make_node("Add", ["mm", "b"], ["logits"], name="add"),
+        helper.make_node("Softmax", ["logits"], ["y"], axis=1, name="softmax"),
+    ]
+    graph = helper.make_graph(nodes, "dynamic_head", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])], consts)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)]), folder / "dynamic_head.onnx")
+    np.savez(folder / "calib.npz", x=rng.standard_normal((32, 4, 8, 8)).astype(np.float32))
+    np.savez(folder / "eval.npz", x=rng.standard_normal((64, 4, 8, 8)).astype(np.float32))
+    return folder / "dynamic_head.onnx", folder / "calib.npz", folder / "eval.npz"
+
+
+@pytest.fixture(scope="module")
+def dynamic_head(tmp_path_factory):
+    model, calib, evaluation = _dynamic_head(tmp_path_factory.mktemp("dynamic_head"))
+    return calibrate(str(model), str(calib), progress=False).plan, evaluation
+
+
+def test_a_cut_input_the_plan_has_no_shape_for_gets_the_one_its_values_have(dynamic_head):
+    plan, evaluation = dynamic_head
+    unknown = {t.name for t in plan.quantized_tensors() if t.shape is None}
+    assert {"flat", "mm", "logits"} <= unknown  # the premise: ONNX's inference lost them
+    cut, given = cut_plan(plan)
+    assert cut.tensors[given["flat"]].shape is None  # what OpenVINO could not compile
+    from mpcompile.conformance.kernels import observed_shapes
+    from mpcompile.reference import ReferenceRunner
+
+    x = np.load(evaluation)["x"]
+    inter = tuple(given)
+    reference = ReferenceRunner(plan)
+    one, two = reference.run({"x": x[:1]}, inter), reference.run({"x": x[:2]}, inter)
+    # Rank and every dim that does not follow the batch, as observed; the batch dynamic; the plan's own shapes kept.
+    shapes = observed_shapes(plan, one, two)
+    assert shapes["flat"] == (None, 8) and shapes["mm"] == (None, 3) and shapes["logits"] == (None, 3)
+    assert set(shapes) == {n for n in given if plan.tensors[n].shape is None}
+    assert observed_shapes(plan, one, None)["flat"] == (None, 8)  # one-sample data: the plan's batch stays dynamic
+    cut, given = cut_plan(plan, shapes)
+    assert cut.tensors[given["flat"]].shape == (None, 8)
+    assert cut.tensors[given["r"]].shape == plan.tensors["r"].shape
+
+
+def _target(name: str) -> Target:
+    if name == "openvino":
+        pytest.importorskip("openvino", reason="needs OpenVINO (pip install 'mpcompile[openvino]')")
+        from mpcompile_openvino import backend
+
+        return Target(backend, backend.options({}))
+    if name == "tflite":
+        pytest.importorskip("ai_edge_litert")
+    return resolve_targets([name])[0][0]
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "tflite", "openvino"])
+def test_a_plan_whose_tensor_shapes_are_unknown_gets_a_kernel_certificate(dynamic_head, backend, tmp_path):
+    plan, evaluation = dynamic_head
+    target = _target(backend)
+    result = lower_target(target, plan, tmp_path, "m")
+    assert result.error is None, result.error
+    batches = list(open_data(result.plan, str(evaluation)).batches(8 if backend != "tflite" else 1))
+    cert = certify(target, result.plan, batches, Tolerances(), "onnxruntime", tmp_path / "kernels")
+    assert not cert.error, cert.error
+    assert cert.agrees and cert.samples == 64 and {"flat", "mm", "logits"} <= set(cert.tensors), cert.summary()

@@ -11,7 +11,10 @@ The question end to end cannot answer is whether the backend computes each step 
 :func:`cut_plan` cuts the legalized plan at every quantized activation: each consumer of tensor
 ``t`` reads a new graph input ``t__given`` instead, carrying the reference's value of ``t``
 (on ``t``'s integer grid, so the backend's input quantization recovers the plan's integers
-exactly), and ``t`` itself becomes an output; quantized model inputs are fed on their grid too. One lowering of the cut plan and one run per
+exactly), and ``t`` itself becomes an output; quantized model inputs are fed on their grid too.
+``t__given`` has ``t``'s shape in the plan, or, where the plan has none (shape arithmetic ONNX's
+inference cannot follow), the shape of the values it is fed, the batch left dynamic: OpenVINO
+cannot compile an input of unknown rank. One lowering of the cut plan and one run per
 batch give every quantized tensor as the backend computes it from exact inputs, each region
 between consecutive quantized tensors fused as the backend chooses. It needs no intermediates
 from the runner, so it works for every backend that can lower a plan.
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +37,7 @@ import numpy as np
 from mpcompile.backends.targets import Target, internal_error, open_runner
 from mpcompile.conformance.compare import Tolerances, layer_accumulators, output_accumulators
 from mpcompile.errors import MpcompileError
-from mpcompile.ir.graph import Graph, Tensor
+from mpcompile.ir.graph import Dim, Graph, Tensor
 from mpcompile.reference import ReferenceRunner
 from mpcompile.reference.metrics import Accumulator, integer_counts
 
@@ -90,30 +94,72 @@ class KernelCertificate:
                 "failing": self.failing, "tensors": {k: v.to_dict() for k, v in self.tensors.items()}}
 
 
-def cut_plan(legal: Graph) -> tuple[Graph, dict[str, str]]:
+def _cut_tensors(legal: Graph) -> list[str]:
+    """The tensors :func:`cut_plan` cuts, in node order: consumed per-tensor quantized activations a node produces."""
+    producers, consumers = legal.producers(), legal.consumers()
+    names = []
+    for node in legal.nodes:
+        for name in node.outputs:
+            t = legal.tensors.get(name) if name else None
+            if t is not None and t.quant is not None and t.quant.axis is None and name in producers and consumers.get(name):
+                names.append(name)
+    return names
+
+
+def cut_plan(legal: Graph, shapes: Mapping[str, tuple[Dim, ...]] | None = None) -> tuple[Graph, dict[str, str]]:
     """``legal`` with every consumed quantized activation fed from a graph input of its own.
 
     Returns the cut plan and ``{tensor: its given input}``. Graph inputs are not cut (they are
     inputs already), nor per-channel activations (no backend has an input quantized that way).
+    Each given input has the tensor's shape in the plan, or, where the plan has none, its shape in
+    ``shapes`` (:func:`observed_shapes`): an input of unknown rank is what some backends cannot
+    compile (OpenVINO's SoftmaxDecomposition: "Cannot get length of dynamic dimension").
     """
+    shapes = shapes or {}
     cut = legal.copy()
-    producers = legal.producers()
     consumers = cut.consumers()
     given: dict[str, str] = {}
-    for node in legal.nodes:
-        for name in node.outputs:
-            t = legal.tensors.get(name) if name else None
-            if t is None or t.quant is None or t.quant.axis is not None or name not in producers or not consumers.get(name):
-                continue
-            feed = cut.unique_name(f"{name}__given")
-            for consumer in consumers[name]:
-                consumer.inputs = [feed if i == name else i for i in consumer.inputs]
-            cut.add_tensor(Tensor(feed, t.dtype, t.shape, quant=t.quant))
-            cut.inputs.append(feed)
-            if name not in cut.outputs:
-                cut.outputs.append(name)
-            given[name] = feed
+    for name in _cut_tensors(legal):
+        t = legal.tensors[name]
+        feed = cut.unique_name(f"{name}__given")
+        for consumer in consumers[name]:
+            consumer.inputs = [feed if i == name else i for i in consumer.inputs]
+        cut.add_tensor(Tensor(feed, t.dtype, t.shape if t.shape is not None else shapes.get(name), quant=t.quant))
+        cut.inputs.append(feed)
+        if name not in cut.outputs:
+            cut.outputs.append(name)
+        given[name] = feed
     return cut, given
+
+
+def _batch_is_dynamic(legal: Graph) -> bool:
+    return any(not (legal.tensors[n].shape and isinstance(legal.tensors[n].shape[0], int)) for n in legal.inputs)
+
+
+def observed_shapes(legal: Graph, one: Batch, two: Batch | None) -> dict[str, tuple[Dim, ...]]:
+    """The shape of every tensor the cut feeds whose shape the plan does not know, from reference values.
+
+    ``one`` holds the reference's values of those tensors for one sample, ``two`` (when the data has
+    batches of two samples or more) for two: a dim that differs between them follows the batch and is
+    left dynamic, every other dim is fixed as observed. Without ``two`` the first dim is left dynamic
+    when the plan's batch is (the cut is then only ever fed one sample at a time, but says no more
+    than it knows). A plan whose shape arithmetic ONNX's inference cannot follow (Paddle2ONNX's
+    opset-11 Slice of a Shape: zoo ppocr_cls with a dynamic batch) has such tensors.
+    """
+    dynamic_batch = _batch_is_dynamic(legal)
+    shapes: dict[str, tuple[Dim, ...]] = {}
+    for name in _cut_tensors(legal):
+        if legal.tensors[name].shape is not None or name not in one:
+            continue
+        first = np.shape(one[name])
+        second = np.shape(two[name]) if two is not None and name in two else None
+        if second is not None and len(second) == len(first):
+            shapes[name] = tuple(a if a == b else None for a, b in zip(first, second))
+        elif second is not None:  # the rank follows the batch: only say it is unknown
+            continue
+        else:
+            shapes[name] = tuple(None if i == 0 and dynamic_batch else d for i, d in enumerate(first))
+    return shapes
 
 
 def _on_grid(legal: Graph, batch: Batch) -> Batch:
@@ -164,7 +210,21 @@ def certify(target: Target, legal: Graph, batches: list[Batch], tol: Tolerances,
     """Lower the cut plan of ``legal`` on ``target`` and compare every cut tensor and output with the reference."""
     start = time.perf_counter()
     cert = KernelCertificate()
-    cut, given = cut_plan(legal)
+    reference = ReferenceRunner(legal, engine=engine)
+    cut_names = _cut_tensors(legal)
+    inter = tuple(name for name in cut_names if name not in legal.outputs)
+    head = batches[0]
+    try:
+        # The reference of the first sample, before lowering: the shapes of the tensors the plan has none for.
+        first_ref = reference.run({k: v[:1] for k, v in head.items()}, inter)
+        unknown = [n for n in cut_names if legal.tensors[n].shape is None]
+        two = None
+        if unknown and len(next(iter(head.values()))) >= 2:  # which of their dims follow the batch
+            two = reference.run({k: v[:2] for k, v in head.items()}, tuple(n for n in unknown if n in inter))
+    except MpcompileError as exc:
+        cert.error = f"the plan cut at its quantized tensors did not run: {str(exc).splitlines()[0]}"
+        return cert
+    cut, given = cut_plan(legal, observed_shapes(legal, first_ref, two))
     compared = [*given, *(o for o in legal.outputs if o not in given)]
     work.mkdir(parents=True, exist_ok=True)
     try:
@@ -176,8 +236,6 @@ def certify(target: Target, legal: Graph, batches: list[Batch], tol: Tolerances,
     except Exception as exc:  # noqa: BLE001 - the plugin's fault; the end-to-end verdict stands without it
         cert.error = internal_error(target.name, "lowering the plan cut at its quantized tensors", exc)
         return cert
-    reference = ReferenceRunner(legal, engine=engine)
-    inter = tuple(name for name in given if name not in legal.outputs)
     outputs = output_accumulators(legal, tol)
     accumulators = {**layer_accumulators(legal, [n for n in compared if n not in outputs], tol), **outputs}
     pending = _Pending(accumulators)
@@ -188,7 +246,8 @@ def certify(target: Target, legal: Graph, batches: list[Batch], tol: Tolerances,
             while first < count and cert.samples < KERNEL_SAMPLES:
                 stop = min(count, first + size, first + KERNEL_SAMPLES - cert.samples)
                 batch = {k: v[first:stop] for k, v in whole.items()}
-                ref = reference.run(batch, inter)
+                ref = first_ref if first_ref is not None else reference.run(batch, inter)
+                first_ref = None
                 feed = {**_on_grid(legal, batch), **{g: ref[t] for t, g in given.items()}}
                 got = runner.run({k: feed[k] for k in cut.inputs})
                 pending.add({name: (np.asarray(got[name]), np.asarray(ref[name])) for name in compared if name in got})
