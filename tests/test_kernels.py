@@ -9,6 +9,9 @@ end-to-end figures still reported.
 
 from __future__ import annotations
 
+import io
+import sys
+
 import numpy as np
 import onnx
 import pytest
@@ -192,3 +195,37 @@ def test_a_plan_whose_tensor_shapes_are_unknown_gets_a_kernel_certificate(dynami
     cert = certify(target, result.plan, batches, Tolerances(), "onnxruntime", tmp_path / "kernels")
     assert not cert.error, cert.error
     assert cert.agrees and cert.samples == 64 and {"flat", "mm", "logits"} <= set(cert.tensors), cert.summary()
+
+
+# ============================================================================ progress
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_the_kernel_certificate_shows_a_bar_inside_conformance_and_is_silent_without_progress(tmp_path, monkeypatch):
+    model, calib, evaluation = _conv_clip(tmp_path)
+    plan = calibrate(str(model), str(calib), progress=False).plan
+    shown = {}
+    for progress in (False, True):
+        monkeypatch.setattr(sys, "stderr", _Terminal())
+        report = _check(plan, tie_breaking_target(), evaluation, tmp_path / str(progress), progress=progress)
+        shown[progress] = sys.stderr.getvalue()
+        monkeypatch.undo()
+        assert report.backends[0].kernels is not None and report.backends[0].kernels.agrees
+    assert "kernel certificate" not in shown[False] and "conformance" not in shown[False]
+    # One display: the certificate is a line of conformance's own bar (rich allows one live display at a time).
+    assert "kernel certificate (onnxruntime)" in shown[True] and "conformance" in shown[True]
+    assert "64/64" in shown[True]
+
+
+def test_a_bar_opened_inside_another_is_a_line_of_the_same_display(monkeypatch):
+    from mpcompile.progress import progress_bar
+
+    monkeypatch.setattr(sys, "stderr", _Terminal())
+    with progress_bar(True, 2, "conformance") as outer, progress_bar(True, 3, "kernel certificate (x)") as inner:
+        # Two rich displays on one terminal would each redraw their own lines over the other's.
+        assert inner._progress is outer._progress
+        inner.advance(3)
+    with progress_bar(False, 2, "conformance") as outer, progress_bar(True, 3, "kernel certificate (x)") as inner:
+        assert not hasattr(outer, "_progress") and hasattr(inner, "_progress")  # a bar alone when the outer is off

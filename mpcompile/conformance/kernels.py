@@ -31,6 +31,7 @@ import dataclasses
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -206,9 +207,25 @@ class _Pending:
         self.pairs, self.nbytes = {}, 0
 
 
-def certify(target: Target, legal: Graph, batches: list[Batch], tol: Tolerances, engine: str, work: Path) -> KernelCertificate:
-    """Lower the cut plan of ``legal`` on ``target`` and compare every cut tensor and output with the reference."""
+def certify(target: Target, legal: Graph, batches: list[Batch], tol: Tolerances, engine: str, work: Path,
+            progress: bool = False) -> KernelCertificate:
+    """Lower the cut plan of ``legal`` on ``target`` and compare every cut tensor and output with the reference.
+
+    With ``progress``, a bar "kernel certificate (BACKEND)" counts the samples certified (``mpcompile.progress``;
+    inside conformance's own bar it is a line of that display).
+    """
+    from mpcompile.progress import progress_bar
+
     start = time.perf_counter()
+    total = min(KERNEL_SAMPLES, sum(len(next(iter(b.values()))) for b in batches))
+    with progress_bar(progress, total=total, description=f"kernel certificate ({target.name})") as bar:
+        cert = _certify(target, legal, batches, tol, engine, work, bar)
+    cert.seconds = time.perf_counter() - start
+    return cert
+
+
+def _certify(target: Target, legal: Graph, batches: list[Batch], tol: Tolerances, engine: str, work: Path,
+             bar: Any) -> KernelCertificate:
     cert = KernelCertificate()
     reference = ReferenceRunner(legal, engine=engine)
     cut_names = _cut_tensors(legal)
@@ -256,6 +273,7 @@ def certify(target: Target, legal: Graph, batches: list[Batch], tol: Tolerances,
                 per_sample = sum(v.nbytes for v in ref.values()) // (stop - first)
                 size = max(1, MEMORY_BUDGET_BYTES // (3 * max(per_sample, 1)))  # reference, feed and backend copies
                 cert.samples += stop - first
+                bar.advance(stop - first)
                 first = stop
         pending.flush()
     except MpcompileError as exc:
@@ -267,5 +285,4 @@ def certify(target: Target, legal: Graph, batches: list[Batch], tol: Tolerances,
     finally:
         runner.close()
     cert.tensors = {name: accumulators[name] for name in compared}
-    cert.seconds = time.perf_counter() - start
     return cert

@@ -154,6 +154,7 @@ def _integer_certificate(
 def _run_backend(
     target: Target, result: LowerResult, batches: list[Batch], refs: ReferenceCache, fp32_out: list[Batch],
     labels: np.ndarray | None, per_layer: bool, tol: Tolerances, bar: Any, plan: Graph | None = None,
+    progress: bool = False,
 ) -> BackendReport:
     legal = result.plan
     report = BackendReport(target.name, str(result.artifact.path), deviations=[d.to_dict() for d in result.deviations],
@@ -201,7 +202,7 @@ def _run_backend(
         report.rounding_lsb = {name: float(acc.max_lsb or 0.0) for name, acc in refs.envelope(legal, tol).items()
                                if acc.quantized}
         with scratch_dir("mpcompile-kernels-") as work:
-            report.kernels = certify(target, legal, batches, tol, refs.engine, work)
+            report.kernels = certify(target, legal, batches, tol, refs.engine, work, progress=progress)
     if collected and all(c is not None for c in collected):
         report.accuracy = _accuracy(collected, labels)
     return report
@@ -251,7 +252,8 @@ def check_artifacts(
 
     checked = [(name, result) for name, result in lowered.items() if result.ok]
     with progress_bar(progress, total=count * len(checked), description="conformance") as bar:
-        reports = [_run_backend(targets[name], result, batches, refs, fp32_out, labels, per_layer, tol, bar, plan)
+        reports = [_run_backend(targets[name], result, batches, refs, fp32_out, labels, per_layer, tol, bar, plan,
+                                progress)
                    for name, result in checked]
     return ConformanceReport(
         model=str(plan.metadata.get("source", plan.name)),
