@@ -53,9 +53,8 @@ KNOWN_OPENVINO_NONCONFORMANCE: dict[str, str] = {}
 #: (backend, entry) pairs known to give no artifact, with the reason measured. The compile must still say why (the
 #: reason is in the manifest); the test records everything and is an expected failure.
 KNOWN_NO_ARTIFACT: dict[tuple[str, str], str] = {
-    # The calibration pages are 320x448, the evaluation pages 352x512: the input's spatial dims stay dynamic (frozen
-    # only where all the data agrees), and TFLite needs static spatial sizes: refused with that reason per Conv.
-    ("tflite", "ppocr_det"): "calibration and evaluation data differ in size, so the spatial dims stay dynamic",
+    # Empty since TFLite writes dynamic spatial dims (shape_signature -1, sizes computed by LiteRT when the runner
+    # resizes the inputs): ppocr_det, calibrated at 320x448 and evaluated at 352x512, now gets one artifact.
 }
 
 #: Entries whose TFLite artifact is known not to conform, with the failure seen. Same use as the ORT dict.

@@ -217,6 +217,37 @@ class NodeContext:
                 axis=0, fusedActivationFunction="NONE")
         return dims
 
+    def runtime_shape(self, source: int, scale: list[int] | None, offset: list[int] | None, suffix: str,
+                      begin: int = 0, end: int | None = None) -> int:
+        """An int32 tensor ``SHAPE(source)[begin:end] · scale + offset``: sizes that follow a dynamic input.
+
+        LiteRT computes SHAPE, STRIDED_SLICE, MUL and ADD of constant or persistent tensors while it allocates
+        (``IsConstantOrPersistentTensor`` in their Prepare), so after the runner resizes the inputs the operator
+        that reads this tensor sees constant sizes and sizes its output statically (XNNPACK can take it).
+        """
+        rank = len(self.w.model.tensors[source].shape)
+        stop = rank if end is None else end
+        tensor = self.w.new_tensor(f"{self.node.name}/{suffix}/input_shape", "int32", (rank,))
+        self.op("SHAPE", [source], [tensor], "ShapeOptions", 1, outType="INT32")
+        if (begin, stop) != (0, rank):
+            part = self.w.new_tensor(f"{self.node.name}/{suffix}/sizes", "int32", (stop - begin,))
+            self.op("STRIDED_SLICE", [tensor, self.param([begin], suffix=f"{suffix}/b0"),
+                                      self.param([stop], suffix=f"{suffix}/b1"), self.param([1], suffix=f"{suffix}/b2")],
+                    [part], "StridedSliceOptions", 1)
+            tensor = part
+        n = stop - begin
+        if scale is not None and list(scale) != [1] * n:
+            scaled = self.w.new_tensor(f"{self.node.name}/{suffix}/scaled", "int32", (n,))
+            self.op("MUL", [tensor, self.param(scale, suffix=f"{suffix}/scale")], [scaled], "MulOptions", 1,
+                    fusedActivationFunction="NONE")
+            tensor = scaled
+        if offset is not None and any(offset):
+            shifted = self.w.new_tensor(f"{self.node.name}/{suffix}/dims", "int32", (n,))
+            self.op("ADD", [tensor, self.param(offset, suffix=f"{suffix}/offset")], [shifted], "AddOptions", 1,
+                    fusedActivationFunction="NONE")
+            tensor = shifted
+        return tensor
+
     def scalar_like(self, like: str, value: float, suffix: str) -> int:
         """A constant with the value ``value`` in the representation of activation ``like``."""
         spec = self.spec(like)

@@ -28,7 +28,7 @@ from mpcompile_tflite.emit import (
     quant_params,
     same_numbers,
 )
-from mpcompile_tflite.resize import ResizeAxis, choose
+from mpcompile_tflite.resize import ResizeAxis, choose, choose_any_size
 
 I8, I16, F16, F32 = Precision.INT8, Precision.INT16, Precision.FP16, Precision.FP32
 INTEGER = (I8, I16)
@@ -95,17 +95,23 @@ def _ints(values: object, n: int, default: int) -> list[int]:
     return [int(v) for v in values]  # type: ignore[union-attr]
 
 
-def _onnx_pads(node: Node, in_hw: tuple[int, int], kernel: tuple[int, int], strides: list[int],
-               dilations: list[int]) -> list[int]:
-    """[top, left, bottom, right] as ONNX means them, ``auto_pad`` resolved."""
-    auto = node.attr("auto_pad", "NOTSET")
-    auto = auto.decode() if isinstance(auto, bytes) else auto
+def _onnx_pads(node: Node, in_hw: tuple[int | None, int | None], kernel: tuple[int, int], strides: list[int],
+               dilations: list[int]) -> list[int | None]:
+    """[top, left, bottom, right] as ONNX means them, ``auto_pad`` resolved; None where that depends on a
+    dynamic size (SAME_* with a stride > 1)."""
+    auto = _auto_pad(node)
     if auto in ("SAME_UPPER", "SAME_LOWER"):
-        pads = [0, 0, 0, 0]
+        pads: list[int | None] = [0, 0, 0, 0]
         for i in range(2):
             k_eff = (kernel[i] - 1) * dilations[i] + 1
-            out = -(-in_hw[i] // strides[i])
-            total = max((out - 1) * strides[i] + k_eff - in_hw[i], 0)
+            if in_hw[i] is None:
+                if strides[i] != 1:
+                    pads[i] = pads[i + 2] = None
+                    continue
+                total = k_eff - 1  # stride 1: out = in, whatever in is
+            else:
+                out = -(-in_hw[i] // strides[i])
+                total = max((out - 1) * strides[i] + k_eff - in_hw[i], 0)
             small = total // 2
             pads[i], pads[i + 2] = (small, total - small) if auto == "SAME_UPPER" else (total - small, small)
         return pads
@@ -114,15 +120,35 @@ def _onnx_pads(node: Node, in_hw: tuple[int, int], kernel: tuple[int, int], stri
     return _ints(node.attr("pads"), 4, 0)
 
 
-def _pad_plan(node: Node, in_hw: tuple[int, int], out_hw: tuple[int, int],
-              kernel: tuple[int, ...]) -> tuple[list[int], list[int], bool]:
-    """(begin, end) padding that makes a VALID window produce ONNX's output size, and whether it is TFLite's SAME."""
+def _auto_pad(node: Node) -> str:
+    auto = node.attr("auto_pad", "NOTSET")
+    return auto.decode() if isinstance(auto, bytes) else auto
+
+
+def _pad_plan(node: Node, in_hw: tuple[int | None, int | None], out_hw: tuple[int | None, int | None],
+              kernel: tuple[int, ...]) -> tuple[list[int | None], list[int | None], bool]:
+    """(begin, end) padding that makes a VALID window produce ONNX's output size, and whether it is TFLite's SAME.
+
+    A dynamic axis (size None) keeps ONNX's pads as they are: VALID windows over ``in + begin + end`` give
+    ONNX's floor-mode size for every ``in`` (a pad no window reads is read by none). It is TFLite's SAME for
+    every size only at stride 1, or under SAME_UPPER (TFLite's SAME is ONNX's SAME_UPPER); a SAME_* pad with a
+    stride > 1 depends on the size and stays None (``_dynamic_window_reason`` refuses what SAME cannot cover).
+    """
     strides = _ints(node.attr("strides"), 2, 1)
     dilations = _ints(node.attr("dilations"), 2, 1)
     pads = _onnx_pads(node, in_hw, (int(kernel[0]), int(kernel[1])), strides, dilations)
-    begin, end, same = [0, 0], [0, 0], True
+    begin: list[int | None] = [0, 0]
+    end: list[int | None] = [0, 0]
+    same = True
     for i in range(2):
         k_eff = (kernel[i] - 1) * dilations[i] + 1
+        if in_hw[i] is None or out_hw[i] is None:
+            begin[i], end[i] = pads[i], pads[i + 2]
+            if begin[i] is None:
+                same = same and _auto_pad(node) == "SAME_UPPER"
+            else:
+                same = same and strides[i] == 1 and begin[i] == (k_eff - 1) // 2 and end[i] == k_eff - 1 - (k_eff - 1) // 2
+            continue
         needed = (out_hw[i] - 1) * strides[i] + k_eff
         begin[i] = pads[i]
         end[i] = max(needed - in_hw[i] - pads[i], 0)  # ceil_mode windows need more; unused pads are dropped
@@ -131,11 +157,10 @@ def _pad_plan(node: Node, in_hw: tuple[int, int], out_hw: tuple[int, int],
     return begin, end, same
 
 
-def _hw(ctx: NodeContext, name: str) -> tuple[int, int]:
+def _hw(ctx: NodeContext, name: str) -> tuple[int | None, int | None]:
+    """The stored (NHWC) spatial sizes of ``name``; None for a dynamic one."""
     shape = ctx.shape(name)
-    if not all(isinstance(d, int) for d in shape[1:3]):
-        raise UnsupportedOperatorError(f"node {ctx.node.name!r}: TFLite needs static spatial sizes, got {shape}")
-    return int(shape[1]), int(shape[2])
+    return tuple(int(d) if isinstance(d, int) else None for d in shape[1:3])  # type: ignore[return-value]
 
 
 def _padding(ctx: NodeContext, x: int, kernel: tuple[int, int], pad_value: str = "zero") -> tuple[str, int]:
@@ -152,8 +177,10 @@ def _padding(ctx: NodeContext, x: int, kernel: tuple[int, int], pad_value: str =
         return "VALID", x
     if same and pad_value != "zero-count":
         return "SAME", x
+    if None in begin or None in end:
+        raise UnsupportedOperatorError(f"node {node.name!r}: its padding depends on a dynamic spatial size; {STATIC_SHAPE_HINT}")
     paddings = [[0, 0], [begin[0], end[0]], [begin[1], end[1]], [0, 0]]
-    padded = (in_shape[0], in_hw[0] + begin[0] + end[0], in_hw[1] + begin[1] + end[1], in_shape[3])
+    padded = (in_shape[0], *(None if n is None else n + b + e for n, b, e in zip(in_hw, begin, end)), in_shape[3])
     out = ctx.temp(x, padded, "pad")
     if pad_value == "lowest":
         src = ctx.w.model.tensors[x]
@@ -168,11 +195,40 @@ def _padding(ctx: NodeContext, x: int, kernel: tuple[int, int], pad_value: str =
 
 
 def _spatial_check(graph: Graph, node: Node, integer: bool) -> str | None:
+    """Rank-4 data. Dynamic spatial sizes are fine here: TFLite's kernels size their outputs when the runner
+    resizes the inputs; what a node computes from a size is checked by its own check."""
     x = graph.tensors.get(node.inputs[0])
     if x is None or x.rank != 4:
         return f"{node.op_type} {node.name!r}: only 2-D spatial operators (rank-4 data) map to TFLite"
-    if x.shape is None or not all(isinstance(d, int) for d in x.shape[2:]):
-        return f"{node.op_type} {node.name!r}: TFLite needs static spatial sizes"
+    return None
+
+
+def _dynamic_axes(graph: Graph, node: Node) -> list[int]:
+    """The spatial axes (0: height, 1: width) where the node's (NCHW) input has a dynamic size."""
+    shape = graph.tensors[node.inputs[0]].shape
+    return [i for i in range(2) if shape is None or not isinstance(shape[2 + i], int)]
+
+
+def _dynamic_window_reason(graph: Graph, node: Node) -> str | None:
+    """Why a conv or pool window over a dynamic spatial size cannot be written once for every size, or None.
+
+    ONNX's explicit pads in front of a VALID window give ONNX's floor-mode output for any size, and so do
+    TFLite's SAME (= ONNX SAME_UPPER) and any stride-1 padding. What depends on the size itself is refused.
+    """
+    strides = _ints(node.attr("strides"), 2, 1)
+    auto = _auto_pad(node)
+    for i in _dynamic_axes(graph, node):
+        if strides[i] == 1:
+            continue
+        if auto == "SAME_LOWER":
+            return (f"{node.op_type} {node.name!r}: SAME_LOWER padding with stride {strides[i]} depends on the "
+                    f"dynamic spatial size; {STATIC_SHAPE_HINT}")
+        if node.attr("ceil_mode", 0):
+            return (f"{node.op_type} {node.name!r}: ceil_mode with stride {strides[i]} pads by an amount that depends "
+                    f"on the dynamic spatial size; {STATIC_SHAPE_HINT}")
+        if auto == "SAME_UPPER" and node.op_type == "AveragePool" and node.attr("count_include_pad", 0):
+            return (f"AveragePool {node.name!r}: SAME_UPPER pads counted in the average depend on the dynamic "
+                    f"spatial size; {STATIC_SHAPE_HINT}")
     return None
 
 
@@ -197,7 +253,7 @@ def _bias(ctx: NodeContext, node: Node, index: int, channels: int | None = None)
 
 # ============================================================================ convolution
 def _conv_check(graph: Graph, node: Node, integer: bool) -> str | None:
-    reason = _spatial_check(graph, node, integer)
+    reason = _spatial_check(graph, node, integer) or _dynamic_window_reason(graph, node)
     if reason:
         return reason
     w = graph.tensors.get(node.inputs[1])
@@ -233,6 +289,49 @@ def conv(ctx: NodeContext, node: Node) -> None:
         ctx.op("CONV_2D", [x, w, b], [out], "Conv2DOptions", version, **common)
 
 
+def _transpose_crops(node: Node, in_hw: tuple[int | None, int | None], out_hw: tuple[int | None, int | None],
+                     kernel: tuple[int, int]) -> list[tuple[int, int]] | str:
+    """Per spatial axis, what to cut from the start and the end of TRANSPOSE_CONV's full (VALID) output
+    ``(in - 1)·stride + kernel`` to get ONNX's output, or why that cannot be written.
+
+    On a dynamic axis the cuts must not depend on the size: ONNX's output is ``in·stride`` under SAME_* (cut
+    ``kernel - stride`` in all) and ``full - begin - end + output_padding`` otherwise (cut ``end - output_padding``
+    at the end), whatever ``in`` is. An ``output_shape`` attribute fixes the output while the input varies.
+    """
+    strides = _ints(node.attr("strides"), 2, 1)
+    pads = _ints(node.attr("pads"), 4, 0)
+    extra = _ints(node.attr("output_padding"), 2, 0)
+    auto = _auto_pad(node)
+    crops = []
+    for i in range(2):
+        if in_hw[i] is not None and out_hw[i] is not None:
+            full = (in_hw[i] - 1) * strides[i] + kernel[i]
+            total = full - out_hw[i]
+            if auto in ("SAME_UPPER", "SAME_LOWER"):
+                begin = total // 2 if auto == "SAME_UPPER" else total - total // 2
+            else:
+                begin = pads[i]
+        elif node.attr("output_shape") is not None:
+            return "an output_shape attribute with a dynamic input size is not written for TFLite"
+        elif auto in ("SAME_UPPER", "SAME_LOWER"):
+            total = kernel[i] - strides[i]
+            begin = total // 2 if auto == "SAME_UPPER" else total - total // 2
+        else:
+            total = pads[i] + pads[i + 2] - extra[i]
+            begin = pads[i]
+        if total < 0 or begin < 0 or total - begin < 0:
+            return "output_padding beyond the full output is not written for TFLite"
+        crops.append((begin, total - begin))
+    return crops
+
+
+def _nchw_hw(graph: Graph, name: str) -> tuple[int | None, int | None]:
+    shape = graph.tensors[name].shape
+    if shape is None:
+        return None, None
+    return tuple(int(d) if isinstance(d, int) else None for d in shape[2:4])  # type: ignore[return-value]
+
+
 def _conv_transpose_check(graph: Graph, node: Node, integer: bool) -> str | None:
     reason = _spatial_check(graph, node, integer)
     if reason:
@@ -244,16 +343,12 @@ def _conv_transpose_check(graph: Graph, node: Node, integer: bool) -> str | None
     w = graph.tensors.get(node.inputs[1])
     if w is None or not w.is_constant:
         return f"ConvTranspose {node.name!r}: TFLite needs constant weights"
-    out = graph.tensors[node.outputs[0]]
-    if out.shape is None or not all(isinstance(d, int) for d in out.shape[2:]):
-        return f"ConvTranspose {node.name!r}: TFLite needs a static output size"
-    pads = _ints(node.attr("pads"), 4, 0)
-    x = graph.tensors[node.inputs[0]]
-    strides = _ints(node.attr("strides"), 2, 1)
-    for i in range(2):
-        full = (x.shape[2 + i] - 1) * strides[i] + w.value.shape[2 + i]
-        if pads[i] + out.shape[2 + i] > full:
-            return f"ConvTranspose {node.name!r}: output_padding beyond the full output is not written for TFLite"
+    in_hw, out_hw = _nchw_hw(graph, node.inputs[0]), _nchw_hw(graph, node.outputs[0])
+    if any((a is None) != (b is None) for a, b in zip(in_hw, out_hw)):
+        return f"ConvTranspose {node.name!r}: TFLite needs the output size static where the input's is"
+    crops = _transpose_crops(node, in_hw, out_hw, (int(w.value.shape[2]), int(w.value.shape[3])))
+    if isinstance(crops, str):
+        return f"ConvTranspose {node.name!r}: {crops}"
     return None
 
 
@@ -264,21 +359,26 @@ def conv_transpose(ctx: NodeContext, node: Node) -> None:
     w = ctx.input(node.inputs[1])
     b = _bias(ctx, node, 2)
     in_shape, out_shape = ctx.shape(node.inputs[0]), ctx.shape(node.outputs[0])
+    in_hw, out_hw = _hw(ctx, node.inputs[0]), _hw(ctx, node.outputs[0])
     strides = _ints(node.attr("strides"), 2, 1)
-    full = [(int(in_shape[1 + i]) - 1) * strides[i] + int(w_shape[1 + i]) for i in range(2)]
-    pads = _ints(node.attr("pads"), 4, 0)
-    if node.attr("auto_pad", "NOTSET") not in ("NOTSET", b"NOTSET", "VALID", b"VALID"):
-        total = [full[i] - int(out_shape[1 + i]) for i in range(2)]
-        pads = [total[0] - total[0] // 2, total[1] - total[1] // 2, total[0] // 2, total[1] // 2]
-        if node.attr("auto_pad") in ("SAME_UPPER", b"SAME_UPPER"):
-            pads = [total[0] // 2, total[1] // 2, total[0] - total[0] // 2, total[1] - total[1] // 2]
-    crop = full != [int(out_shape[1]), int(out_shape[2])]
+    kernel = (int(w_shape[1]), int(w_shape[2]))
+    crops = _transpose_crops(node, in_hw, out_hw, kernel)
+    if isinstance(crops, str):
+        raise UnsupportedOperatorError(f"ConvTranspose {node.name!r}: {crops}")
+    full = [None if n is None else (n - 1) * strides[i] + kernel[i] for i, n in enumerate(in_hw)]
+    crop = any(begin or end for begin, end in crops)
     out = ctx.output(node.outputs[0])
     target = out
     if crop:
         target = ctx.temp(out, (in_shape[0], full[0], full[1], out_shape[3]), "full")
-    # TRANSPOSE_CONV checks output_shape against its input's batch: a dynamic batch is read at run time
-    shape = ctx.batch_shape(x, 0, in_shape[0], [full[0], full[1], int(out_shape[3])], "output_shape")
+    channels = int(out_shape[3])
+    if None in in_hw:
+        # The full output of any input size, read when the runner sizes the inputs: SHAPE(x)·stride + kernel - stride
+        shape = ctx.runtime_shape(x, [1, strides[0], strides[1], 0],
+                                  [0, kernel[0] - strides[0], kernel[1] - strides[1], channels], "output_shape")
+    else:
+        # TRANSPOSE_CONV checks output_shape against its input's batch: a dynamic batch is read at run time
+        shape = ctx.batch_shape(x, 0, in_shape[0], [full[0], full[1], channels], "output_shape")
     version = ctx.version(int8=2, int16=2)
     if b >= 0:
         version = max(version, 3)
@@ -287,11 +387,13 @@ def conv_transpose(ctx: NodeContext, node: Node) -> None:
     ctx.op("TRANSPOSE_CONV", [shape, w, x] + ([b] if b >= 0 else []), [target], "TransposeConvOptions", version,
            padding="VALID", strideH=strides[0], strideW=strides[1], fusedActivationFunction=ctx.fused_activation)
     if crop:
-        begin = [0, pads[0], pads[1], 0]
-        end = [0, pads[0] + int(out_shape[1]), pads[1] + int(out_shape[2]), 0]
+        # ends counted from the end (negative), so the same cut holds for every size; 0 = to the end (mask)
+        begin = [0, crops[0][0], crops[1][0], 0]
+        end = [0, -crops[0][1], -crops[1][1], 0]
+        end_mask = 0b1001 | (0b0010 if not crops[0][1] else 0) | (0b0100 if not crops[1][1] else 0)
         ctx.op("STRIDED_SLICE", [target, ctx.param(begin, suffix="begin"), ctx.param(end, suffix="end"),
                                  ctx.param([1, 1, 1, 1], suffix="strides")], [out], "StridedSliceOptions",
-               ctx.version(int8=2, int16=2), beginMask=0b1001, endMask=0b1001)
+               ctx.version(int8=2, int16=2), beginMask=0b1001, endMask=end_mask)
 
 
 # ============================================================================ fully connected / matmul
@@ -551,8 +653,17 @@ def hard_sigmoid(ctx: NodeContext, node: Node) -> None:
            ctx.version(int8=2, int16=4))
     ctx.op("MINIMUM", [low, ctx.scalar_like(node.outputs[0], 1.0, "one")], [high], "MaximumMinimumOptions",
            ctx.version(int8=2, int16=4))
-    dims = _dims(ctx, node.outputs[0])
-    ctx.op("RESHAPE", [high, ctx.param(dims, suffix="shape")], [out], "ReshapeOptions", 1, newShape=dims)
+    _reshape_like(ctx, high, x, out, node.outputs[0])
+
+
+def _reshape_like(ctx: NodeContext, source: int, like: int, out: int, name: str) -> None:
+    """RESHAPE ``source`` back to the shape of tensor ``like`` (graph tensor ``name``'s shape): a constant shape
+    with at most one -1, or, with more dynamic dimensions (a dynamic batch and H×W), ``like``'s run-time shape."""
+    dims = [d if isinstance(d, int) and d >= 0 else -1 for d in ctx.shape(name)]
+    if dims.count(-1) <= 1:
+        ctx.op("RESHAPE", [source, ctx.param(dims, suffix="shape")], [out], "ReshapeOptions", 1, newShape=dims)
+        return
+    ctx.op("RESHAPE", [source, ctx.runtime_shape(like, None, None, "shape")], [out], "ReshapeOptions", 1)
 
 
 # ============================================================================ relu / clip
@@ -616,7 +727,7 @@ def _softmax_check(graph: Graph, node: Node) -> str | None:
 
 
 # ============================================================================ pooling and reductions
-def _excludes_explicit_pads(node: Node, in_hw: tuple[int, int], out_hw: tuple[int, int]) -> bool:
+def _excludes_explicit_pads(node: Node, in_hw: tuple[int | None, int | None], out_hw: tuple[int | None, int | None]) -> bool:
     """An AveragePool that must not count pads, with padding TFLite's SAME does not reproduce."""
     if node.op_type != "AveragePool" or node.attr("count_include_pad", 0):
         return False
@@ -632,10 +743,19 @@ def _pool_check(graph: Graph, node: Node, integer: bool) -> str | None:
         return f"{node.op_type} {node.name!r}: TFLite pooling has no dilation"
     if len([o for o in node.outputs if o]) > 1:
         return f"{node.op_type} {node.name!r}: TFLite MAX_POOL_2D has no indices output"
+    reason = _dynamic_window_reason(graph, node)
+    if reason:
+        return reason
     x, out = graph.tensors[node.inputs[0]].shape, graph.tensors[node.outputs[0]].shape
-    if integer and _excludes_explicit_pads(node, (int(x[2]), int(x[3])), (int(out[2]), int(out[3]))):
-        return (f"AveragePool {node.name!r}: padding excluded from the count that TFLite's SAME does not reproduce "
-                f"needs a float correction")
+    in_hw = tuple(int(d) if isinstance(d, int) else None for d in x[2:4])
+    out_hw = tuple(int(d) if isinstance(d, int) else None for d in out[2:4]) if out is not None else (None, None)
+    if _excludes_explicit_pads(node, in_hw, out_hw):
+        if None in in_hw or None in out_hw:
+            return (f"AveragePool {node.name!r}: padding excluded from the count that TFLite's SAME does not "
+                    f"reproduce needs a correction sized by the output, and its spatial size is dynamic; {STATIC_SHAPE_HINT}")
+        if integer:
+            return (f"AveragePool {node.name!r}: padding excluded from the count that TFLite's SAME does not reproduce "
+                    f"needs a float correction")
     return None
 
 
@@ -790,10 +910,47 @@ def _dims(ctx: NodeContext, name: str) -> list[int]:
     return dims
 
 
+def _copied_dims(ctx: NodeContext, x: int, source: str, name: str) -> int | None:
+    """A run-time shape for ``name`` when its dynamic dims (beyond one, which RESHAPE infers) are dims of ``source``
+    carried over (shape inference keeps their names: a Squeeze/Unsqueeze of [N, C, H, W]): GATHER from
+    ``SHAPE(x)`` and the static sizes, which LiteRT computes when it sizes the inputs. None if they are not."""
+    in_shape, out_shape = list(ctx.shape(source)), list(ctx.shape(name))
+    static = [int(d) for d in out_shape if isinstance(d, int) and d >= 0]
+    indices, inferred = [], 0
+    for d in out_shape:
+        if isinstance(d, int) and d >= 0:
+            indices.append(len(in_shape) + static.index(int(d)))
+        elif d in in_shape and d is not None:
+            indices.append(in_shape.index(d))
+        else:
+            inferred += 1
+            indices.append(-1)
+    if inferred > 1:
+        return None
+    shape = ctx.runtime_shape(x, None, None, "shape")
+    if inferred:  # the one unknown dim: -1, RESHAPE infers it
+        static.append(-1)
+        indices = [len(in_shape) + len(static) - 1 if i < 0 else i for i in indices]
+    if static:
+        joined = ctx.w.new_tensor(f"{ctx.node.name}/shape/with_sizes", "int32", (len(in_shape) + len(static),))
+        ctx.op("CONCATENATION", [shape, ctx.param(static, suffix="shape/sizes")], [joined], "ConcatenationOptions", 1,
+               axis=0, fusedActivationFunction="NONE")
+        shape = joined
+    dims = ctx.w.new_tensor(f"{ctx.node.name}/shape/dims", "int32", (len(out_shape),))
+    ctx.op("GATHER", [shape, ctx.param(indices, suffix="shape/indices")], [dims], "GatherOptions", 1, axis=0)
+    return dims
+
+
 @emitter("Reshape", "Flatten", "Squeeze", "Unsqueeze")
 def reshape(ctx: NodeContext, node: Node) -> None:
     x = ctx.input(node.inputs[0])
-    dims = _dims(ctx, node.outputs[0])
+    dims = [d if isinstance(d, int) and d >= 0 else -1 for d in ctx.shape(node.outputs[0])]
+    if dims.count(-1) > 1:
+        shape = _copied_dims(ctx, x, node.inputs[0], node.outputs[0])
+        if shape is None:
+            _dims(ctx, node.outputs[0])  # raises, naming the shape
+        ctx.op("RESHAPE", [x, shape], [ctx.output(node.outputs[0])], "ReshapeOptions", 1)
+        return
     out = ctx.output(node.outputs[0])
     ctx.op("RESHAPE", [x, ctx.param(dims, suffix="shape")], [out], "ReshapeOptions", 1, newShape=dims)
 
@@ -1029,16 +1186,17 @@ def gather(ctx: NodeContext, node: Node) -> None:
     ctx.op("GATHER", [data, indices], [out], "GatherOptions", version, axis=axis)
 
 
-def _resize_axes(graph: Graph, node: Node) -> tuple[list[ResizeAxis], bool] | str:
+def _resize_axes(graph: Graph, node: Node) -> tuple[list[ResizeAxis | int], bool] | str:
     """The two spatial axes of a Resize with the scale ONNX uses (and whether sizes, not scales, were
-    given), or why TFLite cannot take it."""
+    given), or why TFLite cannot take it. A dynamic axis is its integer scale ``k`` (output ``k·input``)."""
     x, out = graph.tensors[node.inputs[0]], graph.tensors[node.outputs[0]]
     # the plan's NCHW node, or the same node after layout.py (NHWC data; scales still in ONNX axis order)
     spatial = (1, 2) if node.attr("data_layout") == "NHWC" else (2, 3)
     kept = [i for i in range(4) if i not in spatial]
-    if out.shape is None or any(x.shape[i] != out.shape[i] for i in kept) or \
-            not all(isinstance(out.shape[i], int) for i in spatial):
-        return "TFLite resizes the two spatial axes only, to a static size"
+    # (shape inference names a dynamic batch anew at each Resize: only static sizes can be seen to differ)
+    if out.shape is None or any(x.shape[i] != out.shape[i] and isinstance(x.shape[i], int) and isinstance(out.shape[i], int)
+                                for i in kept):
+        return "TFLite resizes the two spatial axes only"
     rank = len(x.shape)
     axes = [int(a) + rank if int(a) < 0 else int(a) for a in (node.attr("axes") or range(rank))]
     scales = None
@@ -1048,9 +1206,20 @@ def _resize_axes(graph: Graph, node: Node) -> tuple[list[ResizeAxis], bool] | st
             return "TFLite needs constant scales"
         if t.value.size:
             scales = dict(zip(axes, (float(v) for v in t.value.reshape(-1).astype(np.float32))))
-    # computed sizes are fine: the output shape is static (checked above), and ONNX's scale is output/input
-    result = []
+    # computed sizes are fine where the output shape is static, and ONNX's scale is output/input there
+    result: list[ResizeAxis | int] = []
     for a, stored in zip((2, 3), spatial):
+        if not isinstance(x.shape[stored], int):
+            # The size follows the input: written as SHAPE·k, for an integer scale k (any other scale would need
+            # ONNX's float floor(n·scale) at run time)
+            scale = scales.get(a) if scales is not None else None
+            if scale is None or scale < 1.0 or scale != int(scale):
+                return ("a dynamic spatial size is resized only by a constant whole-number scale "
+                        f"(got {'sizes' if scale is None else f'scale {scale}'}); {STATIC_SHAPE_HINT}")
+            result.append(int(scale))
+            continue
+        if not isinstance(out.shape[stored], int):
+            return "TFLite resizes a static input to a static size"
         n_in, n_out = int(x.shape[stored]), int(out.shape[stored])
         scale = scales[a] if scales is not None and a in scales else float(np.float32(n_out) / np.float32(n_in))
         result.append(ResizeAxis(n_in, n_out, scale))
@@ -1071,9 +1240,11 @@ def _resize_plan(graph: Graph, node: Node) -> tuple[bool, bool] | str:
     if isinstance(found, str):
         return found
     axes, sizes = found
-    if node.attr("antialias", 0) and mode == "linear" and any(a.scale < 1.0 for a in axes):
+    if node.attr("antialias", 0) and mode == "linear" and any(isinstance(a, ResizeAxis) and a.scale < 1.0 for a in axes):
         return "antialiased downscaling has no TFLite equivalent"
-    return choose(axes, mode, coord, nearest, sizes)
+    if any(isinstance(a, int) for a in axes):
+        return choose_any_size(axes, mode, coord, nearest)
+    return choose(axes, mode, coord, nearest, sizes)  # type: ignore[arg-type]
 
 
 def _resize_check(graph: Graph, node: Node, integer: bool) -> str | None:
@@ -1103,6 +1274,11 @@ def _inexact_16x8_bilinear(graph: Graph, node: Node, align: bool, half: bool) ->
     if isinstance(found, str):
         return found
     for axis in found[0]:
+        if isinstance(axis, int):  # a dynamic size n resized by k: the ratio is n / (k·n) = 1 / k at every size
+            if align or 1024 % axis or (half and (1024 // axis) % 2):
+                return (f"TFLite's 16x8 bilinear resize samples at 1/1024 pixel and a dynamic size scaled by {axis} is not "
+                        f"exact there at every size (16-bit errors of tens of LSB)")
+            continue
         n_in, n_out = (axis.input - 1, axis.output - 1) if align and axis.output > 1 else (axis.input, axis.output)
         exact = (1024 * n_in) % n_out == 0 and (not half or (1024 * n_in // n_out) % 2 == 0)
         if not exact:
@@ -1123,12 +1299,20 @@ def _resize_modes(node: Node) -> tuple[str, str, str]:
 def resize(ctx: NodeContext, node: Node) -> None:
     x = ctx.input(node.inputs[0])
     out_shape = ctx.shape(node.outputs[0])
-    size = ctx.param([int(out_shape[1]), int(out_shape[2])], suffix="size")
-    out = ctx.output(node.outputs[0])
     mode = _resize_modes(node)[0]
     plan = _resize_plan(ctx.graph, node)
     if isinstance(plan, str):
         raise UnsupportedOperatorError(f"Resize {node.name!r}: {plan}")
+    found = _resize_axes(ctx.graph, node)
+    axes = found[0] if not isinstance(found, str) else []
+    if any(isinstance(a, int) for a in axes):
+        # a dynamic size follows its input: SHAPE(x)[1:3]·k (a static axis: 0·n + its size)
+        size = ctx.runtime_shape(x, [a if isinstance(a, int) else 0 for a in axes],
+                                 [0 if isinstance(a, int) else int(out_shape[1 + i]) for i, a in enumerate(axes)],
+                                 "size", begin=1, end=3)
+    else:
+        size = ctx.param([int(out_shape[1]), int(out_shape[2])], suffix="size")
+    out = ctx.output(node.outputs[0])
     align, half = plan
     if mode == "nearest":
         ctx.op("RESIZE_NEAREST_NEIGHBOR", [x, size], [out], "ResizeNearestNeighborOptions",

@@ -169,10 +169,12 @@ def _clamped(c: np.ndarray, size: int) -> np.ndarray:
     return np.clip(c.astype(np.float64), 0.0, size - 1)
 
 
-def choose(axes: list[ResizeAxis], mode: str, coord: str, nearest: str, sizes: bool = True) -> tuple[bool, bool] | str:
+def choose(axes: list[ResizeAxis], mode: str, coord: str, nearest: str, sizes: bool = True,
+           configs: tuple[tuple[bool, bool], ...] = CONFIGS) -> tuple[bool, bool] | str:
     """(align_corners, half_pixel_centers) of the TFLite resize equal to ONNX's on every axis, or why none is.
 
-    ``sizes``: the output size was given (scale = output/input) rather than the scales.
+    ``sizes``: the output size was given (scale = output/input) rather than the scales. ``configs``: the
+    TFLite configurations to try, in order.
     """
     if mode == "nearest":
         wanted = [onnx_nearest(axis, coord, nearest, sizes) for axis in axes]
@@ -180,7 +182,7 @@ def choose(axes: list[ResizeAxis], mode: str, coord: str, nearest: str, sizes: b
             if isinstance(want, str):
                 return want
     mismatch = ""
-    for align, half in CONFIGS:
+    for align, half in configs:
         agree = True
         for k, axis in enumerate(axes):
             if mode == "nearest":
@@ -212,3 +214,29 @@ def choose(axes: list[ResizeAxis], mode: str, coord: str, nearest: str, sizes: b
 
 
 __all__ = ["CONFIGS", "ResizeAxis", "choose", "onnx_coordinates", "onnx_nearest", "tflite_bilinear", "tflite_nearest"]
+
+
+#: The input sizes at which a Resize over a dynamic axis is checked: every size to 32, and each power of two with
+#: its neighbours up to 4097 (where float32 ratios and TFLite's 16.16 fixed point part ways first, if they do).
+DYNAMIC_SIZES = tuple(range(1, 33)) + tuple(n for p in range(6, 13) for n in (2**p - 1, 2**p, 2**p + 1))
+
+
+def choose_any_size(axes: list[ResizeAxis | int], mode: str, coord: str, nearest: str) -> tuple[bool, bool] | str:
+    """The TFLite resize equal to ONNX's for every input size of the dynamic axes, or why none is.
+
+    ``axes``: a ``ResizeAxis`` for a static axis, the integer scale ``k`` for a dynamic one (ONNX's output is
+    ``floor(k·n) = k·n``, which the artifact computes at run time). One configuration must agree at every
+    size in ``DYNAMIC_SIZES`` (with a power-of-two scale the ratio ``n / (k·n)`` is exact in float32 and in
+    fixed point, so the maps agree at every size; other scales are held to the sampled sizes).
+    """
+    mismatch = ""
+    for config in CONFIGS:
+        for n in DYNAMIC_SIZES:
+            concrete = [a if isinstance(a, ResizeAxis) else ResizeAxis(n, a * n, float(a)) for a in axes]
+            found = choose(concrete, mode, coord, nearest, sizes=False, configs=(config,))
+            if isinstance(found, str):
+                mismatch = mismatch or f"at input size {n}: {found}"
+                break
+        else:
+            return config
+    return mismatch

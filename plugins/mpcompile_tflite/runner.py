@@ -57,6 +57,11 @@ class LiteRTRunner(Runner):
         self.outputs: list[dict[str, Any]] = list(meta.get("outputs", []))
         self.tensor_map: dict[str, str] = dict(meta.get("tensor_map", {}))
         self.layouts = {k: TensorLayout.from_dict(v) for k, v in meta.get("layouts", {}).items()}
+        #: an input with a dynamic dimension: the file stores 1 there (as the TFLite converter does), which need not
+        #: be a size the model can run at (an FPN's levels disagree at 1x1), so tensors are allocated only once the
+        #: first feed has sized the inputs
+        self._dynamic = any(self.records[spec["tensor"]].signature is not None for spec in self.inputs
+                            if spec["tensor"] in self.records)
         self._interpreters: dict[bool, Any] = {}
         self._shapes: dict[bool, dict[str, tuple[int, ...]]] = {}
 
@@ -79,7 +84,8 @@ class LiteRTRunner(Runner):
                 experimental_op_resolver_type=resolver,
                 experimental_preserve_all_tensors=preserve,
             )
-            interpreter.allocate_tensors()
+            if not self._dynamic:
+                interpreter.allocate_tensors()
         except (RuntimeError, ValueError) as exc:
             raise BackendError(f"LiteRT could not load {self.artifact.path}: {str(exc).strip().splitlines()[0]}") from None
         self._interpreters[preserve] = interpreter
@@ -119,7 +125,13 @@ class LiteRTRunner(Runner):
                 resize = True
             prepared.append((record.index, stored))
         if resize:
-            interpreter.allocate_tensors()
+            try:
+                interpreter.allocate_tensors()
+            except RuntimeError as exc:
+                shapes.clear()  # the next run resizes again
+                fed = ", ".join(f"{spec['name']}={'x'.join(map(str, np.shape(feeds[spec['name']])))}" for spec in self.inputs)
+                raise BackendError(f"LiteRT could not size {self.artifact.path} for {fed}: "
+                                   f"{str(exc).strip().splitlines()[0]}") from None
         for index, value in prepared:
             interpreter.set_tensor(index, value)
         try:
