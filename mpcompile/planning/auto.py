@@ -15,7 +15,9 @@
 4. Greedy promotion with re-evaluation: the best ``RECHECK`` groups by their last known score
    are measured again in the current plan, the best of them is promoted, and the task metric
    on all the evaluation data decides whether the budget is met. Groups that stop helping
-   (the curve is not monotone) are passed over. If no single group helps any more, the
+   (the curve is not monotone) are passed over. When no score left is positive, every remaining
+   group is measured once more in the current plan (re-ranked: what looked useless beside the
+   dominant culprits may matter once they are gone). If no single group helps even then, the
    remaining ones are promoted cheapest first, in doubling blocks.
 
 Promotions are FP16 only where every target runs FP16, else FP32. Every evaluation is a task of
@@ -439,6 +441,8 @@ class _Greedy:
         self.answer: tuple[int, ...] | None = None
         self.chosen: ParetoRow | None = None
         self.notes: list[str] = []
+        #: times the remaining groups were measured again in the current plan (their scores all stale and ≤ 0)
+        self.reranks = 0
         self._paths: list[tuple[int, ...]] = []  # the promoted groups of each row
 
     def _run(self, shared: Any, items: list[tuple[tuple[int, ...], int]], bar: Any) -> list[_Measured]:
@@ -464,6 +468,9 @@ class _Greedy:
         shared = self.executor.share(self.ctx)
         try:
             self._search(shared, bar)
+            if self.reranks:
+                self.notes.append(f"the remaining groups were measured again in the current plan {self.reranks} time(s): "
+                                  "their scores from uniform INT8 had all fallen to zero or below")
         except _Exhausted:
             self.notes.append(f"stopped after {self.evaluations} evaluations (the limit): the best plan measured "
                               "within budget is used, if any")
@@ -488,11 +495,23 @@ class _Greedy:
             stale[g.index] = self.ranked[g.index].score
         promoted: tuple[int, ...] = ()
         current = 1.0
+        reranked_at: int | None = None
         while stale:
             order = sorted(stale, key=lambda g: (-stale[g], g))
             top = [g for g in order if stale[g] > 0][:RECHECK]
             if not top:
-                break
+                if reranked_at == len(promoted):
+                    break
+                # Every score left is stale and ≤ 0. Most were measured alone in uniform INT8, where a few groups
+                # dominate the noise and hide the others' effect (MiniLM: 90 of 107 groups looked useless there and
+                # were never tried again, so the budget was met only by promoting all of them). Measure the rest
+                # once more in the current plan, then go on with what helps now.
+                reranked_at = len(promoted)
+                self.reranks += 1
+                rest = sorted(stale)
+                for g, measured in zip(rest, self._run(shared, [(promoted + (g,), self.rank_batches) for g in rest], bar)):
+                    stale[g] = (current - self._noise(measured, base_rank)) / (groups[g].macs + self.floor)
+                continue
             fresh = self._run(shared, [(promoted + (g,), self.rank_batches) for g in top], bar)
             scores = {}
             for g, measured in zip(top, fresh):
@@ -512,7 +531,8 @@ class _Greedy:
         # measure on the ranking samples, or a discrete metric on a plateau): promote the rest cheapest first,
         # in doubling blocks, so the budget is met with as many MACs as possible left in INT8.
         rest = sorted(stale, key=lambda g: (groups[g].macs, -self.ranked[g].score, g))
-        self.notes.append(f"no single group lowered the output noise after {len(promoted)} promotion(s); "
+        self.notes.append(f"no single group lowered the output noise after {len(promoted)} promotion(s) and "
+                          f"{self.reranks} re-ranking(s) of the rest in the current plan; "
                           f"the remaining {len(rest)} groups were promoted cheapest first, in doubling blocks")
         size = 1
         while rest:
