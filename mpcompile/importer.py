@@ -12,12 +12,13 @@ from mpcompile.ir import serde
 from mpcompile.ir.graph import Graph
 from mpcompile.passes.absorb_qdq import AbsorbQDQ
 from mpcompile.passes.base import run_passes
+from mpcompile.passes.div_by_constant import DivByConstant
 from mpcompile.passes.fold_batchnorm import FoldBatchNorm
 from mpcompile.passes.infer_precisions import InferPrecisions
 
 
 def canonicalize(graph: Graph) -> Graph:
-    graph, _notes = run_passes(graph, [AbsorbQDQ(), FoldBatchNorm(), InferPrecisions()])
+    graph, _notes = run_passes(graph, [AbsorbQDQ(), FoldBatchNorm(), DivByConstant(), InferPrecisions()])
     return graph
 
 
