@@ -124,57 +124,51 @@ def test_report_warns_only_for_slower_artifacts():
     assert json.dumps(report.to_dict())  # serializable
 
 
+class _FakeBackend:
+    """A backend whose runners call ``run(label, feeds)``: timing logic without a real runtime."""
+
+    name = "fake"
+
+    def __init__(self, run):
+        self._run = run
+
+    def runner(self, artifact, options):
+        backend = self
+
+        class Runner:
+            def run(self, feeds, intermediates=()):
+                return backend._run(artifact.path.name, feeds)
+
+            def close(self):
+                pass
+
+        return Runner()
+
+
+def _fake_measure(run, batches, rounds, **sizes):
+    backend = _FakeBackend(run)
+    a = Subject("a", Artifact("fake", MNIST.with_name("a"), []), backend, None, **sizes.get("a", {}))
+    b = Subject("b", Artifact("fake", MNIST.with_name("b"), []), backend, None, baseline=True, **sizes.get("b", {}))
+    ticks = iter(range(10**9))
+    return measure([a, b], lambda n: {"x": [0] * n}, batches=batches, seconds=0.001, rounds=rounds,
+                   clock=lambda: next(ticks) * 1e-3)
+
+
 def test_measure_interleaves_and_counts_runs():
     calls = []
-
-    class Fake:
-        def __init__(self, label):
-            self.label = label
-
-        def run(self, feeds, intermediates=()):
-            calls.append(self.label)
-            return {}
-
-        def close(self):
-            pass
-
-    class FakeBackend:
-        name = "fake"
-
-        def runner(self, artifact, options):
-            return Fake(artifact.path.name)
-
-    backend = FakeBackend()
-    a = Subject("a", Artifact("fake", MNIST.with_name("a"), []), backend, None)
-    b = Subject("b", Artifact("fake", MNIST.with_name("b"), []), backend, None, baseline=True)
-    ticks = iter(range(10**9))
-    report = measure([a, b], lambda n: {"x": [0] * n}, batches=[1], seconds=0.001, rounds=4, clock=lambda: next(ticks) * 1e-3)
+    report = _fake_measure(lambda label, feeds: calls.append(label) or {}, [1], 4)
     assert [r.error for r in report.results] == [None, None]
     assert all(r.timings[1].runs >= 4 for r in report.results)
     assert calls[-4:] == ["a", "b", "b", "a"]  # one run each per round, order reversed on odd rounds
 
 
 def test_a_batch_that_fails_leaves_the_other_batches_timed_and_compared():
-    class Fake:
-        def run(self, feeds, intermediates=()):
-            if len(feeds["x"]) > 1:
-                raise RuntimeError("Got invalid dimensions for input: x")
-            return {}
+    def run(label, feeds):
+        if len(feeds["x"]) > 1:
+            raise RuntimeError("Got invalid dimensions for input: x")
+        return {}
 
-        def close(self):
-            pass
-
-    class FakeBackend:
-        name = "fake"
-
-        def runner(self, artifact, options):
-            return Fake()
-
-    backend = FakeBackend()
-    a = Subject("a", Artifact("fake", MNIST.with_name("a"), []), backend, None, size_bytes=1)
-    b = Subject("b", Artifact("fake", MNIST.with_name("b"), []), backend, None, baseline=True, size_bytes=4)
-    ticks = iter(range(10**9))
-    report = measure([a, b], lambda n: {"x": [0] * n}, batches=[1, 8], seconds=0.001, rounds=2, clock=lambda: next(ticks) * 1e-3)
+    report = _fake_measure(run, [1, 8], 2, a={"size_bytes": 1}, b={"size_bytes": 4})
     ours = report.comparisons()[0]
     assert ours.speedup(1) is not None and ours.size_ratio() == 0.25  # batch 1 still compared
     assert all(list(r.batch_errors) == [8] and r.error is None for r in report.results)

@@ -252,21 +252,17 @@ def admitted_batches(batches: list[int], fixed: int | None) -> tuple[list[int], 
     return [fixed], [note]
 
 
-def _fixed_batch(onnx_paths: list[Path]) -> int | None:
-    """The batch that the inputs of these ONNX files (the model, ONNX artifacts) fix in their first dimension, or
-    None when all are dynamic. An artifact compiled with ``--input-shape x=1x…`` fixes it though the model does not."""
-    import onnx
+def _fixed_batch(graphs: list[Any]) -> int | None:
+    """The batch the inputs of these graphs (the model, ONNX artifacts) fix, or None when all are dynamic: the data
+    layer's own rule (``effective_batch_size``; a sample axis other than 0, as in LSTM states, included). An artifact
+    compiled with ``--input-shape x=1x…`` fixes it though the model does not."""
+    from mpcompile.data import effective_batch_size, model_inputs
 
-    for path in onnx_paths:
-        try:
-            model = onnx.load(str(path), load_external_data=False)
-        except Exception:  # noqa: BLE001 - unreadable here: its runner reports it
-            continue
-        weights = {init.name for init in model.graph.initializer}
-        for value in model.graph.input:
-            dims = value.type.tensor_type.shape.dim
-            if value.name not in weights and dims and dims[0].HasField("dim_value") and dims[0].dim_value > 0:
-                return int(dims[0].dim_value)
+    unbounded = 2**31
+    for graph in graphs:
+        size = effective_batch_size(model_inputs(graph), unbounded)
+        if size != unbounded:
+            return size
     return None
 
 
@@ -296,7 +292,13 @@ def _feeds(model_path: Path | None, subjects: list, data: str | None):  # noqa: 
         feeds = functools.partial(tile_batch, first)
     else:
         feeds = functools.partial(_random_feeds, graph)
-    return feeds, _fixed_batch([Path(source), *(s.artifact.path for s in subjects if str(s.artifact.path).endswith(".onnx"))])
+    artifacts = []
+    for subject in subjects:
+        path = Path(subject.artifact.path)
+        if path.name.endswith(".onnx") and path != Path(source):
+            with contextlib.suppress(Exception):  # unreadable here: its runner reports it
+                artifacts.append(serde.read_graph(path))
+    return feeds, _fixed_batch([graph, *artifacts])
 
 
 def _random_feeds(graph: Any, batch: int) -> dict:
