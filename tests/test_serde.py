@@ -182,3 +182,19 @@ def test_nodes_no_output_depends_on_are_dropped(tmp_path):
     path = tmp_path / "dead.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
     assert importer.load(path).op_counts() == {"Relu": 1}
+
+
+def test_plan_with_tensors_of_unknown_rank_reloads(tmp_path):
+    """A Reshape to a run-time shape (a Paddle export with a dynamic batch) leaves its output's rank
+    unknown; ONNX allows that, the checker does not on value infos. The plan must still reload."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])
+    nodes = [helper.make_node("Relu", ["x"], ["h"]), helper.make_node("Neg", ["h"], ["y"])]
+    model = helper.make_model(helper.make_graph(nodes, "g", [x], [y]), opset_imports=[helper.make_opsetid("", 17)])
+    graph = serde.import_proto(model)
+    for name in ("h", "y"):
+        graph.tensors[name].shape = None
+    path = serde.save_plan(graph, tmp_path / "plan.onnx")
+    back = serde.load_plan(path)
+    assert back.tensors["y"].shape is None and back.tensors["y"].dtype == np.float32
+    assert back == graph

@@ -208,6 +208,27 @@ def _name_unknown_dims(model: onnx.ModelProto) -> None:
                 dim.dim_param = f"{vi.name}_dim{index}"
 
 
+def check_allowing_unknown_rank(model: onnx.ModelProto) -> None:
+    """``onnx.checker.check_model`` on a graph mpcompile wrote, which may hold tensors of unknown rank.
+
+    A Reshape to a shape computed at run time (a Paddle export with a dynamic batch) leaves its
+    output's rank unknown until the input shapes are frozen; ONNX allows a type without a shape, but
+    the checker requires one on every value info it checks. Those are given an empty shape for the
+    check only, then restored, so every other rule still applies.
+    """
+    unshaped = [
+        vi for vi in list(model.graph.input) + list(model.graph.output) + list(model.graph.value_info)
+        if vi.type.HasField("tensor_type") and not vi.type.tensor_type.HasField("shape")
+    ]
+    for vi in unshaped:
+        vi.type.tensor_type.shape.SetInParent()
+    try:
+        onnx.checker.check_model(model, full_check=False)
+    finally:
+        for vi in unshaped:
+            vi.type.tensor_type.ClearField("shape")
+
+
 def import_proto(model: onnx.ModelProto, source: str = "<model>", input_shapes: dict[str, tuple[int | None, ...]] | None = None,
                  *, check: bool = True) -> Graph:
     """``check=False`` only for a model mpcompile serialized from a graph it imported (checked then): such a
@@ -892,7 +913,7 @@ def plan_from_proto(model: onnx.ModelProto, source: str) -> Graph:
     del model.graph.quantization_annotation[:]
     weights = _lift_weights(model, source)
     try:
-        onnx.checker.check_model(model, full_check=False)
+        check_allowing_unknown_rank(model)
     except onnx.checker.ValidationError as exc:
         raise PlanError(f"{source}: the ONNX checker rejected the plan's graph: {_first_line(exc)} ({fix})") from None
     check_runtime_opset(model, source)
