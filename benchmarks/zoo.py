@@ -115,17 +115,23 @@ class _Reader:
         self.i = 0
 
 
-def quantize_static_case(built, work: Path, ev: dict) -> dict:
+def quantize_static_model(built, out: Path) -> Path:
+    """``quantize_static`` at this suite's settings, fed the calibration samples one at a time."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     calib = dict(np.load(built.calib_path))
     names = [i.name for i in ort_session(built.model_path).get_inputs()]
+    quantize_static(str(built.model_path), str(out), _Reader(calib, names), quant_format=QuantFormat.QDQ,
+                    per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                    calibrate_method=CalibrationMethod.MinMax)
+    return out
+
+
+def quantize_static_case(built, work: Path, ev: dict) -> dict:
     out = work / "qs.onnx"
     t0 = time.perf_counter()
     try:
-        quantize_static(str(built.model_path), str(out), _Reader(calib, names), quant_format=QuantFormat.QDQ,
-                        per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=CalibrationMethod.MinMax)
+        quantize_static_model(built, out)
     except Exception as exc:
         return {"ok": False, "error": _short(exc), "seconds": time.perf_counter() - t0}
     seconds = time.perf_counter() - t0

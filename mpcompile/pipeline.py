@@ -326,6 +326,7 @@ def _write_manifest(
                 "deviations": [d.to_dict() for d in r.deviations],
                 "precision": r.precision.to_dict() if r.precision else None,
                 "precision_note": r.precision_note(),
+                "speed_warning": r.speed_warning(),
                 # tensor_map is runner plumbing (IR name -> artifact tensor), too bulky for a manifest
                 "metadata": {k: v for k, v in r.artifact.metadata.items() if k != "tensor_map"},
                 "lower_seconds": round(r.seconds, 4),

@@ -19,8 +19,9 @@ from mpcompile.backends.capabilities import Deviation
 from mpcompile.backends.options import BackendOptions
 from mpcompile.errors import BackendError, MpcompileError, UnsupportedOperatorError
 from mpcompile.ir import ops
-from mpcompile.ir.cost import PrecisionSummary
+from mpcompile.ir.cost import PrecisionSummary, node_cost
 from mpcompile.ir.graph import Graph
+from mpcompile.ir.types import Precision
 from mpcompile.passes.freeze_batch import FreezeBatch, batch_to_freeze, runtime_shape_nodes
 
 
@@ -75,6 +76,45 @@ class LowerResult:
             note += (f"; ! legalization moved most of the plan to float (integer MACs {self.planned.integer_mac_share():.0%}"
                      f" planned, {self.precision.integer_mac_share():.0%} here): see the deviations")
         return note
+
+
+    def speed_warning(self) -> str:
+        """Why this artifact may be no faster than FP32, said at compile time (``--bench`` measures it), or "".
+
+        The backend's own estimate (``Artifact.metadata["speed_warning"]``, from what its runtime made of the
+        artifact) comes first. Any backend's integer artifact is also flagged when most of its arithmetic runs
+        in float: the quantize/dequantize passes around those float nodes cost time, and the little integer work
+        left cannot pay for them (measured: silero_vad on TFLite, 7 % of MACs in int8, 0.93x FP32)."""
+        if self.artifact is None:
+            return ""
+        own = str(self.artifact.metadata.get("speed_warning") or "")
+        if own or self.plan is None or self.precision is None or not self.plan.quantized_tensors():
+            return own
+        share = self.precision.integer_mac_share()
+        if not sum(self.precision.macs.values()) or share >= FLOAT_DOMINATED_BELOW:
+            return ""
+        return (f"only {share:.0%} of the MACs run in integers here (in float: {_float_mac_ops(self.plan)}): the "
+                f"quantize/dequantize passes around the float nodes can cost more than the integer work saves; "
+                f"measure with `mpcompile bench`, and compile with --precision fp32 where it is slower")
+
+
+#: an integer artifact with less than this share of its MACs in integers is flagged as possibly no faster than FP32
+FLOAT_DOMINATED_BELOW = 0.5
+
+
+def _float_mac_ops(plan: Graph) -> str:
+    """``LSTM ×2, MatMul ×1``: the float nodes that carry MACs, by their share of them."""
+    by_op: dict[str, list[int]] = {}
+    for node in plan.nodes:
+        if (node.precision or Precision.FP32) in (Precision.INT8, Precision.INT16):
+            continue
+        macs = node_cost(plan, node)[0]
+        if macs:
+            entry = by_op.setdefault(node.op_type, [0, 0])
+            entry[0] += macs
+            entry[1] += 1
+    ranked = sorted(by_op.items(), key=lambda item: -item[1][0])
+    return ", ".join(f"{op} ×{count}" for op, (_, count) in ranked[:4]) or "no weighted op"
 
 
 def strict_plugins() -> bool:

@@ -62,15 +62,9 @@ def bench_command(artifacts: tuple[str, ...], baselines: tuple[str, ...], model:
       3  at least one artifact or baseline could not be run (the others are reported)
     """
     from mpcompile.backends.options import parse_assignments
-    from mpcompile.bench import measure
 
     options = parse_assignments(backend_option_items)
-    with contextlib.ExitStack() as stack:
-        subjects, model_path = _subjects(artifacts, model, backend_name, options)
-        subjects += _baselines(subjects, baselines, model_path, options, stack, data)
-        feeds, fixed = _feeds(model_path, subjects, data)
-        timed, notes = admitted_batches(list(dict.fromkeys(batches)), fixed)
-        report = measure(subjects, feeds, batches=timed, seconds=seconds, rounds=rounds, notes=notes)
+    report = bench_artifacts(artifacts, baselines, model, backend_name, data, list(batches), seconds, rounds, options)
     click.echo(report.format_table())
     if json_path:
         Path(json_path).write_text(json.dumps(report.to_dict(), indent=2) + "\n")
@@ -81,20 +75,31 @@ def bench_output_folder(folder: Path, data: str | None, batches: list[int], seco
                         options: dict[str, dict[str, str]] | None = None):  # noqa: ANN201 - a BenchReport
     """Time every artifact of a ``mpcompile compile`` output folder beside its FP32 baseline and record the
     results in its manifest (``bench``): what ``mpcompile compile --bench`` runs after compiling."""
-    from mpcompile.bench import measure
-
-    options = options or {}
-    with contextlib.ExitStack() as stack:
-        subjects, model_path = _subjects((str(folder),), None, None, options)
-        subjects += _baselines(subjects, (), model_path, options, stack, data)
-        feeds, fixed = _feeds(model_path, subjects, data)
-        timed, notes = admitted_batches(list(dict.fromkeys(batches)), fixed)
-        report = measure(subjects, feeds, batches=timed, seconds=seconds, rounds=rounds, notes=notes)
+    report = bench_artifacts((str(folder),), data=data, batches=batches, seconds=seconds, rounds=rounds, options=options)
     manifest_path = Path(folder) / MANIFEST
     manifest = json.loads(manifest_path.read_text())
     manifest["bench"] = report.to_dict()
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
     return report
+
+
+def bench_artifacts(artifacts: tuple[str, ...] | list[str], baselines: tuple[str, ...] = (), model: str | None = None,
+                    backend_name: str | None = None, data: str | None = None, batches: list[int] | tuple[int, ...] = (1, 32),
+                    seconds: float = 2.0, rounds: int = 10,
+                    options: dict[str, dict[str, str]] | None = None):  # noqa: ANN201 - a BenchReport
+    """Time artifacts (files or ``compile`` output folders) beside their FP32 baselines, one backend at a time.
+
+    What ``mpcompile bench`` and ``compile --bench`` run, and the entry point for scripts (``benchmarks/``):
+    a baseline not given is the model (for ONNX Runtime) or the model compiled at FP32 for that backend."""
+    from mpcompile.bench import measure
+
+    options = options or {}
+    with contextlib.ExitStack() as stack:
+        subjects, model_path = _subjects(tuple(artifacts), model, backend_name, options)
+        subjects += _baselines(subjects, tuple(baselines), model_path, options, stack, data)
+        feeds, fixed = _feeds(model_path, subjects, data)
+        timed, notes = admitted_batches(list(dict.fromkeys(batches)), fixed)
+        return measure(subjects, feeds, batches=timed, seconds=seconds, rounds=rounds, notes=notes)
 
 
 # ---------------------------------------------------------------------------- what to time

@@ -237,8 +237,8 @@ def print_lowering(results: Any, deviations_shown: int = 0) -> None:
             click.echo(f"    {d}")
         if deviations_shown and len(devs) > deviations_shown:
             click.echo(f"    … {len(devs) - deviations_shown} more in manifest.json")
-        warning = r.artifact.metadata.get("speed_warning")
-        if warning:  # a backend's own estimate that this artifact may not beat FP32 (`--bench` measures it)
+        warning = r.speed_warning()
+        if warning:  # an estimate that this artifact may not beat FP32 (`--bench` measures it)
             click.echo(f"    ! speed: {warning}")
         for key, value in r.artifact.metadata.items():
             if key.startswith("trtexec") and deviations_shown:
