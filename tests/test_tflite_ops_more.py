@@ -187,3 +187,45 @@ def test_what_tflite_cannot_express_is_refused_with_a_reason(case, tmp_path):
     backend = TFLiteBackend()
     with pytest.raises(UnsupportedOperatorError, match=reason):
         backend.legalize(plan, backend.options())
+
+
+# ============================================================================ Einsum as one BATCH_MATMUL
+W = RNG.normal(0, 0.5, (4, 6)).astype(np.float32)
+EINSUM = {
+    "attention_scores": lambda: _pooled_then([_node("Einsum", ["c", "c"], ["y"], equation="bhqd,bhkd->bhqk")],
+                                             "einsum_qk", {"y": F}, opset=18),
+    "pointwise_conv": lambda: _pooled_then([_node("Einsum", ["c", "w"], ["y"], equation="nchw,ck->nkhw")], "einsum_1x1",
+                                           {"y": F}, {"w": W}, opset=18),
+    "implicit_output": lambda: graph_model("einsum_implicit", [_node("Einsum", ["x", "w"], ["y"], equation="ij,jk")],
+                                           {"x": ["N", 4]}, {"y": F}, {"w": W}, opset=18),
+    "row_dot": lambda: _pooled_then([_node("Einsum", ["c", "c"], ["y"], equation="nchw,nchw->nh")], "einsum_dot", {"y": F},
+                                    opset=18),
+}
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+@pytest.mark.parametrize("case", sorted(EINSUM))
+def test_einsum_is_one_batch_matmul(case, mode, tmp_path):
+    plan, _, inputs = _prepare(EINSUM[case](), tmp_path, samples=8, **MODES[mode])
+    backend, legal, artifact, _ = _lower(plan, tmp_path, io="int8")
+    assert artifact.metadata["ops"]["BATCH_MATMUL"] == 1, artifact.metadata["ops"]
+    for runner_options in RUNNERS:
+        _assert_conforms(_errors(backend, legal, artifact, inputs, **runner_options), mode)
+
+
+EINSUM_REFUSED = {
+    "diagonal": ("ii,ik->ik", "repeated index"),
+    "reduction": ("ij,jk->k", "one operand only"),
+    "ellipsis": ("...j,jk->...k", "ellipsis"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(EINSUM_REFUSED))
+def test_einsum_outside_batch_matmul_is_refused(case, tmp_path):
+    equation, reason = EINSUM_REFUSED[case]
+    model = graph_model("einsum_refused", [_node("Einsum", ["x", "w"], ["y"], equation=equation)], {"x": [4, 4]}, {"y": F},
+                        {"w": np.ones((4, 3), np.float32)}, opset=18)
+    plan, _, _ = _prepare(model, tmp_path, samples=2, **MODES["fp32"])
+    backend = TFLiteBackend()
+    with pytest.raises(UnsupportedOperatorError, match=reason):
+        backend.legalize(plan, backend.options())

@@ -2066,6 +2066,118 @@ def gather_elements(ctx: NodeContext, node: Node) -> None:
     ctx.op("GATHER_ND", [data, coords], [out], "GatherNdOptions", 1)
 
 
+# ============================================================================ einsum (as one BATCH_MATMUL)
+@dataclasses.dataclass(frozen=True)
+class EinsumPlan:
+    """``a, b -> out`` as batch × free_a × contracted @ batch × contracted × free_b (each group's letters in order)."""
+
+    a: str
+    b: str
+    out: str
+    batch: str
+    free_a: str
+    free_b: str
+    contracted: str
+
+
+def _einsum_plan(graph: Graph, node: Node) -> EinsumPlan | str:
+    """How a two-operand Einsum is one BATCH_MATMUL between transposes and reshapes, or why it is not."""
+    equation = node.attr("equation", "")
+    equation = (equation.decode() if isinstance(equation, bytes) else equation).replace(" ", "")
+    if "..." in equation:
+        return "an ellipsis (broadcast batch dimensions) is not written for TFLite"
+    lhs, _, out = equation.partition("->")
+    operands = lhs.split(",")
+    if len(operands) != 2 or len([i for i in node.inputs if i]) != 2:
+        return f"only two operands map to one BATCH_MATMUL (equation {equation!r})"
+    a, b = operands
+    if "->" not in equation:  # implicit output: the letters that appear once, in alphabetical order
+        out = "".join(sorted(c for c in set(a + b) if (a + b).count(c) == 1))
+    if any(len(set(s)) != len(s) for s in (a, b, out)):
+        return f"a repeated index (a diagonal or trace) has no BATCH_MATMUL form (equation {equation!r})"
+    if any(c not in a and c not in b for c in out) or any(c not in out and c not in other for s, other in ((a, b), (b, a))
+                                                         for c in s):
+        return f"an index summed over one operand only (a reduction) has no BATCH_MATMUL form (equation {equation!r})"
+    plan = EinsumPlan(a, b, out, batch="".join(c for c in out if c in a and c in b),
+                      free_a="".join(c for c in out if c in a and c not in b),
+                      free_b="".join(c for c in out if c in b and c not in a),
+                      contracted="".join(c for c in a if c in b and c not in out))
+    shapes = [graph.tensors[name].shape for name in node.inputs[:2]]
+    if any(s is None or len(s) != len(letters) for s, letters in zip(shapes, (a, b))):
+        return "TFLite needs the operands' shapes"
+    sizes_a, sizes_b = dict(zip(a, shapes[0])), dict(zip(b, shapes[1]))
+    for c in plan.batch + plan.contracted:
+        if sizes_a[c] != sizes_b[c]:
+            return f"index {c!r} has sizes {sizes_a[c]} and {sizes_b[c]}: broadcasting is not written for TFLite"
+    dynamic = [c for c, d in {**sizes_b, **sizes_a}.items() if not isinstance(d, int)]
+    reshaped = len(plan.batch) > 1 or any(len(g) != 1 for g in (plan.free_a, plan.contracted, plan.free_b))
+    if reshaped and len(dynamic) > 1:
+        return f"its RESHAPEs would have several dynamic dimensions ({', '.join(dynamic)}); {STATIC_SHAPE_HINT}"
+    return plan
+
+
+def _einsum_check(graph: Graph, node: Node, integer: bool) -> str | None:
+    plan = _einsum_plan(graph, node)
+    return f"Einsum {node.name!r}: {plan}" if isinstance(plan, str) else None
+
+
+def _group_size(sizes: dict, group: str) -> object:
+    """The size of a run of indices merged into one dimension: the letter's own size (maybe dynamic) or the
+    product of static sizes, -1 when one of them is dynamic (RESHAPE infers it)."""
+    if len(group) == 1:
+        return sizes[group]
+    values = [sizes[c] for c in group]
+    return int(np.prod(values)) if all(isinstance(v, int) for v in values) else -1
+
+
+def _arranged(ctx: NodeContext, x: int, letters: str, order: str, groups: list[str], sizes: dict, suffix: str) -> int:
+    """Operand ``x`` (indices ``letters``) transposed to ``order`` and reshaped to one dimension per group."""
+    shape = tuple(sizes[c] for c in letters)
+    perm = [letters.index(c) for c in order]
+    if perm != sorted(perm):
+        moved = ctx.temp(x, tuple(sizes[c] for c in order), f"{suffix}/transposed")
+        ctx.op("TRANSPOSE", [x, ctx.param(perm, suffix=f"{suffix}/perm")], [moved], "TransposeOptions",
+               4 if len(perm) > 4 else 1)
+        x, shape = moved, tuple(sizes[c] for c in order)
+    target = tuple(_group_size(sizes, g) for g in groups)
+    if target != shape:
+        dims = [d if isinstance(d, int) else -1 for d in target]
+        merged = ctx.temp(x, target, f"{suffix}/merged")
+        ctx.op("RESHAPE", [x, ctx.param(dims, suffix=f"{suffix}/shape")], [merged], "ReshapeOptions", 1, newShape=dims)
+        x = merged
+    return x
+
+
+@emitter("Einsum", precisions=FLOAT, check=_einsum_check)
+def einsum(ctx: NodeContext, node: Node) -> None:
+    """A two-operand contraction as TRANSPOSE/RESHAPE to [batch, M, K] and [batch, K, N], one BATCH_MATMUL, and
+    RESHAPE/TRANSPOSE back to the output's indices. Float (the planner keeps Einsum in float)."""
+    plan = _einsum_plan(ctx.graph, node)
+    if isinstance(plan, str):
+        raise UnsupportedOperatorError(f"Einsum {node.name!r}: {plan}")
+    sizes = {**dict(zip(plan.b, ctx.shape(node.inputs[1]))), **dict(zip(plan.a, ctx.shape(node.inputs[0])))}
+    lead = [plan.batch] if plan.batch else []
+    a = _arranged(ctx, ctx.input(node.inputs[0]), plan.a, plan.batch + plan.free_a + plan.contracted,
+                  lead + [plan.free_a, plan.contracted], sizes, "a")
+    b = _arranged(ctx, ctx.input(node.inputs[1]), plan.b, plan.batch + plan.contracted + plan.free_b,
+                  lead + [plan.contracted, plan.free_b], sizes, "b")
+    out = ctx.output(node.outputs[0])
+    computed = plan.batch + plan.free_a + plan.free_b
+    product = tuple(_group_size(sizes, g) for g in lead + [plan.free_a, plan.free_b])
+    unmerged = tuple(sizes[c] for c in computed)
+    perm = [computed.index(c) for c in plan.out]
+    steps = [product != unmerged, perm != sorted(perm)]
+    target = out if not any(steps) else ctx.temp(out, product, "matmul")
+    ctx.op("BATCH_MATMUL", [a, b], [target], "BatchMatMulOptions", 1, adjX=False, adjY=False)
+    if steps[0]:
+        dims = [d if isinstance(d, int) else -1 for d in unmerged]
+        split = out if not steps[1] else ctx.temp(out, unmerged, "split")
+        ctx.op("RESHAPE", [target, ctx.param(dims, suffix="shape")], [split], "ReshapeOptions", 1, newShape=dims)
+        target = split
+    if steps[1]:
+        ctx.op("TRANSPOSE", [target, ctx.param(perm, suffix="perm")], [out], "TransposeOptions", 4 if len(perm) > 4 else 1)
+
+
 # ============================================================================ recurrent (float)
 RECURRENT_INTEGER = ("the plan keeps recurrent operators in float, and TFLite's integer LSTM needs gate and "
                      "cell-state scales that a plan does not define")
