@@ -39,6 +39,7 @@ _ENUM_FIELDS = {
     "fusedActivationFunction": "ActivationFunctionType",
     "quantizedBiasType": "TensorType",
     "outType": "TensorType",
+    "outputType": "TensorType",
     "mode": "MirrorPadMode",
     "weightsFormat": "FullyConnectedOptionsWeightsFormat",
 }

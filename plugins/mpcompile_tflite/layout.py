@@ -105,16 +105,18 @@ class LayoutResult:
 #: Operators computed on NHWC data in TFLite (rank-4 data input and output).
 SPATIAL = {
     "Conv", "ConvTranspose", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool",
-    "Resize", "DepthToSpace", "SpaceToDepth", "BatchNormalization", "LRN",
+    "Resize", "DepthToSpace", "SpaceToDepth", "BatchNormalization", "LRN", "InstanceNormalization",
 }
 #: Elementwise operators: any layout, as long as every full-rank input has the same one.
 ELEMENTWISE = {
     "Relu", "Clip", "Sigmoid", "Tanh", "LeakyRelu", "HardSwish", "HardSigmoid", "Gelu", "Erf", "Sqrt",
     "Exp", "Log", "Abs", "Neg", "Identity", "Dropout", "Add", "Sub", "Mul", "Div", "Pow", "Max", "Min",
-    "PRelu", "Reciprocal", "Rsqrt", "Floor", "Ceil", "Cast", "Sum",
+    "PRelu", "Reciprocal", "Rsqrt", "Floor", "Ceil", "Cast", "Sum", "Mean", "Elu", "Selu", "Celu", "Softplus",
+    "Softsign", "Mish", "ThresholdedRelu", "Sin", "Cos", "Sign", "Round", "IsNaN", "IsInf",
 }
 #: Elementwise operators on bools, ids or floats: every constant operand follows the layout, whatever its type.
-ELEMENTWISE_ANY_TYPE = {"And", "Or", "Xor", "Not", "Equal", "NotEqual", "Less", "LessOrEqual", "Greater", "GreaterOrEqual", "Where"}
+ELEMENTWISE_ANY_TYPE = {"And", "Or", "Xor", "Not", "Equal", "NotEqual", "Less", "LessOrEqual", "Greater", "GreaterOrEqual", "Where",
+                        "Mod"}
 #: Operators that reinterpret memory (and so need the ONNX element order of their input).
 RESHAPES = {"Reshape", "Flatten", "Squeeze", "Unsqueeze"}
 

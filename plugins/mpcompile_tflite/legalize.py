@@ -53,8 +53,8 @@ FIXED_OUTPUT_KERNELS = {
 }
 
 #: TFLite kernels that copy or select integers: input and output quantization must be equal. The
-#: scale-preserving ops of the contract, less those the lowering removes or whose kernel requantizes.
-SHARED_QUANTIZATION = plan_ops.SCALE_PRESERVING - {"Identity", "Dropout", "Tile"}
+#: scale-preserving ops of the contract, less those the lowering removes (TILE copies: Tile is one).
+SHARED_QUANTIZATION = plan_ops.SCALE_PRESERVING - {"Identity", "Dropout"}
 
 FALLBACKS = ("float", "error")
 

@@ -504,16 +504,46 @@ emitter("Max", precisions=FLOAT, check=_binary_check)(_binary("MAXIMUM", "Maximu
 emitter("Min", precisions=FLOAT, check=_binary_check)(_binary("MINIMUM", "MaximumMinimumOptions", {}))
 
 
-@emitter("Sum", precisions=FLOAT)
-def sum_(ctx: NodeContext, node: Node) -> None:
-    inputs = [ctx.input(i) for i in node.inputs if i]
-    out = ctx.output(node.outputs[0])
+def _broadcast_shape(a: tuple, b: tuple) -> tuple:
+    """Numpy broadcasting of two shapes whose dims may be symbolic (a size-1 dim takes the other's)."""
+    a, b = (1,) * (len(b) - len(a)) + a, (1,) * (len(a) - len(b)) + b
+    return tuple(y if x == 1 else x for x, y in zip(a, b))
+
+
+def _add_all(ctx: NodeContext, node: Node, out: int) -> int:
+    """The sum of the node's inputs into ``out`` (one: a copy; three or more of one shape: ADD_N; else ADDs); their count."""
+    names = [i for i in node.inputs if i]
+    inputs = [ctx.input(i) for i in names]
     if len(inputs) == 1:
         ctx.op("RESHAPE", [inputs[0], ctx.param(_dims(ctx, node.outputs[0]), suffix="shape")], [out], "ReshapeOptions")
-    elif len(inputs) == 2:
-        ctx.op("ADD", inputs, [out], "AddOptions", 1, fusedActivationFunction="NONE")
-    else:
+    elif len(inputs) > 2 and len({tuple(ctx.shape(i)) for i in names}) == 1:
         ctx.op("ADD_N", inputs, [out])
+    else:  # ADD_N does not broadcast: ((a + b) + c)..., ONNX Runtime's order
+        total, shape = inputs[0], tuple(ctx.shape(names[0]))
+        for k, term in enumerate(inputs[1:], start=1):
+            shape = _broadcast_shape(shape, tuple(ctx.shape(names[k])))
+            target = out if k == len(inputs) - 1 else ctx.temp(out, shape, f"partial_sum_{k}")
+            ctx.op("ADD", [total, term], [target], "AddOptions", 1, fusedActivationFunction="NONE")
+            total = target
+    return len(inputs)
+
+
+@emitter("Sum", precisions=FLOAT)
+def sum_(ctx: NodeContext, node: Node) -> None:
+    _add_all(ctx, node, ctx.output(node.outputs[0]))
+
+
+@emitter("Mean", precisions=FLOAT)
+def mean(ctx: NodeContext, node: Node) -> None:
+    """The sum divided by the input count, in that order (ONNX Runtime's Mean)."""
+    out = ctx.output(node.outputs[0])
+    if len([i for i in node.inputs if i]) == 1:
+        _add_all(ctx, node, out)
+        return
+    total = ctx.temp(out, ctx.shape(node.outputs[0]), "sum")
+    count = _add_all(ctx, node, total)
+    ctx.op("DIV", [total, ctx.param([float(count)], "float32", "count")], [out], "DivOptions", 1,
+           fusedActivationFunction="NONE")
 
 
 @emitter("Mul", check=_binary_check, fuses=_always)
@@ -1342,17 +1372,10 @@ def depth_space(ctx: NodeContext, node: Node) -> None:
 
 
 # ============================================================================ normalization (float)
-@emitter("LayerNormalization", precisions=FLOAT)
-def layer_norm(ctx: NodeContext, node: Node) -> None:
-    """(x - mean) · rsqrt(var + eps) · gamma + beta over the axes from ``axis``: TFLite float ops."""
-    x = ctx.input(node.inputs[0])
-    shape = ctx.shape(node.inputs[0])
-    rank = len(shape)
-    axis = int(node.attr("axis", -1))
-    axes = list(range(axis + rank if axis < 0 else axis, rank))
-    eps = float(node.attr("epsilon", 1e-5))
+def _normalize(ctx: NodeContext, x: int, out: int, shape: tuple, axes: list[int], eps: float, scale: int,
+               bias: int) -> None:
+    """(x - mean) · rsqrt(var + eps) [· scale] [+ bias] over ``axes`` (``scale``/``bias``: tensors, or -1): float ops."""
     reduced = tuple(1 if i in axes else d for i, d in enumerate(shape))
-    out = ctx.output(node.outputs[0])
 
     def tmp(suffix: str, shp: tuple = shape) -> int:
         return ctx.temp(out, shp, suffix)
@@ -1367,16 +1390,48 @@ def layer_norm(ctx: NodeContext, node: Node) -> None:
     var_eps = tmp("var_eps", reduced)
     ctx.op("ADD", [var, ctx.param([eps], "float32", "epsilon")], [var_eps], "AddOptions")
     ctx.op("RSQRT", [var_eps], [std_inv])
-    has_scale = len(node.inputs) > 1 and node.inputs[1]
-    has_bias = len(node.inputs) > 2 and node.inputs[2]
-    target = normed if (has_scale or has_bias) else out
+    target = normed if (scale >= 0 or bias >= 0) else out
     ctx.op("MUL", [centered, std_inv], [target], "MulOptions")
-    if has_scale:
-        scaled = tmp("scaled") if has_bias else out
-        ctx.op("MUL", [target, ctx.input(node.inputs[1])], [scaled], "MulOptions")
+    if scale >= 0:
+        scaled = tmp("scaled") if bias >= 0 else out
+        ctx.op("MUL", [target, scale], [scaled], "MulOptions")
         target = scaled
-    if has_bias:
-        ctx.op("ADD", [target, ctx.input(node.inputs[2])], [out], "AddOptions")
+    if bias >= 0:
+        ctx.op("ADD", [target, bias], [out], "AddOptions")
+
+
+@emitter("LayerNormalization", precisions=FLOAT)
+def layer_norm(ctx: NodeContext, node: Node) -> None:
+    """(x - mean) · rsqrt(var + eps) · gamma + beta over the axes from ``axis``: TFLite float ops."""
+    shape = ctx.shape(node.inputs[0])
+    rank = len(shape)
+    axis = int(node.attr("axis", -1))
+    axes = list(range(axis + rank if axis < 0 else axis, rank))
+    optional = [ctx.input(node.inputs[i]) if len(node.inputs) > i and node.inputs[i] else -1 for i in (1, 2)]
+    _normalize(ctx, ctx.input(node.inputs[0]), ctx.output(node.outputs[0]), shape, axes,
+               float(node.attr("epsilon", 1e-5)), *optional)
+
+
+@emitter("InstanceNormalization", precisions=FLOAT)
+def instance_norm(ctx: NodeContext, node: Node) -> None:
+    """Per sample and channel over the spatial axes, then the per-channel scale and bias: the LayerNormalization
+    ops. NHWC data (after a conv) normalizes over axes 1..rank-2 and broadcasts [C] as it is; ONNX-layout data
+    over axes 2.. with scale and bias reshaped to [C, 1, ...]."""
+    shape = ctx.shape(node.inputs[0])
+    rank = len(shape)
+    nhwc = node.attr("data_layout") == "NHWC"
+    axes = list(range(1, rank - 1)) if nhwc else list(range(2, rank))
+    per_channel = []
+    for name in node.inputs[1:3]:
+        t = ctx.input(name)
+        if not nhwc and rank > 2:
+            dims = [-1] + [1] * (rank - 2)
+            shaped = ctx.temp(t, (shape[1],) + (1,) * (rank - 2), f"{name}/per_channel")
+            ctx.op("RESHAPE", [t, ctx.param(dims, suffix=f"{name}/shape")], [shaped], "ReshapeOptions", 1, newShape=dims)
+            t = shaped
+        per_channel.append(t)
+    _normalize(ctx, ctx.input(node.inputs[0]), ctx.output(node.outputs[0]), shape, axes,
+               float(node.attr("epsilon", 1e-5)), *per_channel)
 
 
 def _lrn_check(graph: Graph, node: Node, integer: bool) -> str | None:
@@ -1628,6 +1683,499 @@ def expand(ctx: NodeContext, node: Node) -> None:
     # op_version.cc: int8/int16 3, else 2 (version 1 was withdrawn).
     ctx.op("BROADCAST_TO", [x, ctx.param(list(out_shape), suffix="shape")], [out], None,
            _by_dtype(ctx, x, 2, int8=3, int16=3))
+
+
+# ============================================================================ float math (issue 14: onnx2tf's list)
+def _scaled_elu(ctx: NodeContext, node: Node, alpha: float, inner: float = 1.0, gamma: float = 1.0) -> None:
+    """gamma · (max(0, x) + alpha · (exp(min(0, x) / inner) − 1)): Elu (inner 1, gamma 1), Selu (gamma), Celu
+    (inner alpha). The positive side adds exp(0) − 1 = 0; the negative side is ONNX Runtime's alpha·(eˣ − 1).
+    LiteRT 2.3 registers no ELU kernel (the interpreter refuses the builtin), so it is composed.
+    """
+    x = ctx.input(node.inputs[0])
+    out = ctx.output(node.outputs[0])
+    shape = ctx.shape(node.outputs[0])
+
+    def tmp(suffix: str) -> int:
+        return ctx.temp(out, shape, suffix)
+
+    def const(value: float, suffix: str) -> int:
+        return ctx.param([value], "float32", suffix)
+
+    negative, exp, excess, weighted, positive = tmp("negative"), tmp("exp"), tmp("expm1"), tmp("weighted"), tmp("positive")
+    ctx.op("MINIMUM", [x, const(0.0, "zero")], [negative], "MaximumMinimumOptions", 1)
+    if inner != 1.0:
+        scaled = tmp("scaled")
+        ctx.op("DIV", [negative, const(inner, "inner")], [scaled], "DivOptions", 1, fusedActivationFunction="NONE")
+        negative = scaled
+    ctx.op("EXP", [negative], [exp])
+    ctx.op("SUB", [exp, const(1.0, "one")], [excess], "SubOptions", 1, fusedActivationFunction="NONE")
+    ctx.op("MUL", [excess, const(alpha, "alpha")], [weighted], "MulOptions", 1, fusedActivationFunction="NONE")
+    ctx.op("RELU", [x], [positive])
+    total = tmp("sum") if gamma != 1.0 else out
+    ctx.op("ADD", [positive, weighted], [total], "AddOptions", 1, fusedActivationFunction="NONE")
+    if gamma != 1.0:
+        ctx.op("MUL", [total, const(gamma, "gamma")], [out], "MulOptions", 1, fusedActivationFunction="NONE")
+
+
+@emitter("Elu", precisions=FLOAT)
+def elu(ctx: NodeContext, node: Node) -> None:
+    _scaled_elu(ctx, node, float(node.attr("alpha", 1.0)))
+
+
+@emitter("Selu", precisions=FLOAT)
+def selu(ctx: NodeContext, node: Node) -> None:
+    _scaled_elu(ctx, node, float(node.attr("alpha", 1.67326319217681884765625)),
+                gamma=float(node.attr("gamma", 1.05070102214813232421875)))
+
+
+def _celu_check(graph: Graph, node: Node, integer: bool) -> str | None:
+    if float(node.attr("alpha", 1.0)) <= 0.0:
+        return f"Celu {node.name!r}: alpha must be positive (x / alpha), got {node.attr('alpha')}"
+    return None
+
+
+@emitter("Celu", precisions=FLOAT, check=_celu_check)
+def celu(ctx: NodeContext, node: Node) -> None:
+    alpha = float(node.attr("alpha", 1.0))
+    _scaled_elu(ctx, node, alpha, inner=alpha)
+
+
+def _softplus(ctx: NodeContext, x: int, target: int, shape: tuple) -> None:
+    """log(1 + eˣ) as max(x, 0) + log(1 + e^-|x|): no overflow for large x (ONNX Runtime's form, log1p aside)."""
+    def tmp(suffix: str) -> int:
+        return ctx.temp(target, shape, suffix)
+
+    magnitude, negated, exp, shifted, log, positive = (tmp(s) for s in ("abs", "neg_abs", "exp", "one_plus", "log", "relu"))
+    ctx.op("ABS", [x], [magnitude])
+    ctx.op("NEG", [magnitude], [negated])
+    ctx.op("EXP", [negated], [exp])
+    ctx.op("ADD", [exp, ctx.param([1.0], "float32", "one")], [shifted], "AddOptions", 1, fusedActivationFunction="NONE")
+    ctx.op("LOG", [shifted], [log])
+    ctx.op("RELU", [x], [positive])
+    ctx.op("ADD", [positive, log], [target], "AddOptions", 1, fusedActivationFunction="NONE")
+
+
+@emitter("Softplus", precisions=FLOAT)
+def softplus(ctx: NodeContext, node: Node) -> None:
+    _softplus(ctx, ctx.input(node.inputs[0]), ctx.output(node.outputs[0]), ctx.shape(node.outputs[0]))
+
+
+@emitter("Mish", precisions=FLOAT)
+def mish(ctx: NodeContext, node: Node) -> None:
+    """x · tanh(softplus(x))."""
+    x = ctx.input(node.inputs[0])
+    out = ctx.output(node.outputs[0])
+    shape = ctx.shape(node.outputs[0])
+    soft, squashed = ctx.temp(out, shape, "softplus"), ctx.temp(out, shape, "tanh")
+    _softplus(ctx, x, soft, shape)
+    ctx.op("TANH", [soft], [squashed])
+    ctx.op("MUL", [x, squashed], [out], "MulOptions", 1, fusedActivationFunction="NONE")
+
+
+@emitter("Softsign", precisions=FLOAT)
+def softsign(ctx: NodeContext, node: Node) -> None:
+    """x / (1 + |x|)."""
+    x = ctx.input(node.inputs[0])
+    out = ctx.output(node.outputs[0])
+    shape = ctx.shape(node.outputs[0])
+    magnitude, denominator = ctx.temp(out, shape, "abs"), ctx.temp(out, shape, "one_plus_abs")
+    ctx.op("ABS", [x], [magnitude])
+    ctx.op("ADD", [magnitude, ctx.param([1.0], "float32", "one")], [denominator], "AddOptions", 1,
+           fusedActivationFunction="NONE")
+    ctx.op("DIV", [x, denominator], [out], "DivOptions", 1, fusedActivationFunction="NONE")
+
+
+@emitter("ThresholdedRelu", precisions=FLOAT)
+def thresholded_relu(ctx: NodeContext, node: Node) -> None:
+    """x where x > alpha, else 0: GREATER, SELECT_V2."""
+    x = ctx.input(node.inputs[0])
+    out = ctx.output(node.outputs[0])
+    above = ctx.temp(out, ctx.shape(node.outputs[0]), "above", dtype="bool", quant=None)
+    ctx.op("GREATER", [_plan_values(ctx), ctx.param([float(node.attr("alpha", 1.0))], "float32", "alpha")], [above],
+           "GreaterOptions", 1)
+    ctx.op("SELECT_V2", [above, x, ctx.param([0.0], "float32", "zero")], [out], "SelectV2Options", 1)
+
+
+emitter("Sin", precisions=FLOAT)(_unary("SIN"))
+emitter("Cos", precisions=FLOAT)(_unary("COS"))
+emitter("Sign", precisions=FLOAT)(_unary("SIGN"))
+
+
+def _plan_values(ctx: NodeContext, index: int = 0) -> int:
+    """Input ``index`` as the plan holds it where a step function reads it (a rounding, a threshold, an order):
+    rounded through float16 where the plan rounds it (``_rounded_to_fp16``), so that no step falls elsewhere."""
+    name = ctx.node.inputs[index]
+    return _rounded_to_fp16(ctx, ctx.input(name), name)
+
+
+@emitter("Round", precisions=FLOAT)
+def round_(ctx: NodeContext, node: Node) -> None:
+    """Half to even, as ONNX: f = floor(x), d = x − f (exact), f + 1 where d > ½, or d = ½ and f is odd.
+
+    LiteRT 2.3 registers no ROUND kernel (the interpreter refuses the builtin), so it is composed; every step
+    is exact (infinities stay, NaN stays NaN).
+    """
+    x = _plan_values(ctx)
+    out = ctx.output(node.outputs[0])
+    shape = ctx.shape(node.outputs[0])
+
+    def tmp(suffix: str, dtype: str = "float32") -> int:
+        return ctx.temp(out, shape, suffix, dtype=dtype, quant=None)
+
+    def const(value: float, suffix: str) -> int:
+        return ctx.param([value], "float32", suffix)
+
+    floor, fraction, parity, step = tmp("floor"), tmp("fraction"), tmp("parity"), tmp("step")
+    above, tie, odd, odd_tie, up = (tmp(suffix, "bool") for suffix in ("above_half", "half", "odd", "odd_half", "up"))
+    ctx.op("FLOOR", [x], [floor])
+    ctx.op("SUB", [x, floor], [fraction], "SubOptions", 1, fusedActivationFunction="NONE")
+    ctx.op("GREATER", [fraction, const(0.5, "half")], [above], "GreaterOptions", 1)
+    ctx.op("EQUAL", [fraction, const(0.5, "half_tie")], [tie], "EqualOptions", 1)
+    ctx.op("FLOOR_MOD", [floor, const(2.0, "two")], [parity], "FloorModOptions", 1)
+    ctx.op("EQUAL", [parity, const(1.0, "one")], [odd], "EqualOptions", 1)
+    ctx.op("LOGICAL_AND", [tie, odd], [odd_tie], "LogicalAndOptions", 1)
+    ctx.op("LOGICAL_OR", [above, odd_tie], [up], "LogicalOrOptions", 1)
+    ctx.op("CAST", [up], [step], None, 1)
+    ctx.op("ADD", [floor, step], [out], "AddOptions", 1, fusedActivationFunction="NONE")
+
+
+@emitter("IsNaN", precisions=FLOAT)
+def is_nan(ctx: NodeContext, node: Node) -> None:
+    """x ≠ x: true exactly for NaN."""
+    x = ctx.input(node.inputs[0])
+    ctx.op("NOT_EQUAL", [x, x], [ctx.output(node.outputs[0])], "NotEqualOptions", 1)
+
+
+def _is_inf_check(graph: Graph, node: Node, integer: bool) -> str | None:
+    if not (node.attr("detect_positive", 1) or node.attr("detect_negative", 1)):
+        return f"IsInf {node.name!r}: detecting neither infinity is a constant false, not written for TFLite"
+    return None
+
+
+@emitter("IsInf", precisions=FLOAT, check=_is_inf_check)
+def is_inf(ctx: NodeContext, node: Node) -> None:
+    """EQUAL(|x|, inf), or EQUAL(x, ±inf) when one sign only is detected."""
+    x = _plan_values(ctx)  # float16 overflows to inf where the plan rounds
+    out = ctx.output(node.outputs[0])
+    positive, negative = bool(node.attr("detect_positive", 1)), bool(node.attr("detect_negative", 1))
+    if positive and negative:
+        magnitude = ctx.temp(x, ctx.shape(node.inputs[0]), "abs", quant=None)
+        ctx.op("ABS", [x], [magnitude])
+        x, infinity = magnitude, np.inf
+    else:
+        infinity = np.inf if positive else -np.inf
+    ctx.op("EQUAL", [x, ctx.param([infinity], "float32", "infinity")], [out], "EqualOptions", 1)
+
+
+def _mod_check(graph: Graph, node: Node, integer: bool) -> str | None:
+    dtype = graph.tensors[node.inputs[0]].dtype
+    is_float = dtype is None or np.dtype(dtype).kind == "f"
+    if node.attr("fmod", 0) and not is_float:
+        return f"Mod {node.name!r}: fmod=1 on integers (a truncated remainder) is not written for TFLite"
+    if not node.attr("fmod", 0) and is_float:
+        return f"Mod {node.name!r}: ONNX requires fmod=1 for floating-point operands"
+    if not is_float and np.dtype(dtype).name not in ("int32", "int64", "int16", "int8"):
+        return f"Mod {node.name!r}: TFLite's FLOOR_MOD takes no {np.dtype(dtype).name} operands"
+    return None
+
+
+@emitter("Mod", precisions=FLOAT, check=_mod_check)
+def mod(ctx: NodeContext, node: Node) -> None:
+    """Integers (fmod=0): FLOOR_MOD, the divisor's sign, as ONNX. Floats (fmod=1, C's fmod, the dividend's sign):
+    sign(a) · FLOOR_MOD(|a|, |b|), exact, since FLOOR_MOD of non-negative operands is fmod itself."""
+    a, b = ctx.input(node.inputs[0]), ctx.input(node.inputs[1])
+    out = ctx.output(node.outputs[0])
+    if not node.attr("fmod", 0):
+        ctx.op("FLOOR_MOD", [a, b], [out], "FloorModOptions", 1)
+        return
+    shape = ctx.shape(node.outputs[0])
+    abs_a = ctx.temp(a, ctx.shape(node.inputs[0]), "abs_a", quant=None)
+    abs_b = ctx.temp(b, ctx.shape(node.inputs[1]), "abs_b", quant=None)
+    rest, sign = ctx.temp(out, shape, "remainder"), ctx.temp(a, ctx.shape(node.inputs[0]), "sign", quant=None)
+    ctx.op("ABS", [a], [abs_a])
+    ctx.op("ABS", [b], [abs_b])
+    ctx.op("FLOOR_MOD", [abs_a, abs_b], [rest], "FloorModOptions", 1)
+    ctx.op("SIGN", [a], [sign])
+    ctx.op("MUL", [sign, rest], [out], "MulOptions", 1, fusedActivationFunction="NONE")
+
+
+# ============================================================================ indices, selection, scans (issue 14)
+def _constant_input_check(indices: tuple[int, ...], what: str) -> Check:
+    def check(graph: Graph, node: Node, integer: bool) -> str | None:
+        if _has_computed_input(graph, node, indices):
+            return f"{node.op_type} {node.name!r}: TFLite needs constant {what}"
+        return None
+
+    return check
+
+
+@emitter("Tile", check=_constant_input_check((1,), "repeats"))
+def tile(ctx: NodeContext, node: Node) -> None:
+    """TILE: copies elements, so integer input and output share their quantization (legalization)."""
+    x = ctx.input(node.inputs[0])
+    out = ctx.output(node.outputs[0])
+    repeats = ctx.param(ctx.value(node.inputs[1]).reshape(-1).astype(np.int32), suffix="multiples")
+    ctx.op("TILE", [x, repeats], [out], "TileOptions", 1)
+
+
+def _axis_of(ctx: NodeContext, node: Node, rank: int, default: int = 0) -> int:
+    axis = int(node.attr("axis", default))
+    return axis + rank if axis < 0 else axis
+
+
+def _arg_check(graph: Graph, node: Node, integer: bool) -> str | None:
+    if node.attr("select_last_index", 0):
+        return (f"{node.op_type} {node.name!r}: select_last_index=1 (the last of equal values) has no TFLite form; "
+                f"ARG_MAX/ARG_MIN return the first")
+    return None
+
+
+@emitter("ArgMax", "ArgMin", precisions=FLOAT, check=_arg_check)
+def arg_max_min(ctx: NodeContext, node: Node) -> None:
+    """ARG_MAX/ARG_MIN (int64 indices, the first of equal values, as ONNX's default), then RESHAPE for keepdims.
+
+    An integer plan's input is read dequantized: a monotone map, so the same index as the int8 kernel's."""
+    x = _plan_values(ctx)
+    out = ctx.output(node.outputs[0])
+    shape = ctx.shape(node.inputs[0])
+    axis = _axis_of(ctx, node, len(shape))
+    op = "ARG_MAX" if node.op_type == "ArgMax" else "ARG_MIN"
+    options = "ArgMaxOptions" if node.op_type == "ArgMax" else "ArgMinOptions"
+    keep = bool(node.attr("keepdims", 1))
+    target = ctx.temp(out, tuple(d for i, d in enumerate(shape) if i != axis), "reduced") if keep else out
+    ctx.op(op, [x, ctx.param([axis], suffix="axis")], [target], options, 1, outputType="INT64")
+    if keep:
+        dims = _dims(ctx, node.outputs[0])
+        ctx.op("RESHAPE", [target, ctx.param(dims, suffix="shape")], [out], "ReshapeOptions", 1, newShape=dims)
+
+
+def _topk_check(graph: Graph, node: Node, integer: bool) -> str | None:
+    rank = graph.tensors[node.inputs[0]].rank
+    axis = int(node.attr("axis", -1))
+    if rank is None or (axis + rank if axis < 0 else axis) != rank - 1:
+        return f"TopK {node.name!r}: TFLite's TOPK_V2 selects along the last axis only (axis {axis}, rank {rank})"
+    if not node.attr("largest", 1):
+        return f"TopK {node.name!r}: largest=0 (the k smallest) has no TFLite form; TOPK_V2 returns the largest"
+    if not node.attr("sorted", 1):
+        return f"TopK {node.name!r}: sorted=0 leaves the order to the runtime; only sorted results are written"
+    return _constant_input_check((1,), "k")(graph, node, integer)
+
+
+@emitter("TopK", precisions=FLOAT, check=_topk_check)
+def top_k(ctx: NodeContext, node: Node) -> None:
+    """TOPK_V2 along the last axis, largest first, equal values in index order (as ONNX); int32 indices CAST to
+    ONNX's int64."""
+    x = _plan_values(ctx)
+    k = ctx.param(int(ctx.value(node.inputs[1]).reshape(-1)[0]), suffix="k")
+    values_name, indices_name = (list(node.outputs) + ["", ""])[:2]
+    shape = ctx.shape(indices_name or values_name)
+    values = ctx.output(values_name) if values_name else ctx.temp(x, shape, "values", quant=None)
+    out_indices = ctx.output(indices_name) if indices_name else -1
+    indices = ctx.w.new_tensor(f"{node.name}/indices_int32", "int32", shape)
+    ctx.op("TOPK_V2", [x, k], [values, indices], "TopKV2Options", 1)
+    if out_indices >= 0:
+        ctx.op("CAST", [indices], [out_indices], None, 1)
+
+
+@emitter("CumSum", precisions=FLOAT, check=_constant_input_check((1,), "axis"))
+def cumsum(ctx: NodeContext, node: Node) -> None:
+    x = ctx.input(node.inputs[0])
+    out = ctx.output(node.outputs[0])
+    axis = int(ctx.value(node.inputs[1]).reshape(-1)[0])
+    axis = axis + len(ctx.shape(node.inputs[0])) if axis < 0 else axis
+    ctx.op("CUMSUM", [x, ctx.param(axis, suffix="axis")], [out], "CumsumOptions", 1,
+           exclusive=bool(node.attr("exclusive", 0)), reverse=bool(node.attr("reverse", 0)))
+
+
+def _gather_indices(ctx: NodeContext, name: str, sizes: list, suffix: str) -> int:
+    """Indices into axes of sizes ``sizes`` (the last index axis runs over them), negative ones counted from the end
+    as ONNX does: constant ones fixed here (int32), computed ones through FLOOR_MOD(i, size), exact for
+    ONNX's range [-size, size - 1] (TFLite's gathers refuse negative indices)."""
+    if ctx.is_constant(name):
+        values = ctx.value(name).astype(np.int64)
+        if np.any(values < 0):
+            if not all(isinstance(d, int) for d in sizes):
+                raise UnsupportedOperatorError(f"{ctx.node.op_type} {ctx.node.name!r}: negative indices need static "
+                                               f"sizes, got {sizes}: {STATIC_SHAPE_HINT}")
+            values = np.mod(values, np.asarray(sizes, np.int64))
+        return ctx.w.new_tensor(f"{ctx.node.name}/{suffix}", "int32", values.shape, data=values.astype(np.int32))
+    indices = ctx.w.realize(name, "raw")
+    if not all(isinstance(d, int) for d in sizes):
+        return indices  # negative computed indices along a dynamic axis fail at run time in LiteRT
+    shape = ctx.shape(name)
+    wrapped = ctx.temp(indices, shape, f"{suffix}/wrapped", quant=None)
+    ctx.op("FLOOR_MOD", [indices, ctx.param(sizes, _dtype(ctx, indices), f"{suffix}/sizes")], [wrapped],
+           "FloorModOptions", 1)
+    return wrapped
+
+
+def _gather_nd_check(graph: Graph, node: Node, integer: bool) -> str | None:
+    if int(node.attr("batch_dims", 0)) != 0:
+        return f"GatherND {node.name!r}: batch_dims > 0 has no TFLite GATHER_ND form"
+    indices = graph.tensors[node.inputs[1]]
+    if indices.shape is None or not isinstance(indices.shape[-1], int):
+        return f"GatherND {node.name!r}: TFLite needs the index depth (the indices' last dimension) static"
+    return None
+
+
+@emitter("GatherND", precisions=FLOAT, check=_gather_nd_check)
+def gather_nd(ctx: NodeContext, node: Node) -> None:
+    data = ctx.input(node.inputs[0])
+    depth = int(ctx.shape(node.inputs[1])[-1])
+    indices = _gather_indices(ctx, node.inputs[1], list(ctx.shape(node.inputs[0])[:depth]), "indices")
+    ctx.op("GATHER_ND", [data, indices], [ctx.output(node.outputs[0])], "GatherNdOptions", 1)
+
+
+def _gather_elements_check(graph: Graph, node: Node, integer: bool) -> str | None:
+    shape = graph.tensors[node.inputs[1]].shape
+    if shape is None or not all(isinstance(d, int) for d in shape):
+        return (f"GatherElements {node.name!r}: its GATHER_ND form needs the indices' shape static (a coordinate "
+                f"grid), got {shape}; {STATIC_SHAPE_HINT}")
+    return None
+
+
+@emitter("GatherElements", precisions=FLOAT, check=_gather_elements_check)
+def gather_elements(ctx: NodeContext, node: Node) -> None:
+    """out[p] = data[p with p[axis] := indices[p]]: GATHER_ND with full coordinates, exact data movement.
+
+    The coordinates are the index grid of the indices' (static) shape with the ``axis`` column replaced by the
+    indices: one constant for constant indices, else CONCATENATION of constant columns and the (int32) indices.
+    """
+    data = ctx.input(node.inputs[0])
+    out = ctx.output(node.outputs[0])
+    data_shape = ctx.shape(node.inputs[0])
+    shape = [int(d) for d in ctx.shape(node.inputs[1])]
+    rank = len(shape)
+    axis = _axis_of(ctx, node, rank)
+    grid = np.indices(shape, np.int32)
+    indices = _gather_indices(ctx, node.inputs[1], [data_shape[axis]], "indices")
+    if ctx.is_constant(node.inputs[1]):
+        grid[axis] = ctx.w.model.tensors[indices].data
+        coords = ctx.param(np.stack(list(grid), axis=-1), suffix="coordinates")
+    else:
+        if _dtype(ctx, indices) != "int32":
+            narrow = ctx.temp(indices, tuple(shape), "indices/int32", dtype="int32", quant=None)
+            ctx.op("CAST", [indices], [narrow], None, 1)
+            indices = narrow
+        column = ctx.temp(indices, (*shape, 1), "indices/column")
+        ctx.op("RESHAPE", [indices, ctx.param([*shape, 1], suffix="column_shape")], [column], "ReshapeOptions", 1,
+               newShape=[*shape, 1])
+        parts = [column if k == axis else ctx.param(grid[k][..., None], suffix=f"grid_{k}") for k in range(rank)]
+        coords = ctx.w.new_tensor(f"{node.name}/coordinates", "int32", (*shape, rank))
+        ctx.op("CONCATENATION", parts, [coords], "ConcatenationOptions", 1, axis=rank, fusedActivationFunction="NONE")
+    ctx.op("GATHER_ND", [data, coords], [out], "GatherNdOptions", 1)
+
+
+# ============================================================================ einsum (as one BATCH_MATMUL)
+@dataclasses.dataclass(frozen=True)
+class EinsumPlan:
+    """``a, b -> out`` as batch × free_a × contracted @ batch × contracted × free_b (each group's letters in order)."""
+
+    a: str
+    b: str
+    out: str
+    batch: str
+    free_a: str
+    free_b: str
+    contracted: str
+
+
+def _einsum_plan(graph: Graph, node: Node) -> EinsumPlan | str:
+    """How a two-operand Einsum is one BATCH_MATMUL between transposes and reshapes, or why it is not."""
+    equation = node.attr("equation", "")
+    equation = (equation.decode() if isinstance(equation, bytes) else equation).replace(" ", "")
+    if "..." in equation:
+        return "an ellipsis (broadcast batch dimensions) is not written for TFLite"
+    lhs, _, out = equation.partition("->")
+    operands = lhs.split(",")
+    if len(operands) != 2 or len([i for i in node.inputs if i]) != 2:
+        return f"only two operands map to one BATCH_MATMUL (equation {equation!r})"
+    a, b = operands
+    if "->" not in equation:  # implicit output: the letters that appear once, in alphabetical order
+        out = "".join(sorted(c for c in set(a + b) if (a + b).count(c) == 1))
+    if any(len(set(s)) != len(s) for s in (a, b, out)):
+        return f"a repeated index (a diagonal or trace) has no BATCH_MATMUL form (equation {equation!r})"
+    if any(c not in a and c not in b for c in out) or any(c not in out and c not in other for s, other in ((a, b), (b, a))
+                                                         for c in s):
+        return f"an index summed over one operand only (a reduction) has no BATCH_MATMUL form (equation {equation!r})"
+    plan = EinsumPlan(a, b, out, batch="".join(c for c in out if c in a and c in b),
+                      free_a="".join(c for c in out if c in a and c not in b),
+                      free_b="".join(c for c in out if c in b and c not in a),
+                      contracted="".join(c for c in a if c in b and c not in out))
+    shapes = [graph.tensors[name].shape for name in node.inputs[:2]]
+    if any(s is None or len(s) != len(letters) for s, letters in zip(shapes, (a, b))):
+        return "TFLite needs the operands' shapes"
+    sizes_a, sizes_b = dict(zip(a, shapes[0])), dict(zip(b, shapes[1]))
+    for c in plan.batch + plan.contracted:
+        if sizes_a[c] != sizes_b[c]:
+            return f"index {c!r} has sizes {sizes_a[c]} and {sizes_b[c]}: broadcasting is not written for TFLite"
+    dynamic = [c for c, d in {**sizes_b, **sizes_a}.items() if not isinstance(d, int)]
+    reshaped = len(plan.batch) > 1 or any(len(g) != 1 for g in (plan.free_a, plan.contracted, plan.free_b))
+    if reshaped and len(dynamic) > 1:
+        return f"its RESHAPEs would have several dynamic dimensions ({', '.join(dynamic)}); {STATIC_SHAPE_HINT}"
+    return plan
+
+
+def _einsum_check(graph: Graph, node: Node, integer: bool) -> str | None:
+    plan = _einsum_plan(graph, node)
+    return f"Einsum {node.name!r}: {plan}" if isinstance(plan, str) else None
+
+
+def _group_size(sizes: dict, group: str) -> object:
+    """The size of a run of indices merged into one dimension: the letter's own size (maybe dynamic) or the
+    product of static sizes, -1 when one of them is dynamic (RESHAPE infers it)."""
+    if len(group) == 1:
+        return sizes[group]
+    values = [sizes[c] for c in group]
+    return int(np.prod(values)) if all(isinstance(v, int) for v in values) else -1
+
+
+def _arranged(ctx: NodeContext, x: int, letters: str, order: str, groups: list[str], sizes: dict, suffix: str) -> int:
+    """Operand ``x`` (indices ``letters``) transposed to ``order`` and reshaped to one dimension per group."""
+    shape = tuple(sizes[c] for c in letters)
+    perm = [letters.index(c) for c in order]
+    if perm != sorted(perm):
+        moved = ctx.temp(x, tuple(sizes[c] for c in order), f"{suffix}/transposed")
+        ctx.op("TRANSPOSE", [x, ctx.param(perm, suffix=f"{suffix}/perm")], [moved], "TransposeOptions",
+               4 if len(perm) > 4 else 1)
+        x, shape = moved, tuple(sizes[c] for c in order)
+    target = tuple(_group_size(sizes, g) for g in groups)
+    if target != shape:
+        dims = [d if isinstance(d, int) else -1 for d in target]
+        merged = ctx.temp(x, target, f"{suffix}/merged")
+        ctx.op("RESHAPE", [x, ctx.param(dims, suffix=f"{suffix}/shape")], [merged], "ReshapeOptions", 1, newShape=dims)
+        x = merged
+    return x
+
+
+@emitter("Einsum", precisions=FLOAT, check=_einsum_check)
+def einsum(ctx: NodeContext, node: Node) -> None:
+    """A two-operand contraction as TRANSPOSE/RESHAPE to [batch, M, K] and [batch, K, N], one BATCH_MATMUL, and
+    RESHAPE/TRANSPOSE back to the output's indices. Float (the planner keeps Einsum in float)."""
+    plan = _einsum_plan(ctx.graph, node)
+    if isinstance(plan, str):
+        raise UnsupportedOperatorError(f"Einsum {node.name!r}: {plan}")
+    sizes = {**dict(zip(plan.b, ctx.shape(node.inputs[1]))), **dict(zip(plan.a, ctx.shape(node.inputs[0])))}
+    lead = [plan.batch] if plan.batch else []
+    a = _arranged(ctx, ctx.input(node.inputs[0]), plan.a, plan.batch + plan.free_a + plan.contracted,
+                  lead + [plan.free_a, plan.contracted], sizes, "a")
+    b = _arranged(ctx, ctx.input(node.inputs[1]), plan.b, plan.batch + plan.contracted + plan.free_b,
+                  lead + [plan.contracted, plan.free_b], sizes, "b")
+    out = ctx.output(node.outputs[0])
+    computed = plan.batch + plan.free_a + plan.free_b
+    product = tuple(_group_size(sizes, g) for g in lead + [plan.free_a, plan.free_b])
+    unmerged = tuple(sizes[c] for c in computed)
+    perm = [computed.index(c) for c in plan.out]
+    steps = [product != unmerged, perm != sorted(perm)]
+    target = out if not any(steps) else ctx.temp(out, product, "matmul")
+    ctx.op("BATCH_MATMUL", [a, b], [target], "BatchMatMulOptions", 1, adjX=False, adjY=False)
+    if steps[0]:
+        dims = [d if isinstance(d, int) else -1 for d in unmerged]
+        split = out if not steps[1] else ctx.temp(out, unmerged, "split")
+        ctx.op("RESHAPE", [target, ctx.param(dims, suffix="shape")], [split], "ReshapeOptions", 1, newShape=dims)
+        target = split
+    if steps[1]:
+        ctx.op("TRANSPOSE", [target, ctx.param(perm, suffix="perm")], [out], "TransposeOptions", 4 if len(perm) > 4 else 1)
 
 
 # ============================================================================ recurrent (float)
