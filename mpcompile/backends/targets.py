@@ -77,7 +77,6 @@ class LowerResult:
                      f" planned, {self.precision.integer_mac_share():.0%} here): see the deviations")
         return note
 
-
     def speed_warning(self) -> str:
         """Why this artifact may be no faster than FP32, said at compile time (``--bench`` measures it), or "".
 
