@@ -83,14 +83,13 @@ def measure_entry(entry, cache: Path, work: Path, batches: list[int], seconds: f
     peers += _peer("quantize_dynamic", quantize_dynamic_model, built, work / "qd.onnx", row)
     log(f"[{entry.name}] timing at batch {', '.join(map(str, batches))}")
     report = bench_artifacts([str(out), *peers], model=str(built.model_path), data=str(built.eval_path),
-                             batches=batches, seconds=seconds, rounds=rounds,
-                             options={"onnxruntime": {}, "tflite": {}, "openvino": {}})
+                             batches=batches, seconds=seconds, rounds=rounds)
     row["bench"] = report.to_dict()
-    row["cells"] = _cells(report, work)
+    row["cells"] = _cells(report)
     return row
 
 
-def _cells(report, work: Path) -> list[dict]:
+def _cells(report) -> list[dict]:
     """One cell per (backend, subject): speed against that backend's FP32 at each batch timed."""
     cells = []
     for comparison in report.comparisons():

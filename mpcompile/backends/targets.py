@@ -7,6 +7,7 @@ with the reason; the other targets are still lowered, conformed and listed in th
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import os
 import shutil
@@ -23,6 +24,9 @@ from mpcompile.ir.cost import PrecisionSummary, node_cost
 from mpcompile.ir.graph import Graph
 from mpcompile.ir.types import Precision
 from mpcompile.passes.freeze_batch import FreezeBatch, batch_to_freeze, runtime_shape_nodes
+
+#: an integer artifact with less than this share of its MACs in integers is flagged as possibly no faster than FP32
+FLOAT_DOMINATED_BELOW = 0.5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,23 +101,17 @@ class LowerResult:
                 f"measure with `mpcompile bench`, and compile with --precision fp32 where it is slower")
 
 
-#: an integer artifact with less than this share of its MACs in integers is flagged as possibly no faster than FP32
-FLOAT_DOMINATED_BELOW = 0.5
-
 
 def _float_mac_ops(plan: Graph) -> str:
     """``LSTM ×2, MatMul ×1``: the float nodes that carry MACs, by their share of them."""
-    by_op: dict[str, list[int]] = {}
+    macs: collections.Counter[str] = collections.Counter()
+    count: collections.Counter[str] = collections.Counter()
     for node in plan.nodes:
-        if (node.precision or Precision.FP32) in (Precision.INT8, Precision.INT16):
-            continue
-        macs = node_cost(plan, node)[0]
-        if macs:
-            entry = by_op.setdefault(node.op_type, [0, 0])
-            entry[0] += macs
-            entry[1] += 1
-    ranked = sorted(by_op.items(), key=lambda item: -item[1][0])
-    return ", ".join(f"{op} ×{count}" for op, (_, count) in ranked[:4]) or "no weighted op"
+        cost = 0 if (node.precision or Precision.FP32).is_integer else node_cost(plan, node)[0]
+        if cost:
+            macs[node.op_type] += cost
+            count[node.op_type] += 1
+    return ", ".join(f"{op} ×{count[op]}" for op, _ in macs.most_common(4)) or "no weighted op"
 
 
 def strict_plugins() -> bool:
