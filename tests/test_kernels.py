@@ -22,11 +22,12 @@ from planted import planted_target, tie_breaking_target
 from mpcompile.backends.registry import resolve_targets
 from mpcompile.backends.targets import Target, lower_target
 from mpcompile.conformance import check_artifacts
-from mpcompile.conformance.compare import Tolerances
+from mpcompile.conformance.compare import NUDGE, Tolerances, nudged_scales, rounding_envelope
 from mpcompile.conformance.html import render_html
 from mpcompile.conformance.kernels import certify, cut_plan
 from mpcompile.data import open_data
 from mpcompile.pipeline import calibrate
+from mpcompile.reference import ReferenceRunner
 
 VICTIM = "/pool1/MaxPool_output_0"
 
@@ -108,6 +109,33 @@ def test_tie_rounding_amplified_by_the_plan_passes_by_the_kernel_rule(tmp_path):
     assert report.to_dict()["backends"][0]["verdict_rule"] == "kernel by kernel"
     page = render_html(report)
     assert "pass (kernel by kernel)" in page and "onnxruntime: kernel by kernel" in page
+
+
+def _ties_plan(folder):
+    """x → Relu → y, calibrated on [-4, 4] (y's scale is half x's), and rows of x on every positive tie of x's grid."""
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"], name="relu")], "ties",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 64])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), folder / "ties.onnx")
+    np.savez(folder / "calib.npz", x=np.linspace(-4, 4, 512, dtype=np.float32).reshape(8, 64))
+    plan = calibrate(str(folder / "ties.onnx"), str(folder / "calib.npz"), progress=False).plan
+    spec = plan.tensors["x"].quant
+    ties = (np.arange(int(spec.zero_point) + 1, 126) + 0.5 - int(spec.zero_point)) * np.float64(spec.scale)
+    return plan, np.resize(ties.astype(np.float32), (2, 64))
+
+
+def test_the_rounding_envelope_breaks_ties_both_ways(tmp_path):
+    """A backend may round a tie either way, so the envelope nudges the scales up and down: nudged up only, the ties
+    the reference rounds down never moved (basic_pitch's TFLite output: 9 LSB up, 16 down, 18 end to end)."""
+    plan, ties = _ties_plan(tmp_path)
+    lsb = float(plan.tensors["y"].quant.scale)
+    reference, up, down = (np.rint(ReferenceRunner(p).run({"x": ties})["y"] / lsb)
+                           for p in (plan, nudged_scales(plan, 1 + NUDGE), nudged_scales(plan, 1 - NUDGE)))
+    only_down = (down != reference) & (up == reference)
+    assert only_down.sum() >= 8, "no tie the reference rounds down: the test would prove nothing"
+    batch = {"x": np.resize(ties[only_down], (1, 64))}
+    envelope = rounding_envelope(plan, [batch], [ReferenceRunner(plan).run(batch)], "onnxruntime")
+    assert envelope["y"].max_lsb == round(float(plan.tensors["x"].quant.scale) / lsb) == 2  # one LSB of x
 
 
 # ============================================================================ cut inputs the plan has no shape for

@@ -76,31 +76,46 @@ class Tolerances:
 NUDGE = 1e-6
 
 
-def nudged_scales(plan: Graph) -> Graph:
-    """The plan with every activation scale ×(1 + 1e-6): only values sitting on rounding ties move."""
+def nudged_scales(plan: Graph, factor: float = 1 + NUDGE) -> Graph:
+    """The plan with every activation scale ×``factor`` (1 ± 1e-6): only values sitting on rounding ties move."""
     g = plan.copy()
     for t in g.tensors.values():
         if t.quant is not None and not t.is_constant:
-            t.quant = t.quant.replace(scale=(t.quant.scale.astype(np.float64) * (1 + NUDGE)).astype(np.float32))
+            t.quant = t.quant.replace(scale=(t.quant.scale.astype(np.float64) * factor).astype(np.float32))
     return g
 
 
+def _moved_more(a: Accumulator, b: Accumulator) -> Accumulator:
+    """Of two envelopes of one output, the one that moved further (quantized: more LSB; float: lower SQNR)."""
+    if a.quantized:
+        return a if (a.max_lsb or 0.0) >= (b.max_lsb or 0.0) else b
+    return a if a.sqnr_db <= b.sqnr_db else b
+
+
 def rounding_envelope(plan: Graph, batches: list, reference: list, engine: str, tol: Tolerances | None = None) -> dict[str, Accumulator]:
-    """Per output: the reference against itself with every activation scale nudged by 1e-6.
+    """Per output: the reference against itself with every activation scale nudged by 1e-6, up and down.
 
     Backends round ties differently (half-to-even, half-away, ties toward +inf: docs/design.md);
     only values sitting on a tie move under a one-in-a-million nudge, so how far an output moves
-    is how far the plan amplifies a single tie broken the other way. A plan that moves beyond an
-    output's rule here cannot be matched end to end at that output by a backend that rounds ties
-    differently (quantized outputs: ``max_lsb``; float outputs: ``sqnr_db``, infinite when stable).
+    is how far the plan amplifies a single tie broken the other way. Each direction breaks only
+    half the ties the other way: ×(1 + 1e-6) moves a tie the reference rounded up (to even) down,
+    ×(1 − 1e-6) one it rounded down up, which is what a backend rounding half away from zero does
+    to half of them; each output keeps the direction that moved it further. A plan that moves
+    beyond an output's rule here cannot be matched end to end at that output by a backend that
+    rounds ties differently (quantized outputs: ``max_lsb``; float outputs: ``sqnr_db``, infinite
+    when stable).
     """
-    nudged = ReferenceRunner(nudged_scales(plan), engine=engine)
-    envelope = output_accumulators(plan, tol or Tolerances())
-    for batch, ref in zip(batches, reference):
-        moved = nudged.run(batch)
-        for name, acc in envelope.items():
-            acc.update(moved[name], ref[name])
-    return envelope
+    envelopes = []
+    for factor in (1 + NUDGE, 1 - NUDGE):
+        nudged = ReferenceRunner(nudged_scales(plan, factor), engine=engine)
+        envelope = output_accumulators(plan, tol or Tolerances())
+        for batch, ref in zip(batches, reference):
+            moved = nudged.run(batch)
+            for name, acc in envelope.items():
+                acc.update(moved[name], ref[name])
+        envelopes.append(envelope)
+    up, down = envelopes
+    return {name: _moved_more(up[name], down[name]) for name in up}
 
 
 def output_accumulators(legal: Graph, tol: Tolerances) -> dict[str, Accumulator]:
