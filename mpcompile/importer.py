@@ -14,11 +14,12 @@ from mpcompile.passes.absorb_qdq import AbsorbQDQ
 from mpcompile.passes.base import run_passes
 from mpcompile.passes.div_by_constant import DivByConstant
 from mpcompile.passes.fold_batchnorm import FoldBatchNorm
+from mpcompile.passes.fold_bias_add import FoldBiasAdd
 from mpcompile.passes.infer_precisions import InferPrecisions
 
 
 def canonicalize(graph: Graph) -> Graph:
-    graph, _notes = run_passes(graph, [AbsorbQDQ(), FoldBatchNorm(), DivByConstant(), InferPrecisions()])
+    graph, _notes = run_passes(graph, [AbsorbQDQ(), FoldBatchNorm(), FoldBiasAdd(), DivByConstant(), InferPrecisions()])
     return graph
 
 
