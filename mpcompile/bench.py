@@ -201,6 +201,32 @@ class BenchReport:
         return "\n".join(text)
 
 
+    def speed_lines(self, batch: int) -> list[str]:
+        """One line per artifact at ``batch``: its speed against FP32 on its backend and what that means.
+
+        Slower is said only when every interleaved round found it slower (the whole range below 1): on a
+        shared machine a single median near 1 is noise, and the line says "about as fast" then."""
+        lines = []
+        for c in self.comparisons():
+            speed, spread = c.speedup(batch), c.speedup_range(batch)
+            backend = c.result.subject.backend.name
+            name = f"{backend} ({Path(c.result.subject.artifact.path).name})"
+            if speed is None or spread is None:
+                error = c.result.error or c.result.batch_errors.get(batch) or "no FP32 baseline on this backend"
+                lines.append(f"{name}: not timed ({error})")
+                continue
+            figure = f"{speed:.2f}× FP32 ({spread[0]:.2f}–{spread[1]:.2f} over {len(c.result.timings[batch].rounds_ms)} rounds)"
+            if spread[1] < 1.0:
+                lines.append(f"! speed: {name} is slower than FP32 on {backend} at batch {batch}: {figure}. FP32 is the "
+                             f"faster plan here (--precision fp32); `mpcompile bench OUT` measures longer and at more "
+                             f"batch sizes")
+            elif spread[0] > 1.0:
+                lines.append(f"{name}: {figure}, faster than FP32")
+            else:
+                lines.append(f"{name}: {figure}, about as fast as FP32 (the rounds disagree)")
+        return lines
+
+
 def _fmt(value: float | None, digits: int) -> str:
     if value is None:
         return "—"

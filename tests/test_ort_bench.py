@@ -124,6 +124,40 @@ def test_report_warns_only_for_slower_artifacts():
     assert json.dumps(report.to_dict())  # serializable
 
 
+def test_speed_lines_say_slower_only_when_every_round_was():
+    fp32 = Result(_subject("fp32.onnx", baseline=True), {1: Timing(10.0, 12.0, 10, [10.0, 10.0, 10.0])})
+    slow = Result(_subject("slow.qdq.onnx"), {1: Timing(20.0, 24.0, 10, [19.0, 20.0, 21.0])})
+    noisy = Result(_subject("noisy.qdq.onnx"), {1: Timing(11.0, 13.0, 10, [8.0, 11.0, 12.0])})
+    fast = Result(_subject("fast.qdq.onnx"), {1: Timing(5.0, 6.0, 10, [5.0, 5.0, 6.0])})
+    broken = Result(_subject("broken.onnx"), error="BackendError: cannot load")
+    lines = BenchReport([1], [slow, noisy, fast, broken, fp32], 1.0, 3).speed_lines(1)
+    assert lines[0].startswith("! speed: onnxruntime (mnist_cnn.onnx) is slower than FP32 on onnxruntime at batch 1: "
+                               "0.50× FP32 (0.48–0.53 over 3 rounds)") and "--precision fp32" in lines[0]
+    assert lines[1].endswith("about as fast as FP32 (the rounds disagree)")  # 0.91×, but one round was faster
+    assert lines[2].endswith("faster than FP32")
+    assert lines[3] == "onnxruntime (mnist_cnn.onnx): not timed (BackendError: cannot load)"
+
+
+def test_compile_checks_speed_at_batch_1_by_default_and_not_with_bench_off(tmp_path):
+    def run(*extra):
+        out = tmp_path / f"out{len(extra)}"
+        result = subprocess.run([sys.executable, "-m", "mpcompile", "compile", str(MNIST), "--data", str(MNIST_CALIB),
+                                 "--backend", "onnxruntime", "--no-conform", "--quiet", "-o", str(out), *extra],
+                                capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+        return result.stdout, json.loads((out / "manifest.json").read_text())
+
+    stdout, manifest = run()
+    assert "speed check (batch 1, quick" in stdout and manifest["bench"]["batches"] == [1]
+    line = next(ln.strip() for ln in stdout.splitlines() if ".qdq.onnx)" in ln)
+    ours = next(r for r in manifest["bench"]["results"] if not r["baseline"])["batches"]["1"]
+    assert line.startswith("! speed:") == (ours["speedup_range"][1] < 1), line  # said exactly when every round was slower
+    stdout, manifest = run("--bench", "off")
+    assert "speed check" not in stdout and "bench" not in manifest
+    stdout, manifest = run("--precision", "fp32")  # nothing integer to compare
+    assert "speed check" not in stdout and "bench" not in manifest
+
+
 class _FakeBackend:
     """A backend whose runners call ``run(label, feeds)``: timing logic without a real runtime."""
 

@@ -30,11 +30,14 @@ from mpcompile.cli.options import (
               help="Run the conformance suite on the artifacts (needs evaluation data).")
 @click.option("--eval-data", default=None, help="Data for conformance/accuracy (default: <model>.eval.npz next to the model, else --data).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-@click.option("--bench", "bench_batches", multiple=False, is_flag=False, flag_value="1,32", default=None, metavar="[B,B…]",
-              help="Then time every artifact beside its FP32 baseline (p50/p90 per batch, default batches 1,32), as "
-                   "`mpcompile bench OUT` does; printed and written to the manifest (`bench`).")
+@click.option("--bench", "bench_batches", multiple=False, is_flag=False, flag_value="1,32", default="quick",
+              metavar="[B,B…|quick|off]",
+              help="After compiling, time every integer artifact beside its FP32 baseline on the same backend and say "
+                   "when it is slower. Default `quick`: batch 1, a few seconds per backend, one line each. `--bench`: "
+                   "the full table at batches 1,32 (or the ones given), as `mpcompile bench OUT` does. `off`: no "
+                   "timing. Printed and written to the manifest (`bench`).")
 @click.option("--bench-seconds", type=click.FloatRange(min=0.001), default=2.0, show_default=True,
-              help="With --bench: timing budget per artifact, batch and round (10 interleaved rounds).")
+              help="With --bench B,B…: timing budget per artifact and batch (10 interleaved rounds).")
 def compile_command(model: str, backends: tuple[str, ...], data: str | None, precision: str, conform: bool,
                     eval_data: str | None, out_dir: str | None, bench_batches: str | None, bench_seconds: float,
                     **_rest: object) -> None:
@@ -88,20 +91,31 @@ def compile_command(model: str, backends: tuple[str, ...], data: str | None, pre
         click.echo(result.conformance.format_text())
         click.echo(f"report: {result.out_dir / 'conformance.html'}")
     click.echo(f"manifest: {result.manifest_path}  (total {result.timings['total']:.2f}s)")
-    if batches and result.artifacts:
+    integer = result.plan is not None and bool(result.plan.quantized_tensors())
+    if result.artifacts and (batches or (bench_batches == "quick" and integer)):
         from mpcompile.cli.bench_cmd import bench_output_folder
 
-        report = bench_output_folder(result.out_dir, eval_data or data, batches, seconds=bench_seconds,
-                                     options=backend_options(params))
-        click.echo(report.format_table())
+        seconds, rounds = (bench_seconds, 10) if batches else QUICK_CHECK
+        report = bench_output_folder(result.out_dir, eval_data or data, batches or [1], seconds=seconds,
+                                     rounds=rounds, options=backend_options(params))
+        if batches:
+            click.echo(report.format_table())
+        else:
+            click.echo("speed check (batch 1, quick; --bench for the full table, --bench off to skip):")
+            click.echo("\n".join(f"    {line}" for line in report.speed_lines(1)))
         if result.conformance is not None:  # the report shows the timings too
             result.conformance.bench = report.to_dict()
             result.conformance.save_html(result.out_dir / "conformance.html")
     raise SystemExit(result.exit_code)
 
 
+#: ``--bench quick``: seconds timed per artifact (after warm-up) and interleaved rounds, at batch 1 only
+QUICK_CHECK = (0.6, 5)
+
+
 def _bench_batches(value: str | None) -> list[int]:
-    if value is None:
+    """The batch sizes of ``--bench B,B…``; none for ``quick`` and ``off``."""
+    if value is None or value in ("quick", "off"):
         return []
     try:
         batches = [int(b) for b in value.split(",") if b.strip()]
