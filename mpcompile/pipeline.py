@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from mpcompile import objective
 from mpcompile._version import __version__
 from mpcompile.backends.base import Artifact
 from mpcompile.backends.capabilities import Deviation
@@ -98,6 +99,8 @@ class CalibrationOptions:
     metric: str = "auto"
     max_accuracy_drop: float = 0.01
     metric_fn: str | None = None
+    #: --precision auto: "int8" (the most INT8 MACs within budget) or "latency" (the fastest within budget, timed)
+    objective: str = "int8"
     workers: int | None = None  # the auto search's executor: local processes (mpcompile.execution)
     #: accuracy recovery (mpcompile.recovery): "none", "all" or names joined by "+", e.g. "bias_correction+rounding"
     recover: str | Sequence[str] | None = None
@@ -113,7 +116,12 @@ class CalibrationOptions:
                 f"unknown option(s) {', '.join(map(repr, unknown))}; calibration options are {', '.join(sorted(fields))} "
                 f"(backend options go in backend_options={{'BACKEND': {{...}}}})"
             )
-        return dataclasses.replace(options or cls(), **keywords)
+        built = dataclasses.replace(options or cls(), **keywords)
+        if built.objective not in ("int8", "latency"):
+            raise PlanError(f"objective {built.objective!r}: use 'int8' (the most INT8 MACs within budget) or 'latency'")
+        if built.objective == "latency" and built.precision != "auto":
+            raise PlanError("--objective latency chooses among the plans of --precision auto; add --precision auto")
+        return built
 
     def plan_config(self) -> PlanConfig:
         return PlanConfig(
@@ -209,10 +217,16 @@ def calibrate(
         if eval_data is None:
             warn_without_held_out_data()
         evaluation = open_data(graph, eval_data if eval_data is not None else data, opts.preprocess)
+        latency = opts.objective == "latency"
+        if latency and not targets:
+            raise PlanError("--objective latency times the plans on a backend: compile with --backend NAME")
         with open_executor(opts.workers, opts.ray) as executor:
             auto = auto_plan(graph, result, config, evaluation, metric=opts.metric, max_drop=opts.max_accuracy_drop,
                              metric_fn=opts.metric_fn, samples=opts.samples or 256, batch_size=opts.batch_size,
-                             progress=progress, executor=executor, targets=targets)
+                             progress=progress, executor=executor, targets=targets,
+                             extra_rows=objective.EXTRA_ROWS if latency else 0)
+        if latency:
+            objective.fastest_within_budget(auto, list(targets), next(iter(evaluation.batches(1, limit=1))))
         plan = auto.plan
     else:
         plan = make_plan(graph, result, config)

@@ -388,3 +388,41 @@ def test_groups_hidden_by_a_dominant_culprit_are_ranked_again_in_the_current_pla
     search.run(None)
     assert search.answer == (0, 1, 2) and search.reranks == 1, (search.answer, search.notes)
     assert any("measured again in the current plan" in note for note in search.notes)
+
+
+def test_objective_latency_times_the_plans_within_budget_and_keeps_the_fastest(small_cnn_path, small_cnn_data):
+    """--objective latency: more float rows and the float plan are measured too, each row within budget is lowered for
+    the first target and timed there; the chosen one is the fastest unless it beats the most-INT8 plan by less than
+    the margin (noise on a shared machine)."""
+    from mpcompile.objective import MARGIN
+
+    ort = _target("onnxruntime")
+    result = calibrate(small_cnn_path, small_cnn_data, precision="auto", metric="cosine", max_accuracy_drop=0.05,
+                       eval_data=small_cnn_data, samples=32, progress=False, targets=[ort], objective="latency")
+    auto = result.auto
+    within = [r for r in auto.rows if r.meets_budget]
+    assert len(within) >= 2 and within[-1].int8_mac_share == 0.0  # the float plan is one of the candidates
+    assert all(r.latency_ms is not None and r.latency_ms > 0 for r in within)
+    assert all(r.latency_ms is None for r in auto.rows if not r.meets_budget)
+    most_int8 = within[0]
+    fastest = min(within, key=lambda r: (r.latency_ms, r.promoted))
+    expected = fastest if fastest.latency_ms <= most_int8.latency_ms * (1 - MARGIN) else most_int8
+    assert auto.chosen is expected
+    assert any(n.startswith("objective latency on onnxruntime") for n in auto.notes)
+    assert "b1 p50 ms" in auto.format_table()
+    assert auto.summary()["chosen"]["latency_ms"] == pytest.approx(expected.latency_ms, abs=1e-6)  # in the manifest
+    # The plan returned is the chosen row's: its INT8 share is the row's.
+    chosen_float = {n.name for n in result.plan.nodes if n.precision_reason.startswith("auto:")}
+    assert (len(chosen_float) == 0) == (expected.promoted == 0)
+
+
+def test_objective_latency_needs_auto_and_a_backend(small_cnn_path, small_cnn_data):
+    from mpcompile.errors import PlanError
+
+    with pytest.raises(PlanError, match="add --precision auto"):
+        calibrate(small_cnn_path, small_cnn_data, precision="int8", objective="latency", progress=False)
+    with pytest.raises(PlanError, match="on a backend"):
+        calibrate(small_cnn_path, small_cnn_data, precision="auto", objective="latency", eval_data=small_cnn_data,
+                  samples=32, progress=False)
+    with pytest.raises(PlanError, match="'fastest'"):
+        calibrate(small_cnn_path, small_cnn_data, precision="auto", objective="fastest", progress=False)

@@ -28,21 +28,21 @@ def _model(nodes, inits, x_shape, y_shape, opset=17):
 
 
 #: the PP-OCR classifier's channels and feature map there (other sizes did not crash OpenVINO)
-C, O, H, W = 88, 22, 3, 96
+C_IN, C_OUT, H, W = 88, 22, 3, 96
 
 
-def se_conv(bias_shape=(1, O, 1, 1), conv_bias=False, then=None):
+def se_conv(bias_shape=(1, C_OUT, 1, 1), conv_bias=False, then=None):
     """GlobalAveragePool → 1×1 Conv (PaddlePaddle's squeeze-excitation) → Add(bias of ``bias_shape``) → Relu."""
-    inits = {"w": RNG.normal(0, 0.1, (O, C, 1, 1)), "b": RNG.normal(0, 0.5, bias_shape)}
+    inits = {"w": RNG.normal(0, 0.1, (C_OUT, C_IN, 1, 1)), "b": RNG.normal(0, 0.5, bias_shape)}
     if conv_bias:
-        inits["cb"] = RNG.normal(0, 0.5, O)
+        inits["cb"] = RNG.normal(0, 0.5, C_OUT)
     n = helper.make_node
     nodes = [n("GlobalAveragePool", ["x"], ["p"], name="pool"),
              n("Conv", ["p", "w"] + (["cb"] if conv_bias else []), ["c"], name="conv"),
              n("Add", ["c", "b"], ["a"], name="bias_add"), n("Relu", ["a"], ["y"], name="relu")]
     if then:
         nodes.append(then)
-    return _model(nodes, inits, ["N", C, H, W], ["N", O, 1, 1])
+    return _model(nodes, inits, ["N", C_IN, H, W], ["N", C_OUT, 1, 1])
 
 
 def _run(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
@@ -55,26 +55,26 @@ def _imported(model, tmp_path):
     return importer.load(path)
 
 
-@pytest.mark.parametrize("bias_shape", [(1, O, 1, 1), (O, 1, 1), (1,), ()], ids=["1xOx1x1", "Ox1x1", "one", "scalar"])
+@pytest.mark.parametrize("bias_shape", [(1, C_OUT, 1, 1), (C_OUT, 1, 1), (1,), ()], ids=["1xOx1x1", "Ox1x1", "one", "scalar"])
 @pytest.mark.parametrize("conv_bias", [False, True], ids=["no bias", "with bias"])
 def test_a_per_channel_add_becomes_the_conv_bias_and_computes_the_same(tmp_path, bias_shape, conv_bias):
     model = se_conv(bias_shape, conv_bias)
     graph = _imported(model, tmp_path)
     assert graph.op_counts().get("Add", 0) == 0
     conv = next(node for node in graph.nodes if node.op_type == "Conv")
-    assert conv.outputs == ["a"] and graph.tensors[conv.inputs[2]].value.shape == (O,)
-    x = RNG.normal(0, 1, (3, C, H, W)).astype(np.float32)
+    assert conv.outputs == ["a"] and graph.tensors[conv.inputs[2]].value.shape == (C_OUT,)
+    x = RNG.normal(0, 1, (3, C_IN, H, W)).astype(np.float32)
     np.testing.assert_allclose(_run(serde.to_onnx(graph), x), _run(model, x), rtol=1e-6, atol=1e-6)
 
 
 def test_adds_that_are_not_a_bias_stay(tmp_path):
     # A constant that varies along another axis than the channels is not a bias.
-    assert _imported(se_conv((1, O, 1, 6)), tmp_path).op_counts().get("Add") == 1
+    assert _imported(se_conv((1, C_OUT, 1, 6)), tmp_path).op_counts().get("Add") == 1
     assert _imported(se_conv((1, 1, 1, 1, 1)), tmp_path).op_counts().get("Add") == 1  # broadcasts to a higher rank
     # The pre-bias tensor is read by another node too: folding would change what that node reads.
     also = helper.make_node("Sigmoid", ["c"], ["side"], name="side")
     model = se_conv(then=also)
-    model.graph.output.append(helper.make_tensor_value_info("side", TensorProto.FLOAT, ["N", O, 1, 1]))
+    model.graph.output.append(helper.make_tensor_value_info("side", TensorProto.FLOAT, ["N", C_OUT, 1, 1]))
     assert _imported(model, tmp_path).op_counts().get("Add") == 1
 
 
@@ -127,7 +127,7 @@ def test_the_pass_says_what_it_folded():
 def _se_inputs(n: int, seed: int) -> np.ndarray:
     """Feature maps whose channel means span [-0.2, 1.4], so the pooled input's zero-point is far from -128 and 0."""
     rng = np.random.default_rng(seed)
-    return (rng.uniform(-0.2, 1.4, (n, C, 1, 1)) + rng.normal(0, 0.3, (n, C, H, W))).astype(np.float32)
+    return (rng.uniform(-0.2, 1.4, (n, C_IN, 1, 1)) + rng.normal(0, 0.3, (n, C_IN, H, W))).astype(np.float32)
 
 
 CHILD = textwrap.dedent("""

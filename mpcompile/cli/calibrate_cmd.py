@@ -25,7 +25,7 @@ from mpcompile.cli.options import auto_options, calibration_kwargs, calibration_
 def calibrate_command(model: str, input_shape: tuple[str, ...], data: str | None, preprocess: str | None, samples: int | None, batch_size: int,
                       method: str, percentile: float | None, precision: str, keep: tuple[str, ...], overrides: str | None, activation_type: str,
                       symmetric: bool, per_channel: bool, weight_method: str, nan_policy: str, metric: str,
-                      max_accuracy_drop: float, metric_fn: str | None, workers: int | None, ray: str | None, recover: str | None,
+                      max_accuracy_drop: float, metric_fn: str | None, objective: str, workers: int | None, ray: str | None, recover: str | None,
                       eval_data: str | None, for_backends: tuple[str, ...], stats: str | None, save_stats: str | None, output: str, quiet: bool) -> None:
     """Calibrate MODEL on --data and write the plan (an annotated ONNX file) to -o.
 

@@ -134,6 +134,11 @@ auto_options = _stack(
                  help="--precision auto: allowed drop in the metric's own units (0.005 = half a point of top-1)."),
     click.option("--metric-fn", default=None, metavar="MODULE:FUNCTION",
                  help="--precision auto: custom score fn(fp32_outputs, outputs) -> float, higher is better."),
+    click.option("--objective", type=click.Choice(["int8", "latency"]), default="int8", show_default=True,
+                 help="--precision auto: int8 keeps the plan with the most INT8 MACs within budget; latency also "
+                      "measures plans with more float (and the float plan), lowers each for the first --backend, "
+                      "times it there at batch 1 and keeps the fastest within budget (the Pareto table shows the "
+                      "times). Fewer INT8 MACs can be faster on small CNNs."),
 )
 
 
@@ -206,7 +211,8 @@ Exit codes:
 #: CLI parameters that map one to one onto ``pipeline.calibrate``/``compile`` keywords.
 _PASSTHROUGH = (
     "precision", "activation_type", "symmetric", "per_channel", "weight_method", "keep", "batch_size", "samples",
-    "nan_policy", "preprocess", "metric", "max_accuracy_drop", "metric_fn", "overrides", "workers", "ray", "recover",
+    "nan_policy", "preprocess", "metric", "max_accuracy_drop", "metric_fn", "objective", "overrides", "workers", "ray",
+    "recover",
 )
 
 

@@ -83,6 +83,8 @@ class ParetoRow:
     int8_weight_share: float
     meets_budget: bool
     drops: dict[str, float] = dataclasses.field(default_factory=dict)  # "target:output" -> drop
+    #: ``--objective latency``: p50 at batch 1 of the row's artifact on the timed backend (None: not timed)
+    latency_ms: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = {k: (round(v, 6) if isinstance(v, float) else v) for k, v in dataclasses.asdict(self).items()}
@@ -145,15 +147,32 @@ class AutoPlanResult:
     promotion: str
     cost: SearchCost
     notes: list[str] = dataclasses.field(default_factory=list)
+    #: builds the plan of a row (its promoted groups marked with why); see ``plan_of``
+    builder: Callable[[ParetoRow], Graph] | None = None
+
+    def plan_of(self, row: ParetoRow) -> Graph:
+        """The plan the search measured as ``row`` (a fresh graph, its promoted nodes saying why)."""
+        if self.builder is None:
+            raise PlanError("this auto plan result cannot rebuild its rows")
+        return self.builder(row)
+
+    def choose(self, row: ParetoRow, why: str) -> None:
+        """Make ``row`` the chosen plan (``--objective latency``), with the reason as a note."""
+        self.chosen, self.plan = row, self.plan_of(row)
+        self.plan.metadata["mpcompile.policy"] = "auto"
+        self.notes.append(why)
 
     def format_table(self) -> str:
         lines = [f"automatic mixed precision, max drop {self.budget:g} per output, {self.constraints}"]
         lines += [f"  metric {d.describe()}" for d in self.metrics] or [f"  metric {self.metric}"]
-        lines.append("  promoted groups  nodes in float  drop        INT8 MACs  INT8 weights  within budget")
+        timed = any(r.latency_ms is not None for r in self.rows)
+        lines.append("  promoted groups  nodes in float  drop        INT8 MACs  INT8 weights  within budget"
+                     + ("  b1 p50 ms" if timed else ""))
         for r in self.rows:
             mark = " ← chosen" if r is self.chosen else ""
+            latency = (f"  {r.latency_ms:9.3f}" if r.latency_ms is not None else f"  {'—':>9}") if timed else ""
             lines.append(f"  {r.promoted:15d}  {r.nodes_in_float:14d}  {r.drop:<10.5g}  {r.int8_mac_share:8.1%}  "
-                         f"{r.int8_weight_share:11.1%}  {'yes' if r.meets_budget else 'no':>5}{mark}")
+                         f"{r.int8_weight_share:11.1%}  {'yes' if r.meets_budget else 'no':>13}{latency}{mark}")
         c = self.cost
         ranked = f"{c.ranked} of {c.groups} groups ranked on {c.rank_samples} samples, " if c.ranked else \
             f"{c.groups} groups, none ranked: "
@@ -357,8 +376,13 @@ def auto_plan(
     max_evaluations: int = 2000,
     progress: bool = False,
     executor: Executor | None = None,
+    extra_rows: int = 0,
 ) -> AutoPlanResult:
     """The plan with the fewest MACs promoted to float whose drop stays within ``max_drop`` on every output.
+
+    ``extra_rows``: after that plan, promote this many more groups greedily and measure each (candidates with
+    more float for ``--objective latency``, which times the rows within budget and keeps the fastest), then
+    the plan with every group promoted (the float plan).
 
     ``targets`` are the backends the plan will be lowered to: the plan is searched under their
     constraints and measured after their legalization. ``metric`` is a ``planning.metrics``
@@ -397,7 +421,7 @@ def auto_plan(
         rank_batches += 1
     ctx = _Context(graph, stats, int_config, constraints, groups, tuple(chosen_metrics),
                    metric_fn, batches, fp32, shapes)
-    search = _Greedy(executor, ctx, max_drop, rank_batches, len(batches), max_evaluations)
+    search = _Greedy(executor, ctx, max_drop, rank_batches, len(batches), max_evaluations, extra_rows)
     with progress_bar(progress, total=0, description="auto search", unit="plans") as bar:
         search.run(bar)
     cost = SearchCost(search.evaluations, time.perf_counter() - started, n_samples, seen, len(groups), len(search.ranked))
@@ -408,25 +432,31 @@ def auto_plan(
             f"{best.nodes_in_float} node(s) in float after {cost.evaluations} evaluations; raise --max-accuracy-drop, "
             f"use a finer calibration method, or check --metric"
         )
-    plan = make_plan(graph, stats, _candidate_config(ctx, search.answer))
-    promoted_nodes = {name: g for g in search.answer for name in groups[g].nodes}
-    for name, g in promoted_nodes.items():
-        node = plan.node(name)
-        node.precision_reason = (f"auto: group {groups[g].label} promoted to {constraints.promotion.value} "
-                                 f"(budget {max_drop:g}); " + node.precision_reason)
-    plan.metadata["mpcompile.policy"] = "auto"
-    # The evaluation count is deterministic (a plan file stays identical run to run); wall time goes in the manifest.
-    plan.metadata["mpcompile.auto_evaluations"] = str(cost.evaluations)
+    paths = {id(row): path for row, path in zip(search.rows, search.paths)}
+
+    def build(row: ParetoRow) -> Graph:
+        promoted = paths[id(row)]
+        plan = make_plan(graph, stats, _candidate_config(ctx, promoted))
+        for g in promoted:
+            for name in groups[g].nodes:
+                node = plan.node(name)
+                node.precision_reason = (f"auto: group {groups[g].label} promoted to {constraints.promotion.value} "
+                                         f"(budget {max_drop:g}); " + node.precision_reason)
+        plan.metadata["mpcompile.policy"] = "auto"
+        # The evaluation count is deterministic (a plan file stays identical run to run); wall time goes in the manifest.
+        plan.metadata["mpcompile.auto_evaluations"] = str(cost.evaluations)
+        return plan
+
     ranking = [search.ranked[g] for g in search.answer] + [
         r for g, r in sorted(search.ranked.items(), key=lambda kv: (-kv[1].score, kv[0])) if g not in search.answer]
     described = metric_fn if isinstance(metric_fn, str) else ("metric-fn" if metric_fn is not None else metric)
-    return AutoPlanResult(plan, str(described), max_drop, search.rows, search.chosen, ranking, chosen_metrics,
-                          constraints.describe(), constraints.promotion.value, cost, search.notes)
+    return AutoPlanResult(build(search.chosen), str(described), max_drop, search.rows, search.chosen, ranking,
+                          chosen_metrics, constraints.describe(), constraints.promotion.value, cost, search.notes, build)
 
 
 class _Greedy:
     def __init__(self, executor: Executor, ctx: _Context, max_drop: float, rank_batches: int, all_batches: int,
-                 max_evaluations: int) -> None:
+                 max_evaluations: int, extra_rows: int = 0) -> None:
         self.executor = executor
         self.ctx = ctx
         self.max_drop = max_drop
@@ -443,7 +473,12 @@ class _Greedy:
         self.notes: list[str] = []
         #: times the remaining groups were measured again in the current plan (their scores all stale and ≤ 0)
         self.reranks = 0
-        self._paths: list[tuple[int, ...]] = []  # the promoted groups of each row
+        self.paths: list[tuple[int, ...]] = []  # the promoted groups of each row
+        self.extra_rows = extra_rows
+        self._rows_past_answer = 0
+
+    def _finished(self) -> bool:
+        return self.answer is not None and self._rows_past_answer >= self.extra_rows
 
     def _run(self, shared: Any, items: list[tuple[tuple[int, ...], int]], bar: Any) -> list[_Measured]:
         if self.evaluations + len(items) > self.max_evaluations:
@@ -468,6 +503,9 @@ class _Greedy:
         shared = self.executor.share(self.ctx)
         try:
             self._search(shared, bar)
+            if self.extra_rows and self.answer is not None and len(self.ctx.groups) not in map(len, self.paths):
+                everything = tuple(g.index for g in self.ctx.groups)  # the float plan, measured like the others
+                self._accept(everything, self._run(shared, [(everything, self.all_batches)], bar)[0])
             if self.reranks:
                 self.notes.append(f"the remaining groups were measured again in the current plan {self.reranks} time(s): "
                                   "their scores from uniform INT8 had all fallen to zero or below")
@@ -476,7 +514,7 @@ class _Greedy:
                               "within budget is used, if any")
             within = [i for i, r in enumerate(self.rows) if r.meets_budget]
             if within and self.answer is None:
-                self.answer, self.chosen = self._paths[within[0]], self.rows[within[0]]
+                self.answer, self.chosen = self.paths[within[0]], self.rows[within[0]]
         finally:
             self.executor.release(shared)
 
@@ -484,7 +522,7 @@ class _Greedy:
         groups = self.ctx.groups
         full = self._run(shared, [((), self.all_batches)], bar)[0]
         self._accept((), full)
-        if self.answer is not None or not groups:
+        if self._finished() or not groups:
             return
         base_rank = self._run(shared, [((), self.rank_batches)], bar)[0] if self.rank_batches < self.all_batches else full
         alone = self._run(shared, [((g.index,), self.rank_batches) for g in groups], bar)
@@ -525,7 +563,7 @@ class _Greedy:
             current = scores[best][1]
             del stale[best]
             self._accept(promoted, self._run(shared, [(promoted, self.all_batches)], bar)[0])
-            if self.answer is not None:
+            if self._finished():
                 return
         # No single group lowers the output noise any more, yet the metric is over budget (noise too small to
         # measure on the ranking samples, or a discrete metric on a plateau): promote the rest cheapest first,
@@ -539,14 +577,16 @@ class _Greedy:
             block, rest = rest[:size], rest[size:]
             promoted = promoted + tuple(block)
             self._accept(promoted, self._run(shared, [(promoted, self.all_batches)], bar)[0])
-            if self.answer is not None:
+            if self._finished():
                 return
             size *= 2
 
     def _accept(self, promoted: tuple[int, ...], measured: _Measured) -> None:
         row = self._row(promoted, measured)
-        self._paths.append(promoted)
-        if row.meets_budget and self.answer is None:
+        self.paths.append(promoted)
+        if self.answer is not None:
+            self._rows_past_answer += 1
+        elif row.meets_budget:
             self.answer, self.chosen = promoted, row
 
 
