@@ -35,9 +35,12 @@ ORT_SETTINGS = {
 
 
 def targets(method: str) -> dict[str, str | None]:
+    """The latency issue's restatement: at least 3x faster than ORT's calibrators; at most 1.5x one FP32 pass over
+    the data for minmax and 3x for the histogram methods (exact binning costs about 2.2 ns per value, so 1.5x lay
+    below that floor on activation-heavy models)."""
     if method in HISTOGRAM:
-        return {"time": ">= 3", "memory": "<= 0.25", "overhead": "<= 1.5"}
-    return {"time": ">= 1", "memory": None, "overhead": "<= 1.5"}
+        return {"time": ">= 3", "memory": "<= 0.25", "overhead": "<= 3"}
+    return {"time": ">= 3", "memory": None, "overhead": "<= 1.5"}
 
 
 METRICS = {

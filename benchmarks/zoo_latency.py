@@ -14,7 +14,8 @@ on the entry's evaluation inputs. A model with a fixed batch is timed at that ba
 
 The table gives FP32 p50 and each artifact's speed against it (FP32 p50 / artifact p50: above 1 is
 faster, with the range over the rounds) and says, for an int8 artifact slower than FP32, whether
-``compile`` warned about it (the backend's ``speed_warning``): the issue's rule is that no model's
+``compile`` said so: the backend's ``speed_warning`` (an estimate), or its default speed check at
+batch 1 (``quick_speed_check``, the CLI's code, run here on the same output folder): the issue's rule is that no model's
 recommended plan may be slower than FP32 without saying so. Progress goes to stderr, the markdown
 table to stdout. The machine is a shared 2-core VM: read a ratio near 1 as "about the same".
 """
@@ -63,7 +64,7 @@ def _peer(name: str, make, built, out: Path, row: dict) -> list[str]:
 
 def measure_entry(entry, cache: Path, work: Path, batches: list[int], seconds: float, rounds: int) -> dict:
     import mpcompile
-    from mpcompile.cli.bench_cmd import bench_artifacts
+    from mpcompile.cli.bench_cmd import bench_artifacts, quick_speed_check
 
     built = entry.build(cache, log=log)
     row: dict = {"name": entry.name, "peers": {}, "warnings": {}}
@@ -79,6 +80,12 @@ def measure_entry(entry, cache: Path, work: Path, batches: list[int], seconds: f
     manifest = json.loads((out / "manifest.json").read_text())
     for name, written in manifest["backends"].items():  # what `compile` printed under "! speed:"
         row["warnings"][name] = written.get("speed_warning") or ""
+    # ... and what its default speed check measured and said (the CLI's code, on the same folder)
+    log(f"[{entry.name}] compile's speed check")
+    for c in quick_speed_check(out, str(built.eval_path)).slower_every_round(1):
+        name = c.result.subject.backend.name
+        row["warnings"][name] = f"measured by compile's speed check ({c.speedup(1):.2f}× at batch 1)" + (
+            f"; {row['warnings'][name]}" if row["warnings"].get(name) else "")
     peers = _peer("quantize_static", quantize_static_model, built, work / "qs.qdq.onnx", row)
     peers += _peer("quantize_dynamic", quantize_dynamic_model, built, work / "qd.onnx", row)
     log(f"[{entry.name}] timing at batch {', '.join(map(str, batches))}")

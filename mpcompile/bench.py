@@ -201,12 +201,17 @@ class BenchReport:
         return "\n".join(text)
 
 
+    def slower_every_round(self, batch: int) -> list[Comparison]:
+        """Artifacts that every interleaved round at ``batch`` found slower than their FP32 baseline."""
+        return [c for c in self.comparisons() if (spread := c.speedup_range(batch)) is not None and spread[1] < 1.0]
+
     def speed_lines(self, batch: int) -> list[str]:
         """One line per artifact at ``batch``: its speed against FP32 on its backend and what that means.
 
         Slower is said only when every interleaved round found it slower (the whole range below 1): on a
         shared machine a single median near 1 is noise, and the line says "about as fast" then."""
         lines = []
+        slower = {id(c.result) for c in self.slower_every_round(batch)}
         for c in self.comparisons():
             speed, spread = c.speedup(batch), c.speedup_range(batch)
             backend = c.result.subject.backend.name
@@ -216,7 +221,7 @@ class BenchReport:
                 lines.append(f"{name}: not timed ({error})")
                 continue
             figure = f"{speed:.2f}× FP32 ({spread[0]:.2f}–{spread[1]:.2f} over {len(c.result.timings[batch].rounds_ms)} rounds)"
-            if spread[1] < 1.0:
+            if id(c.result) in slower:
                 lines.append(f"! speed: {name} is slower than FP32 on {backend} at batch {batch}: {figure}. FP32 is the "
                              f"faster plan here (--precision fp32); `mpcompile bench OUT` measures longer and at more "
                              f"batch sizes")

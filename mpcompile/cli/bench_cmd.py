@@ -83,6 +83,18 @@ def bench_output_folder(folder: Path, data: str | None, batches: list[int], seco
     return report
 
 
+#: the speed check ``compile`` runs by default: seconds timed per artifact (after warm-up) and interleaved rounds,
+#: at batch 1 only
+QUICK_CHECK = (0.6, 5)
+
+
+def quick_speed_check(folder: Path, data: str | None, options: dict[str, dict[str, str]] | None = None):  # noqa: ANN201
+    """What ``compile`` runs after compiling unless ``--bench`` says otherwise: every artifact of the output folder
+    at batch 1 beside its FP32 baseline, briefly (``QUICK_CHECK``); ``BenchReport.speed_lines(1)`` says it."""
+    seconds, rounds = QUICK_CHECK
+    return bench_output_folder(folder, data, [1], seconds=seconds, rounds=rounds, options=options)
+
+
 def bench_artifacts(artifacts: tuple[str, ...] | list[str], baselines: tuple[str, ...] = (), model: str | None = None,
                     backend_name: str | None = None, data: str | None = None, batches: list[int] | tuple[int, ...] = (1, 32),
                     seconds: float = 2.0, rounds: int = 10,

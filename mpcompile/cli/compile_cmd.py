@@ -93,14 +93,14 @@ def compile_command(model: str, backends: tuple[str, ...], data: str | None, pre
     click.echo(f"manifest: {result.manifest_path}  (total {result.timings['total']:.2f}s)")
     integer = result.plan is not None and bool(result.plan.quantized_tensors())
     if result.artifacts and (batches or (bench_batches == "quick" and integer)):
-        from mpcompile.cli.bench_cmd import bench_output_folder
+        from mpcompile.cli.bench_cmd import bench_output_folder, quick_speed_check
 
-        seconds, rounds = (bench_seconds, 10) if batches else QUICK_CHECK
-        report = bench_output_folder(result.out_dir, eval_data or data, batches or [1], seconds=seconds,
-                                     rounds=rounds, options=backend_options(params))
         if batches:
+            report = bench_output_folder(result.out_dir, eval_data or data, batches, seconds=bench_seconds,
+                                         options=backend_options(params))
             click.echo(report.format_table())
         else:
+            report = quick_speed_check(result.out_dir, eval_data or data, backend_options(params))
             click.echo("speed check (batch 1, quick; --bench for the full table, --bench off to skip):")
             click.echo("\n".join(f"    {line}" for line in report.speed_lines(1)))
         if result.conformance is not None:  # the report shows the timings too
@@ -108,9 +108,6 @@ def compile_command(model: str, backends: tuple[str, ...], data: str | None, pre
             result.conformance.save_html(result.out_dir / "conformance.html")
     raise SystemExit(result.exit_code)
 
-
-#: ``--bench quick``: seconds timed per artifact (after warm-up) and interleaved rounds, at batch 1 only
-QUICK_CHECK = (0.6, 5)
 
 
 def _bench_batches(value: str | None) -> list[int]:
