@@ -105,14 +105,15 @@ class LayoutResult:
 #: Operators computed on NHWC data in TFLite (rank-4 data input and output).
 SPATIAL = {
     "Conv", "ConvTranspose", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool",
-    "Resize", "DepthToSpace", "SpaceToDepth", "BatchNormalization", "LRN", "InstanceNormalization",
+    "Resize", "DepthToSpace", "SpaceToDepth", "BatchNormalization", "LRN", "InstanceNormalization", "GlobalLpPool",
 }
 #: Elementwise operators: any layout, as long as every full-rank input has the same one.
 ELEMENTWISE = {
     "Relu", "Clip", "Sigmoid", "Tanh", "LeakyRelu", "HardSwish", "HardSigmoid", "Gelu", "Erf", "Sqrt",
     "Exp", "Log", "Abs", "Neg", "Identity", "Dropout", "Add", "Sub", "Mul", "Div", "Pow", "Max", "Min",
     "PRelu", "Reciprocal", "Rsqrt", "Floor", "Ceil", "Cast", "Sum", "Mean", "Elu", "Selu", "Celu", "Softplus",
-    "Softsign", "Mish", "ThresholdedRelu", "Sin", "Cos", "Sign", "Round", "IsNaN", "IsInf",
+    "Softsign", "Mish", "ThresholdedRelu", "Sin", "Cos", "Sign", "Round", "IsNaN", "IsInf", "Shrink",
+    "Tan", "Sinh", "Cosh", "Asin", "Acos", "Atan", "Asinh", "Acosh", "Atanh",
 }
 #: Elementwise operators on bools, ids or floats: every constant operand follows the layout, whatever its type.
 ELEMENTWISE_ANY_TYPE = {"And", "Or", "Xor", "Not", "Equal", "NotEqual", "Less", "LessOrEqual", "Greater", "GreaterOrEqual", "Where",
@@ -684,6 +685,8 @@ RULES: dict[str, Callable[[_Planner, Node], None]] = {
     "ReduceL1": _reduce,
     "ReduceL2": _reduce,
     "ReduceSumSquare": _reduce,
+    "ReduceLogSum": _reduce,
+    "ReduceLogSumExp": _reduce,
     "LpNormalization": _axis_attr,
     "Transpose": _transpose,
     "Split": _split,

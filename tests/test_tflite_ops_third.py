@@ -1,0 +1,273 @@
+"""onnx2tf's operators, third round (issue 14): masks, one-hot, scatters, selection, reductions and the inverse and
+hyperbolic trigonometric family, in the style of ``test_tflite_ops_more.py`` (whose helpers this reuses): one small
+generated model per operator, calibrated in every plan (int8, 16x8, fp16, fp32), lowered, run by LiteRT (XNNPACK and
+the reference kernels) and compared with the fake-quant reference. Old opset-7/9 Upsample (and Resize-10) models are
+checked against ONNX Runtime on the original file, since the importer's version conversion gives their meaning.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto
+
+pytest.importorskip("ai_edge_litert")
+
+from mpcompile_tflite import TFLiteBackend  # noqa: E402
+from test_tflite import MODES, _lower, _prepare  # noqa: E402
+from test_tflite_ops import RUNNERS, _assert_conforms, _errors, _node, _pooled_then  # noqa: E402
+from test_tflite_ops_more import _one_node, _scaled  # noqa: E402
+from tflite_models import graph_model  # noqa: E402
+
+from mpcompile.errors import UnsupportedOperatorError  # noqa: E402
+
+pytestmark = pytest.mark.tflite
+
+B, F, I64 = TensorProto.BOOL, TensorProto.FLOAT, TensorProto.INT64
+RNG = np.random.default_rng(11)
+
+
+def _ids_model(name: str, nodes: list, outputs: dict[str, int], inits: dict, shape: list | None = None,
+               opset: int = 18) -> onnx.ModelProto:
+    """int64 ids[N, 6] (0..19 in the feeds) and x[N, 4, 5, 5] → the nodes under test."""
+    return graph_model(name, [_node("MaxPool", ["x"], ["c"], kernel_shape=[1, 1]), *nodes],
+                       {"x": ["N", 4, 5, 5], "ids": (I64, shape or ["N", 6])}, outputs, inits, opset)
+
+
+def _unary(op: str, pre: list | None = None, inits: dict | None = None, factor: float = 1.0):  # noqa: ANN202
+    """The pooled input (times ``factor``), through ``pre`` (nodes from "s" to "u"), then ``op`` on "u"."""
+    source = "u" if pre else "s"
+    return lambda: _scaled([*(pre or []), _node(op, [source], ["y"])], op.lower(), {"y": F}, inits, factor=factor)
+
+
+#: |x| < 1 for the inverse sine, cosine and hyperbolic tangent: 0.9·tanh(s)
+INSIDE_UNIT = [_node("Tanh", ["s"], ["t"]), _node("Mul", ["t", "k"], ["u"])]
+ABOVE_ONE = [_node("Abs", ["s"], ["a"]), _node("Add", ["a", "k"], ["u"])]  # 1 + |x| for the inverse cosh
+SCATTER_UPDATES = RNG.normal(0, 1, (2, 5, 5)).astype(np.float32)
+CASES = {
+    # masks and constants
+    "trilu_upper": lambda: _pooled_then([_node("Trilu", ["c"], ["y"])], "triu", {"y": F}, opset=18),
+    "trilu_lower_offset": lambda: _pooled_then([_node("Trilu", ["c", "k"], ["y"], upper=0)], "tril", {"y": F},
+                                               {"k": np.array(-1, np.int64)}, opset=18),
+    "one_hot_ids": lambda: _ids_model("one_hot", [_node("Sub", ["ids", "ten"], ["signed"]),
+                                                  _node("OneHot", ["signed", "depth", "values"], ["y"], axis=-1)],
+                                      {"y": F}, {"ten": np.array(10, np.int64), "depth": np.array(8, np.int64),
+                                                 "values": np.array([-0.5, 2.0], np.float32)}),
+    "one_hot_axis_1": lambda: _ids_model("one_hot_axis", [_node("OneHot", ["ids", "depth", "values"], ["y"], axis=1)],
+                                         {"y": I64}, {"depth": np.array(16, np.int64), "values": np.array([0, 1], np.int64)}),
+    "eye_like_times_input": lambda: graph_model(
+        "eye_like", [_node("EyeLike", ["x"], ["eye"], k=1), _node("Mul", ["x", "eye"], ["y"])],
+        {"x": [4, 6]}, {"y": F}, {}),
+    # scatters (the KV-cache write: replace rows of the cache at positions)
+    "scatternd_constant": lambda: _pooled_then(  # rows 3 and -5 (= 0) of [H, N, C, W] replaced by rows 1 and 2
+        [_node("Transpose", ["c"], ["t"], perm=[2, 0, 1, 3]), _node("Gather", ["t", "rows"], ["upd"], axis=0),
+         _node("ScatterND", ["t", "idx", "upd"], ["y"])],
+        "scatter_nd", {"y": F}, {"rows": np.array([1, 2], np.int64), "idx": np.array([[3], [-5]], np.int64)}, opset=18),
+    "scatternd_computed_cache_write": lambda: _kv_cache_write(),
+    "scatternd_add": lambda: _pooled_then(
+        [_node("ScatterND", ["c", "idx", "upd"], ["y"], reduction="add")], "scatter_nd_add", {"y": F},
+        {"idx": np.array([[0, 1], [1, 3]], np.int64), "upd": SCATTER_UPDATES}, opset=18),
+    "scatterelements_constant": lambda: _pooled_then(
+        [_node("ScatterElements", ["c", "idx", "upd"], ["y"], axis=3)], "scatter_el", {"y": F},
+        {"idx": np.tile(np.array([4, 0, -3], np.int64), (2, 4, 5, 1)), "upd": RNG.normal(0, 1, (2, 4, 5, 3)).astype(np.float32)},
+        opset=18),
+    "scatterelements_argmax": lambda: _static(_pooled_then(
+        [_node("ArgMax", ["c"], ["am"], axis=1), _node("ScatterElements", ["c", "am", "ten"], ["y"], axis=1)],
+        "scatter_argmax", {"y": F}, {"ten": np.full((2, 1, 5, 5), 10.0, np.float32)}, opset=18), 2),
+    "compress_constant": lambda: _pooled_then([_node("Compress", ["c", "keep"], ["y"], axis=3)], "compress", {"y": F},
+                                              {"keep": np.array([True, False, True, True], bool)}),
+    "compress_flat": lambda: graph_model("compress_flat", [_node("Compress", ["x", "keep"], ["y"])], {"x": [3, 4]}, {"y": F},
+                                         {"keep": np.arange(12) % 3 == 1}),
+    # sequences, selection, reductions
+    "reversesequence": lambda: _reverse_sequence(),
+    "hardmax": lambda: _pooled_then([_node("Hardmax", ["c"], ["y"], axis=1)], "hardmax", {"y": F}),
+    "hardmax_last_axis": lambda: _pooled_then([_node("Hardmax", ["c"], ["y"])], "hardmax_last", {"y": F}),
+    "reducelogsum": lambda: _pooled_then([_node("Abs", ["c"], ["a"]), _node("ReduceLogSum", ["a", "ax"], ["y"], keepdims=0)],
+                                         "reduce_log_sum", {"y": F}, {"ax": np.array([1], np.int64)}, opset=18),
+    "reducelogsumexp": lambda: _scaled([_node("ReduceLogSumExp", ["s", "ax"], ["y"], keepdims=1)], "lse", {"y": F},
+                                       {"ax": np.array([2, 3], np.int64)}, factor=40.0),  # e^120: overflows unshifted
+    "reducelogsumexp_reduced": lambda: _scaled([_node("ReduceLogSumExp", ["s", "ax"], ["y"], keepdims=0)], "lse_r",
+                                               {"y": F}, {"ax": np.array([1], np.int64)}, factor=40.0),
+    "meanvariancenormalization": lambda: _pooled_then([_node("MeanVarianceNormalization", ["c"], ["y"], axes=[0, 2, 3])], "mvn", {"y": F}),
+    "mvn_last_axes": lambda: _pooled_then([_node("MeanVarianceNormalization", ["c"], ["y"], axes=[2, 3])], "mvn_hw", {"y": F}),
+    "shrink": lambda: _scaled([_node("Shrink", ["s"], ["y"], lambd=0.7, bias=0.2)], "shrink", {"y": F}),
+    "globallppool": lambda: _pooled_then([_node("GlobalLpPool", ["c"], ["y"])], "global_lp", {"y": F}),
+    "globallppool_p1": lambda: _pooled_then([_node("GlobalLpPool", ["c"], ["y"], p=1)], "global_l1", {"y": F}),
+    "globallppool_p3": lambda: _pooled_then([_node("GlobalLpPool", ["c"], ["y"], p=3)], "global_l3", {"y": F}),
+    # trigonometric and hyperbolic, inside their domains
+    "tan": _unary("Tan", INSIDE_UNIT, {"k": np.array(1.0, np.float32)}),
+    "sinh": _unary("Sinh", factor=3.0),
+    "cosh": _unary("Cosh", factor=3.0),
+    "asin": _unary("Asin", INSIDE_UNIT, {"k": np.array(0.95, np.float32)}),
+    "acos": _unary("Acos", INSIDE_UNIT, {"k": np.array(0.95, np.float32)}),
+    "atan": _unary("Atan", factor=3.0),
+    "asinh": _unary("Asinh", factor=30.0),
+    "acosh": _unary("Acosh", ABOVE_ONE, {"k": np.array(1.0, np.float32)}, factor=3.0),
+    "atanh": _unary("Atanh", INSIDE_UNIT, {"k": np.array(0.95, np.float32)}),
+}
+
+
+def _static(model: onnx.ModelProto, batch: int) -> onnx.ModelProto:
+    from test_tflite_ops import _static_batch
+
+    return _static_batch(model, batch)
+
+
+def _kv_cache_write() -> onnx.ModelProto:
+    """A decoder's cache update: cache[N=2, T=6, D=4] ← the new step's keys at position ``pos mod 6 − 3`` (from an
+    int64 input: negative positions count from the end) of each sample, indices [[b, pos_b]] computed in the model
+    (ScatterND depth 2)."""
+    nodes = [_node("Mul", ["cache", "half"], ["kept"]), _node("Mod", ["ids", "six"], ["slot"]),
+             _node("Sub", ["slot", "three"], ["pos"]), _node("Unsqueeze", ["pos", "one"], ["col"]),
+             _node("Concat", ["batch", "col"], ["idx"], axis=1), _node("ScatterND", ["kept", "idx", "new"], ["y"])]
+    return graph_model("kv_cache", nodes, {"cache": [2, 6, 4], "ids": (I64, [2]), "new": [2, 4]}, {"y": F},
+                       {"half": np.array(0.5, np.float32), "one": np.array([1], np.int64), "six": np.array(6, np.int64),
+                        "three": np.array(3, np.int64),
+                        "batch": np.array([[0], [1]], np.int64)}, opset=18)
+
+
+def _reverse_sequence() -> onnx.ModelProto:
+    """x[N, 4, 5, 5] pooled, seen as [batch 4 (channels), time 5 (rows), ...]: per-channel lengths 5, 1, 3, 4."""
+    return _pooled_then([_node("Transpose", ["c"], ["t"], perm=[1, 2, 0, 3]),
+                         _node("ReverseSequence", ["t", "lens"], ["y"], time_axis=1, batch_axis=0)], "reverse_sequence",
+                        {"y": F}, {"lens": np.array([5, 1, 3, 4], np.int64)})
+
+
+#: the TFLite operator each case must contain (the name's prefix up to the first "_", upper-cased, when not listed)
+OPERATOR = {
+    "trilu": "SELECT_V2", "one": "ONE_HOT", "eye": "MUL", "scatternd": "SCATTER_ND", "scatterelements": "SCATTER_ND",
+    "compress": "GATHER", "reversesequence": "REVERSE_SEQUENCE", "hardmax": "ONE_HOT", "reducelogsum": "LOG", "reducelogsumexp": "REDUCE_MAX",
+    "meanvariancenormalization": "SQRT", "mvn": "SQRT", "shrink": "SELECT_V2", "globallppool": "SUM", "tan": "COS",
+    "sinh": "EXP", "cosh": "EXP", "asin": "ATAN2", "acos": "ATAN2", "atan": "ATAN2", "asinh": "LOG", "acosh": "LOG",
+    "atanh": "LOG",
+}
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_operator_matches_the_reference(case, mode, tmp_path):
+    plan, _, inputs = _prepare(CASES[case](), tmp_path, samples=4, **MODES[mode])
+    backend, legal, artifact, _ = _lower(plan, tmp_path, io="int8")  # quantized feeds rounded as the reference does
+    wanted = OPERATOR.get(case, OPERATOR.get(case.split("_")[0], case.split("_")[0].upper()))
+    assert wanted in artifact.metadata["ops"], artifact.metadata["ops"]
+    for runner_options in RUNNERS:
+        _assert_conforms(_errors(backend, legal, artifact, inputs, **runner_options), mode)
+
+
+def test_trilu_zeroes_infinities_without_nan(tmp_path):
+    # -inf strictly below the diagonal (an additive mask), Trilu keeping j >= i - 1: the zeroed -inf must become 0,
+    # not NaN (-inf·0, a multiplied mask), and the kept ones stay -inf for the softmax. FP32 only: calibrating an
+    # integer or fp16 plan refuses infinite activations.
+    model = _pooled_then(
+        [_node("Add", ["c", "below"], ["masked"]), _node("Trilu", ["masked", "minus_one"], ["kept"]),
+         _node("Softmax", ["kept"], ["y"], axis=-1)], "trilu_inf", {"y": F},
+        {"below": np.tril(np.full((5, 5), -np.inf, np.float32), -1), "minus_one": np.array(-1, np.int64)}, opset=18)
+    plan, _, inputs = _prepare(model, tmp_path, samples=4, **MODES["fp32"])
+    backend, legal, artifact, _ = _lower(plan, tmp_path)
+    assert "SELECT_V2" in artifact.metadata["ops"], artifact.metadata["ops"]
+    for runner_options in RUNNERS:
+        _assert_conforms(_errors(backend, legal, artifact, inputs, **runner_options), "fp32")
+
+
+# ============================================================================ Upsample (opsets 7 and 9) and Resize-10
+def _upsample(mode: str, scales: list[float], opset: int) -> onnx.ModelProto:
+    """The pooled input → Upsample (opset 9: scales as an input; 7: as an attribute) or an opset-10 Resize."""
+    if opset == 7:
+        node = _node("Upsample", ["c"], ["y"], mode=mode, scales=scales)
+        inits = {}
+    else:
+        node = _node("Upsample" if opset == 9 else "Resize", ["c", "scales"], ["y"], mode=mode)
+        inits = {"scales": np.array(scales, np.float32)}
+    return _pooled_then([node], f"upsample{opset}_{mode}", {"y": F}, inits, opset=opset)
+
+
+UPSAMPLE = {
+    "yolo_nearest_x2_opset9": ("nearest", [1.0, 1.0, 2.0, 2.0], 9),
+    "nearest_x3_opset7": ("nearest", [1.0, 1.0, 3.0, 3.0], 7),
+    "nearest_fractional_opset9": ("nearest", [1.0, 1.0, 2.5, 1.5], 9),
+    "bilinear_x2_opset9": ("linear", [1.0, 1.0, 2.0, 2.0], 9),
+    "bilinear_x2_opset7": ("linear", [1.0, 1.0, 2.0, 2.0], 7),
+    "resize10_nearest_downscale": ("nearest", [1.0, 1.0, 0.6, 0.8], 10),  # ceil: no TFLite resize reads those pixels
+}
+
+
+@pytest.mark.parametrize("case", sorted(UPSAMPLE))
+def test_old_upsample_keeps_its_meaning_through_import(case, tmp_path):
+    # ONNX Runtime on the original opset-7/9/10 file is the meaning; the version converter's Resize-11 defaults
+    # (half_pixel) moved a bilinear Upsample ×2 by a quarter pixel (1.16 off) before the importer kept the modes
+    import onnxruntime as ort
+
+    from mpcompile.backends.api import ReferenceRunner
+
+    model = _upsample(*UPSAMPLE[case])
+    plan, _, inputs = _prepare(model, tmp_path, samples=4, **MODES["fp32"])
+    (node,) = [n for n in plan.nodes if n.op_type == "Resize"]
+    assert node.attr("coordinate_transformation_mode") == "asymmetric"
+    expected = ort.InferenceSession(model.SerializeToString()).run(None, inputs)[0]
+    got = ReferenceRunner(plan).run(inputs)["y"]
+    assert got.shape == expected.shape and np.max(np.abs(got - expected)) < 1e-6
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+@pytest.mark.parametrize("case", sorted(c for c in UPSAMPLE if UPSAMPLE[c][2] < 10))
+def test_old_upsample_is_the_resize_lowering(case, mode, tmp_path):
+    plan, _, inputs = _prepare(_upsample(*UPSAMPLE[case]), tmp_path, samples=4, **MODES[mode])
+    backend, legal, artifact, _ = _lower(plan, tmp_path, io="int8")
+    resize = "RESIZE_BILINEAR" if UPSAMPLE[case][0] == "linear" else "RESIZE_NEAREST_NEIGHBOR"
+    assert resize in artifact.metadata["ops"], artifact.metadata["ops"]
+    for runner_options in RUNNERS:
+        _assert_conforms(_errors(backend, legal, artifact, inputs, **runner_options), mode)
+
+
+# ============================================================================ refusals
+def _grid_sample() -> onnx.ModelProto:
+    return graph_model("grid_sample", [_node("GridSample", ["x", "grid"], ["y"])], {"x": [1, 2, 4, 4], "grid": [1, 3, 3, 2]},
+                       {"y": F}, {}, opset=16)
+
+
+def _roi_align() -> onnx.ModelProto:
+    return graph_model("roi_align", [_node("RoiAlign", ["x", "rois", "batch"], ["y"], output_height=2, output_width=2)],
+                       {"x": [1, 2, 6, 6]}, {"y": F},
+                       {"rois": np.array([[0, 0, 3, 3]], np.float32), "batch": np.array([0], np.int64)}, opset=16)
+
+
+def _computed(op: str, outputs: dict[str, int], const: str, value: np.ndarray, **attrs: object) -> onnx.ModelProto:
+    """``op``(x, f(ids)) where the second input is computed from an int64 input (so the importer cannot fold it)."""
+    nodes = [_node("ReduceMax", ["ids"], ["top"], keepdims=0), _node("Mod", ["top", "base"], ["arg"]),
+             _node(op, ["x", "arg", *([const] if const else [])], list(outputs), **attrs)]
+    inits = {"base": np.array(2, np.int64), **({const: value} if const else {})}
+    return graph_model(op.lower(), nodes, {"x": [4, 5], "ids": (I64, [3])}, outputs, inits, opset=18)
+
+
+REFUSED = {
+    "scatternd_mul": (lambda: _one_node("ScatterND", {"y": F}, {"i": np.array([[1]], np.int64),
+                                                               "u": np.ones((1, 4, 5), np.float32)}, reduction="mul"),
+                      "reduction='mul'"),
+    "scatternd_duplicates": (lambda: _one_node("ScatterND", {"y": F}, {"i": np.array([[0, 1], [0, -3]], np.int64),
+                                                                      "u": np.ones((2, 5), np.float32)}), "duplicate"),
+    "scatterelements_max": (lambda: _one_node("ScatterElements", {"y": F}, {"i": np.zeros((1, 1, 1), np.int64),
+                                                                           "u": np.ones((1, 1, 1), np.float32)},
+                                              reduction="max"), "reduction='max'"),
+    "nonzero": (lambda: _one_node("NonZero", {"y": I64}), "depends on the data"),
+    "compress_computed": (lambda: graph_model(
+        "compress_c", [_node("Greater", ["x", "zero"], ["keep"]), _node("Compress", ["x", "keep"], ["y"])],
+        {"x": [6]}, {"y": F}, {"zero": np.array(0.0, np.float32)}), "depends on the data"),
+    "trilu_computed_k": (lambda: _computed("Trilu", {"y": F}, "", np.zeros(0)), "constant k"),
+    "one_hot_computed_depth": (lambda: graph_model(
+        "one_hot_c", [_node("ReduceMax", ["ids"], ["top"], keepdims=1), _node("OneHot", ["ids", "top", "v"], ["y"])],
+        {"ids": (I64, [3])}, {"y": F}, {"v": np.array([0.0, 1.0], np.float32)}, opset=18), "constant depth"),
+    "eye_like_dynamic": (lambda: graph_model("eye_like_d", [_node("EyeLike", ["x"], ["y"])], {"x": ["N", 4]}, {"y": F}, {}),
+                         "static 2-D shape"),
+    "grid_sample": (_grid_sample, "no sampling operator"),
+    "roi_align": (_roi_align, "region-of-interest"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REFUSED))
+def test_what_tflite_cannot_express_is_refused_with_a_reason(case, tmp_path):
+    build, reason = REFUSED[case]
+    plan, _, _ = _prepare(build(), tmp_path, samples=2, **MODES["fp32"])
+    backend = TFLiteBackend()
+    with pytest.raises(UnsupportedOperatorError, match=reason):
+        backend.legalize(plan, backend.options())
