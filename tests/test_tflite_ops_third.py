@@ -170,6 +170,41 @@ def test_trilu_zeroes_infinities_without_nan(tmp_path):
         _assert_conforms(_errors(backend, legal, artifact, inputs, **runner_options), "fp32")
 
 
+# ============================================================================ shapes computed at run time
+#: With a dynamic batch these stay in the plan (the importer folds only static shapes). The pipeline freezes the batch
+#: for TFLite before lowering, so there they fold; what still reaches the backend reads a dynamic (spatial) size.
+#: Lowered here without that freeze, the artifact computes them for the runner's batch of 4 (its file says 1).
+RUNTIME_SHAPES = {
+    "shape_of_nhwc": lambda: _pooled_then(  # the pooled tensor is stored NHWC: SHAPE's dims gathered to ONNX order
+        [_node("Shape", ["c"], ["sh"]), _node("ConstantOfShape", ["sh"], ["z"], value=_tensor(1.5)),
+         _node("Add", ["c", "z"], ["y"])], "shape_fill", {"y": F, "sh": I64}, opset=18),
+    "shape_start_end": lambda: _pooled_then([_node("Shape", ["c"], ["sh"], start=-3, end=-1)], "shape_part", {"sh": I64},
+                                            opset=18),
+    "size": lambda: _pooled_then([_node("Size", ["c"], ["n"]), _node("Cast", ["n"], ["nf"], to=F),
+                                  _node("Div", ["c", "nf"], ["y"])], "size", {"y": F, "n": I64}, opset=18),
+    "range_over_the_batch": lambda: _pooled_then(
+        [_node("Shape", ["c"], ["sh"], end=1), _node("Squeeze", ["sh"], ["n"]), _node("Range", ["zero", "n", "one"], ["r"]),
+         _node("Cast", ["r"], ["rf"], to=F), _node("Unsqueeze", ["rf", "axes"], ["col"]), _node("Add", ["c", "col"], ["y"])],
+        "range", {"y": F, "r": I64}, {"zero": np.array(0, np.int64), "one": np.array(1, np.int64),
+                                      "axes": np.array([1, 2, 3], np.int64)}, opset=18),
+}
+
+
+def _tensor(value: float) -> onnx.TensorProto:
+    return onnx.helper.make_tensor("value", F, [1], [value])
+
+
+@pytest.mark.parametrize("mode", ["int8", "fp32"])
+@pytest.mark.parametrize("case", sorted(RUNTIME_SHAPES))
+def test_shapes_computed_at_run_time(case, mode, tmp_path):
+    plan, _, inputs = _prepare(RUNTIME_SHAPES[case](), tmp_path, samples=4, **MODES[mode])
+    assert {"Shape", "Size"} & {n.op_type for n in plan.nodes}  # not folded: the batch is dynamic
+    backend, legal, artifact, _ = _lower(plan, tmp_path, io="int8")
+    assert ("REDUCE_PROD" if case == "size" else "SHAPE") in artifact.metadata["ops"], artifact.metadata["ops"]
+    for runner_options in RUNNERS:
+        _assert_conforms(_errors(backend, legal, artifact, inputs, **runner_options), mode)
+
+
 # ============================================================================ Upsample (opsets 7 and 9) and Resize-10
 def _upsample(mode: str, scales: list[float], opset: int) -> onnx.ModelProto:
     """The pooled input → Upsample (opset 9: scales as an input; 7: as an attribute) or an opset-10 Resize."""

@@ -402,6 +402,13 @@ def _reduce(pl: _Planner, node: Node) -> None:
 
 
 @_onnx_layout_if_unflattened
+def _shape_of(pl: _Planner, node: Node) -> None:
+    """Shape/Size read their input in any layout: ``stored_perm`` tells the emitter which stored dim is which."""
+    x = node.inputs[0]
+    pl.emit(node, [x], [TensorLayout(identity(pl.rank(o))) for o in node.outputs if o], stored_perm=list(pl.perm(x)))
+
+
+@_onnx_layout_if_unflattened
 def _axis_attr(pl: _Planner, node: Node) -> None:
     """An operator along one ``axis`` attribute (LpNormalization): any layout, the axis remapped."""
     x = node.inputs[0]
@@ -688,6 +695,8 @@ RULES: dict[str, Callable[[_Planner, Node], None]] = {
     "ReduceLogSum": _reduce,
     "ReduceLogSumExp": _reduce,
     "LpNormalization": _axis_attr,
+    "Shape": _shape_of,
+    "Size": _shape_of,
     "Transpose": _transpose,
     "Split": _split,
     "Slice": _slice,

@@ -2430,6 +2430,80 @@ def compress(ctx: NodeContext, node: Node) -> None:
            _by_dtype(ctx, x, int16=4, bool=3, int8=2), axis=axis)
 
 
+# ---------------------------------------------------------------------------- shapes computed at run time
+# The importer folds these wherever shapes are static, and the pipeline freezes a dynamic batch for TFLite before
+# lowering (``Capabilities.static_shapes``); what still reaches the backend reads a dynamic size (a spatial size
+# that varies) or data. SHAPE of an input is computed while LiteRT allocates.
+def _stored_shape(ctx: NodeContext, node: Node, x: int, begin: int, end: int, suffix: str) -> int:
+    """int64 ONNX dims ``begin:end`` of node input 0 (TFLite tensor ``x``, stored with layout ``stored_perm``)."""
+    rank = len(ctx.shape(node.inputs[0]))
+    perm = [int(p) for p in node.attr("stored_perm") or range(rank)]
+    stored = ctx.w.new_tensor(f"{node.name}/{suffix}", "int64", (rank,))
+    ctx.op("SHAPE", [x], [stored], "ShapeOptions", 1, outType="INT64")
+    wanted = [perm.index(i) for i in range(begin, end)]
+    if wanted == list(range(rank)):
+        return stored
+    dims = ctx.w.new_tensor(f"{node.name}/{suffix}/onnx_order", "int64", (len(wanted),))
+    ctx.op("GATHER", [stored, ctx.param(wanted, suffix=f"{suffix}/dims")], [dims], "GatherOptions", 1, axis=0)
+    return dims
+
+
+@emitter("Shape", precisions=FLOAT)
+def shape_(ctx: NodeContext, node: Node) -> None:
+    """SHAPE (int64), the ONNX-order dims ``start:end`` GATHERed where the input is stored in another layout."""
+    rank = len(ctx.shape(node.inputs[0]))
+
+    def clamp(value: int) -> int:
+        return min(max(value + rank if value < 0 else value, 0), rank)
+
+    begin = clamp(int(node.attr("start", 0)))
+    end = clamp(int(node.attr("end", rank)))
+    dims = _stored_shape(ctx, node, ctx.input(node.inputs[0]), begin, max(begin, end), "shape")
+    out = ctx.output(node.outputs[0])
+    ctx.op("RESHAPE", [dims, ctx.param([max(end - begin, 0)], suffix="length")], [out], "ReshapeOptions", 1,
+           newShape=[max(end - begin, 0)])
+
+
+@emitter("Size", precisions=FLOAT)
+def size_(ctx: NodeContext, node: Node) -> None:
+    """REDUCE_PROD of the int64 SHAPE: a scalar, as ONNX."""
+    rank = len(ctx.shape(node.inputs[0]))
+    dims = _stored_shape(ctx, node, ctx.input(node.inputs[0]), 0, rank, "shape")
+    ctx.op("REDUCE_PROD", [dims, ctx.param([0], suffix="axis")], [ctx.output(node.outputs[0])], "ReducerOptions", 1,
+           keepDims=False)
+
+
+def _constant_of_shape_value(node: Node) -> np.ndarray:
+    value = node.attr("value")
+    return np.zeros(1, np.float32) if value is None else np.asarray(value).reshape(-1)[:1]
+
+
+@emitter("ConstantOfShape", precisions=FLOAT)
+def constant_of_shape(ctx: NodeContext, node: Node) -> None:
+    """FILL(shape, value): the value in the output's type (float32 for float outputs)."""
+    dims = ctx.input(node.inputs[0])
+    out = ctx.output(node.outputs[0])
+    value = ctx.param(_constant_of_shape_value(node)[0], _dtype(ctx, out), "value")
+    ctx.op("FILL", [dims, value], [out])
+
+
+def _range_check(graph: Graph, node: Node, integer: bool) -> str | None:
+    for name in node.inputs[:3]:
+        t = graph.tensors[name]
+        if t.dtype is not None and np.dtype(t.dtype).name not in ("float32", "int32", "int64"):
+            return f"Range {node.name!r}: TFLite's RANGE takes float32, int32 or int64, not {np.dtype(t.dtype).name}"
+    return None
+
+
+@emitter("Range", precisions=FLOAT, check=_range_check)
+def range_(ctx: NodeContext, node: Node) -> None:
+    """RANGE(start, limit, delta): ceil((limit − start) / delta) values, as ONNX (a dynamic output size)."""
+    start, limit, delta = (ctx.input(name) for name in node.inputs[:3])
+    out = ctx.output(node.outputs[0])
+    # op_version.cc gives int64 RANGE version 2, which LiteRT 2.3 does not register; version 1 runs int64
+    ctx.op("RANGE", [start, limit, delta], [out], None, 1)
+
+
 #: Operators TFLite cannot express, each with the reason legalization gives (no emitter is registered).
 REFUSED = {
     "NonZero": ("its output's size is the number of non-zero elements, which depends on the data; a TFLite model with "
