@@ -205,6 +205,33 @@ def test_shapes_computed_at_run_time(case, mode, tmp_path):
         _assert_conforms(_errors(backend, legal, artifact, inputs, **runner_options), mode)
 
 
+# ============================================================================ data-dependent sizes
+NON_ZERO = {
+    "nonzero_of_floats": lambda: _pooled_then([_node("Relu", ["c"], ["r"]), _node("NonZero", ["r"], ["y"])], "nonzero",
+                                              {"y": I64}),
+    "nonzero_of_a_mask": lambda: _pooled_then([_node("Greater", ["c", "t"], ["m"]), _node("NonZero", ["m"], ["y"])],
+                                              "nonzero_mask", {"y": I64}, {"t": np.array(0.5, np.float32)}),
+    "nonzero_then_gather_nd": lambda: _pooled_then(  # the selected values: GatherND(x, transpose(NonZero(x > t)))
+        [_node("Greater", ["c", "t"], ["m"]), _node("NonZero", ["m"], ["nz"]), _node("Transpose", ["nz"], ["idx"]),
+         _node("GatherND", ["c", "idx"], ["y"])], "nonzero_gather", {"y": F}, {"t": np.array(0.5, np.float32)}),
+    "compress_computed_condition": lambda: _pooled_then(  # the columns whose first row's value is positive
+        [_node("Gather", ["c", "zero"], ["first"], axis=2), _node("ReduceMax", ["first"], ["peak"], axes=[0, 1], keepdims=0),
+         _node("Greater", ["peak", "zero_f"], ["keep"]), _node("Compress", ["c", "keep"], ["y"], axis=3)],
+        "compress_c", {"y": F}, {"zero": np.array(0, np.int64), "zero_f": np.array(0.0, np.float32)}),
+}
+
+
+@pytest.mark.parametrize("mode", ["int8", "fp16", "fp32"])
+@pytest.mark.parametrize("case", sorted(NON_ZERO))
+def test_non_zero_sizes_its_output_at_run_time(case, mode, tmp_path):
+    plan, _, inputs = _prepare(NON_ZERO[case](), tmp_path, samples=4, **MODES[mode])
+    backend, legal, artifact, _ = _lower(plan, tmp_path, io="int8")
+    assert "WHERE" in artifact.metadata["ops"], artifact.metadata["ops"]
+    for feeds in (inputs, {"x": inputs["x"][:1] * -0.5}):  # another count of selected elements
+        for runner_options in RUNNERS:
+            _assert_conforms(_errors(backend, legal, artifact, feeds, **runner_options), mode)
+
+
 # ============================================================================ Upsample (opsets 7 and 9) and Resize-10
 def _upsample(mode: str, scales: list[float], opset: int) -> onnx.ModelProto:
     """The pooled input → Upsample (opset 9: scales as an input; 7: as an attribute) or an opset-10 Resize."""
@@ -284,10 +311,6 @@ REFUSED = {
     "scatterelements_max": (lambda: _one_node("ScatterElements", {"y": F}, {"i": np.zeros((1, 1, 1), np.int64),
                                                                            "u": np.ones((1, 1, 1), np.float32)},
                                               reduction="max"), "reduction='max'"),
-    "nonzero": (lambda: _one_node("NonZero", {"y": I64}), "depends on the data"),
-    "compress_computed": (lambda: graph_model(
-        "compress_c", [_node("Greater", ["x", "zero"], ["keep"]), _node("Compress", ["x", "keep"], ["y"])],
-        {"x": [6]}, {"y": F}, {"zero": np.array(0.0, np.float32)}), "depends on the data"),
     "trilu_computed_k": (lambda: _computed("Trilu", {"y": F}, "", np.zeros(0)), "constant k"),
     "one_hot_computed_depth": (lambda: graph_model(
         "one_hot_c", [_node("ReduceMax", ["ids"], ["top"], keepdims=1), _node("OneHot", ["ids", "top", "v"], ["y"])],

@@ -2404,9 +2404,6 @@ def scatter(ctx: NodeContext, node: Node) -> None:
 
 
 def _compress_check(graph: Graph, node: Node, integer: bool) -> str | None:
-    if _has_computed_input(graph, node, (1,)):
-        return (f"Compress {node.name!r}: a computed condition gives an output whose size depends on the data, which "
-                f"a TFLite model with static shapes cannot express")
     if node.attr("axis") is None and not all(isinstance(d, int) for d in graph.tensors[node.inputs[0]].shape or (None,)):
         return f"Compress {node.name!r}: without an axis the input is flattened, which needs its shape static"
     return None
@@ -2414,10 +2411,27 @@ def _compress_check(graph: Graph, node: Node, integer: bool) -> str | None:
 
 @emitter("Compress", precisions=FLOAT, check=_compress_check)
 def compress(ctx: NodeContext, node: Node) -> None:
-    """A constant condition: GATHER of the selected positions along ``axis`` (of the flattened input without one)."""
+    """GATHER of the selected positions along ``axis`` (of the flattened input without one): constant ones for a
+    constant condition, else WHERE(condition) reshaped to 1-D, sized at run time like NonZero's."""
     x = ctx.input(node.inputs[0])
     out = ctx.output(node.outputs[0])
-    positions = np.flatnonzero(np.asarray(ctx.value(node.inputs[1])).reshape(-1)).astype(np.int32)
+    if ctx.is_constant(node.inputs[1]):
+        positions = ctx.param(np.flatnonzero(np.asarray(ctx.value(node.inputs[1])).reshape(-1)).astype(np.int32),
+                              suffix="positions")
+    else:
+        condition = ctx.input(node.inputs[1])
+        if _dtype(ctx, condition) != "bool":
+            cast = ctx.temp(condition, ctx.shape(node.inputs[1]), "condition", dtype="bool", quant=None)
+            ctx.op("NOT_EQUAL", [condition, _zero_like(ctx, condition)], [cast], "NotEqualOptions", 1)
+            condition = cast
+        out_shape = ctx.shape(node.outputs[0])
+        axis = int(node.attr("axis", 0))
+        count = out_shape[axis + len(out_shape) if axis < 0 else axis]
+        found = ctx.w.new_tensor(f"{node.name}/found", "int64", (count, 1))
+        positions = ctx.w.new_tensor(f"{node.name}/positions", "int64", (count,))
+        ctx.op("WHERE", [condition], [found], "WhereOptions", 1)
+        ctx.op("RESHAPE", [found, ctx.param([-1], suffix="positions_shape")], [positions], "ReshapeOptions", 1,
+               newShape=[-1])
     axis = node.attr("axis")
     if axis is None:
         size = int(np.prod([int(d) for d in ctx.shape(node.inputs[0])]))
@@ -2426,8 +2440,7 @@ def compress(ctx: NodeContext, node: Node) -> None:
         x, axis = flat, 0
     rank = len(ctx.w.model.tensors[x].shape)
     axis = int(axis) + rank if int(axis) < 0 else int(axis)
-    ctx.op("GATHER", [x, ctx.param(positions, suffix="positions")], [out], "GatherOptions",
-           _by_dtype(ctx, x, int16=4, bool=3, int8=2), axis=axis)
+    ctx.op("GATHER", [x, positions], [out], "GatherOptions", _by_dtype(ctx, x, int16=4, bool=3, int8=2), axis=axis)
 
 
 # ---------------------------------------------------------------------------- shapes computed at run time
@@ -2504,11 +2517,28 @@ def range_(ctx: NodeContext, node: Node) -> None:
     ctx.op("RANGE", [start, limit, delta], [out], None, 1)
 
 
+@emitter("NonZero", precisions=FLOAT)
+def non_zero(ctx: NodeContext, node: Node) -> None:
+    """WHERE(x ≠ 0) gives the [count, rank] int64 coordinates in row-major order; ONNX wants them [rank, count]:
+    TRANSPOSE. The count depends on the data: LiteRT makes WHERE's output a dynamic tensor, sized at every
+    invocation, and the operators reading it resize theirs (with and without XNNPACK). An FP16 plan's value is
+    read as the plan rounds it (a tiny value is 0 in float16)."""
+    x = _plan_values(ctx)
+    shape = ctx.shape(node.inputs[0])
+    if _dtype(ctx, x) == "bool":
+        condition = x
+    else:
+        condition = ctx.temp(x, shape, "non_zero", dtype="bool", quant=None)
+        ctx.op("NOT_EQUAL", [x, _zero_like(ctx, x)], [condition], "NotEqualOptions", 1)
+    out = ctx.output(node.outputs[0])
+    count = ctx.shape(node.outputs[0])[1]
+    coordinates = ctx.w.new_tensor(f"{node.name}/coordinates", "int64", (count, len(shape)))
+    ctx.op("WHERE", [condition], [coordinates], "WhereOptions", 1)
+    ctx.op("TRANSPOSE", [coordinates, ctx.param([1, 0], suffix="perm")], [out], "TransposeOptions", 1)
+
+
 #: Operators TFLite cannot express, each with the reason legalization gives (no emitter is registered).
 REFUSED = {
-    "NonZero": ("its output's size is the number of non-zero elements, which depends on the data; a TFLite model with "
-                "static shapes cannot express it (TFLite's WHERE gives the coordinates with a dynamic first dimension, "
-                "transposed)"),
     "GridSample": ("TFLite has no sampling operator at computed coordinates; composing bilinear gathers per output "
                    "pixel is not written"),
     "RoiAlign": "TFLite has no region-of-interest pooling operator; composing it from gathers is not written",
