@@ -232,6 +232,49 @@ def test_non_zero_sizes_its_output_at_run_time(case, mode, tmp_path):
             _assert_conforms(_errors(backend, legal, artifact, feeds, **runner_options), mode)
 
 
+def _nms(center: int = 0, corners: str = "any", score_threshold: float | None = 0.3, classes: int = 2,
+         batches: int = 1, iou: float = 0.4) -> onnx.ModelProto:
+    """boxes[B, 24, 4] from an input (corners "any": an arbitrary diagonal pair, "sorted": y1 ≤ y2, x1 ≤ x2; or
+    centre/size with ``center``), scores from another input [B, classes, 24] (exact in every plan: an integer plan's
+    scores are its quantized feed, with ties), then NonMaxSuppression."""
+    nodes = [_node("Identity", ["logits"], ["scores"])]
+    if center:
+        nodes += [_node("Abs", ["raw"], ["boxes"])]  # widths and heights ≥ 0
+    elif corners == "sorted":
+        nodes += [_node("Split", ["raw"], ["lo", "hi"], axis=2, num_outputs=2), _node("Min", ["lo", "hi"], ["a"]),
+                  _node("Max", ["lo", "hi"], ["b"]), _node("Concat", ["a", "b"], ["boxes"], axis=2)]
+    else:
+        nodes += [_node("Identity", ["raw"], ["boxes"])]
+    inputs = ["boxes", "scores", "limit", "iou"] + (["floor"] if score_threshold is not None else [])
+    nodes.append(_node("NonMaxSuppression", inputs, ["y"], center_point_box=center))
+    inits = {"limit": np.array([5], np.int64), "iou": np.array([iou], np.float32)}
+    if score_threshold is not None:
+        inits["floor"] = np.array([score_threshold], np.float32)
+    return graph_model("nms", nodes, {"raw": [batches, 24, 4], "logits": [batches, classes, 24]}, {"y": I64}, inits, opset=18)
+
+
+NMS = {
+    "any_corners": lambda: _nms(),
+    "sorted_corners_no_score_threshold": lambda: _nms(corners="sorted", score_threshold=None),
+    "center_point_box": lambda: _nms(center=1),
+    "two_batches_three_classes": lambda: _nms(classes=3, batches=2),
+    "zero_iou_threshold": lambda: _nms(iou=0.0),  # any overlap suppresses; disjoint boxes (IoU 0) do not
+}
+
+
+@pytest.mark.parametrize("mode", ["int8", "fp16", "fp32"])
+@pytest.mark.parametrize("case", sorted(NMS))
+def test_non_max_suppression_selects_onnx_runtimes_boxes(case, mode, tmp_path):
+    plan, _, inputs = _prepare(NMS[case](), tmp_path, samples=4, **MODES[mode])
+    backend, legal, artifact, _ = _lower(plan, tmp_path, io="int8")
+    assert "NON_MAX_SUPPRESSION_V4" in artifact.metadata["ops"], artifact.metadata["ops"]
+    for seed in range(5):  # other boxes, other counts
+        rng = np.random.default_rng(seed)
+        feeds = {name: rng.normal(0, 1, value.shape).astype(np.float32) for name, value in inputs.items()}
+        for runner_options in RUNNERS:
+            _assert_conforms(_errors(backend, legal, artifact, feeds, **runner_options), mode)
+
+
 # ============================================================================ Upsample (opsets 7 and 9) and Resize-10
 def _upsample(mode: str, scales: list[float], opset: int) -> onnx.ModelProto:
     """The pooled input → Upsample (opset 9: scales as an input; 7: as an attribute) or an opset-10 Resize."""

@@ -2537,6 +2537,168 @@ def non_zero(ctx: NodeContext, node: Node) -> None:
     ctx.op("TRANSPOSE", [coordinates, ctx.param([1, 0], suffix="perm")], [out], "TransposeOptions", 1)
 
 
+def _nms_check(graph: Graph, node: Node, integer: bool) -> str | None:
+    boxes, scores = (graph.tensors[name].shape for name in node.inputs[:2])
+    if boxes is None or scores is None or not all(isinstance(d, int) for d in (*boxes, *scores)):
+        return (f"NonMaxSuppression {node.name!r}: one NON_MAX_SUPPRESSION_V4 per batch and class needs static boxes and "
+                f"scores shapes, got {boxes} and {scores}; {STATIC_SHAPE_HINT}")
+    reason = _constant_input_check((2, 3, 4), "max_output_boxes_per_class, iou_threshold and score_threshold")(
+        graph, node, integer)
+    if reason:
+        return reason
+    if len(node.inputs) < 3 or not node.inputs[2] or int(graph.tensors[node.inputs[2]].value.reshape(-1)[0]) <= 0:
+        return (f"NonMaxSuppression {node.name!r}: max_output_boxes_per_class 0 (or absent) selects nothing; an empty "
+                f"output is not written for TFLite")
+    if int(node.attr("center_point_box", 0)) not in (0, 1):
+        return f"NonMaxSuppression {node.name!r}: center_point_box must be 0 or 1"
+    if len(node.inputs) > 3 and node.inputs[3] and float(graph.tensors[node.inputs[3]].value.reshape(-1)[0]) >= 1.0:
+        return (f"NonMaxSuppression {node.name!r}: iou_threshold ≥ 1 suppresses nothing in ONNX, and TFLite's "
+                f"NON_MAX_SUPPRESSION_V4 then selects each box again (it re-queues a selected box, which only its own "
+                f"IoU of 1 removes)")
+    return None
+
+
+#: Degenerate boxes are moved to [FAR + 4i, FAR, FAR + 4i + 1, FAR + 1]: unit boxes that meet no other box.
+NMS_FAR = 1.0e7
+
+
+def _nms_corners(ctx: NodeContext, node: Node, boxes: int, count: int, suffix: str) -> int:
+    """[x_center, y_center, w, h] rows as [y1, x1, y2, x2] (center_point_box=1), ONNX Runtime's arithmetic."""
+    columns = [ctx.w.new_tensor(f"{node.name}/{suffix}/column_{k}", "float32", (count, 1)) for k in range(4)]
+    ctx.op("SPLIT", [ctx.param(1, suffix=f"{suffix}/axis"), boxes], columns, "SplitOptions", 1, numSplits=4)
+    xc, yc, w, h = columns
+    half = ctx.param([0.5], "float32", f"{suffix}/half")
+    parts = {}
+    for name, centre, size, op in (("y1", yc, h, "SUB"), ("x1", xc, w, "SUB"), ("y2", yc, h, "ADD"), ("x2", xc, w, "ADD")):
+        halved = ctx.w.new_tensor(f"{node.name}/{suffix}/{name}_half", "float32", (count, 1))
+        ctx.op("MUL", [size, half], [halved], "MulOptions", 1, fusedActivationFunction="NONE")
+        parts[name] = ctx.w.new_tensor(f"{node.name}/{suffix}/{name}", "float32", (count, 1))
+        ctx.op(op, [centre, halved], [parts[name]], "AddOptions" if op == "ADD" else "SubOptions", 1,
+               fusedActivationFunction="NONE")
+    corners = ctx.w.new_tensor(f"{node.name}/{suffix}/corners", "float32", (count, 4))
+    ctx.op("CONCATENATION", [parts["y1"], parts["x1"], parts["y2"], parts["x2"]], [corners], "ConcatenationOptions", 1,
+           axis=1, fusedActivationFunction="NONE")
+    return corners
+
+
+def _nms_without_degenerate_boxes(ctx: NodeContext, node: Node, boxes: int, count: int, suffix: str) -> int:
+    """Boxes of area ≤ 0 (TFLite's and ONNX Runtime's |y2 − y1|·|x2 − x1|) replaced by far-away unit boxes.
+
+    Neither runtime lets such a box suppress or be suppressed (its IoU is 0), but NON_MAX_SUPPRESSION_V4 re-queues
+    every box it selects and relies on the box's IoU of 1 with itself to drop it: a zero-area box is selected
+    again until the output is full (measured in LiteRT 2.3, and common in integer plans, whose coordinates collapse
+    to equal values). A unit box at ``NMS_FAR`` overlaps no other box (exact for coordinates below 1e7 in
+    magnitude) and removes itself.
+    """
+    def tmp(name: str, shape: tuple, dtype: str = "float32") -> int:
+        return ctx.w.new_tensor(f"{node.name}/{suffix}/{name}", dtype, shape)
+
+    columns = [tmp(f"coordinate_{k}", (count, 1)) for k in range(4)]
+    ctx.op("SPLIT", [ctx.param(1, suffix=f"{suffix}/split_axis"), boxes], columns, "SplitOptions", 1, numSplits=4)
+    extents = []
+    for name, (a, b) in (("height", (0, 2)), ("width", (1, 3))):
+        difference, extent = tmp(f"{name}_difference", (count, 1)), tmp(name, (count, 1))
+        ctx.op("SUB", [columns[b], columns[a]], [difference], "SubOptions", 1, fusedActivationFunction="NONE")
+        ctx.op("ABS", [difference], [extent])
+        extents.append(extent)
+    area, flat = tmp("area", (count, 1)), tmp("degenerate", (count, 1), "bool")
+    ctx.op("MUL", extents, [area], "MulOptions", 1, fusedActivationFunction="NONE")
+    ctx.op("LESS_EQUAL", [area, ctx.param([[0.0]], "float32", f"{suffix}/zero_area")], [flat], "LessEqualOptions", 1)
+    far = np.stack([NMS_FAR + 4.0 * np.arange(count), np.full(count, NMS_FAR), NMS_FAR + 4.0 * np.arange(count) + 1.0,
+                    np.full(count, NMS_FAR + 1.0)], axis=1).astype(np.float32)
+    moved = tmp("moved", (count, 4))
+    ctx.op("SELECT_V2", [flat, ctx.param(far, "float32", f"{suffix}/far_boxes"), boxes], [moved], "SelectV2Options", 1)
+    return moved
+
+
+def _nms_ranks(ctx: NodeContext, node: Node, scores: int, count: int, floor: int, tag: str) -> int:
+    """Scores replaced by their ranks: count − k for the box ranked k-th (TOPK_V2: decreasing, equal scores in index
+    order), −1 at or below the score threshold, for NON_MAX_SUPPRESSION_V4 with threshold 0.
+
+    ONNX Runtime takes equal scores lowest index first; V4's priority queue orders by score only, so equal scores
+    (frequent when an integer plan quantizes them) came out in heap order (measured: 0.6628 at boxes 7 and 23,
+    23 first). Distinct ranks keep ONNX's order and its ``score > threshold`` rule."""
+    def tmp(name: str, dtype: str = "float32") -> int:
+        return ctx.w.new_tensor(f"{node.name}/{name}_{tag}", dtype, (count,))
+
+    values, order = tmp("sorted_scores"), tmp("order", "int32")
+    ctx.op("TOPK_V2", [scores, ctx.param(count, suffix=f"all_{tag}")], [values, order], "TopKV2Options", 1)
+    positions = ctx.w.new_tensor(f"{node.name}/order_column_{tag}", "int32", (count, 1))
+    ctx.op("RESHAPE", [order, ctx.param([count, 1], suffix=f"order_shape_{tag}")], [positions], "ReshapeOptions", 1,
+           newShape=[count, 1])
+    ranks, kept, ranked = tmp("ranks"), tmp("above_threshold", "bool"), tmp("ranked")
+    ctx.op("SCATTER_ND", [positions, ctx.param(np.arange(count, 0, -1, dtype=np.float32), "float32", f"rank_values_{tag}"),
+                          ctx.param([count], suffix=f"rank_shape_{tag}")], [ranks])
+    ctx.op("GREATER", [scores, floor], [kept], "GreaterOptions", 1)
+    ctx.op("SELECT_V2", [kept, ranks, ctx.param([-1.0], "float32", f"removed_{tag}")], [ranked], "SelectV2Options", 1)
+    return ranked
+
+
+@emitter("NonMaxSuppression", precisions=FLOAT, check=_nms_check)
+def non_max_suppression(ctx: NodeContext, node: Node) -> None:
+    """One NON_MAX_SUPPRESSION_V4 per (batch, class), unrolled: its padded indices SLICEd to the valid count (a
+    dynamic size), each row [b, c, i] (FILLed b and c), all CONCATENATEd in ONNX's order (batch, class, then
+    decreasing score). V4 is given ranks for scores (``_nms_ranks``: ONNX's order of equal scores), boxes of zero area
+    moved out of the way (``_nms_without_degenerate_boxes``) and the next float32 above ONNX's IoU threshold (V4
+    suppresses at IoU ≥ threshold, ONNX above it). No score threshold is −FLT_MAX. Boxes and scores are read as the
+    plan rounds them."""
+    boxes, scores = (_rounded_to_fp16(ctx, ctx.input(name), name) for name in node.inputs[:2])
+    batches, classes, count = (int(d) for d in ctx.shape(node.inputs[1]))
+    limit = int(ctx.value(node.inputs[2]).reshape(-1)[0])
+    iou = float(ctx.value(node.inputs[3]).reshape(-1)[0]) if len(node.inputs) > 3 and node.inputs[3] else 0.0
+    # ONNX suppresses where IoU > threshold, TFLite where IoU ≥ threshold: the next float32 up makes them one rule
+    iou = float(np.nextafter(np.float32(iou), np.float32(np.inf)))
+    floor = (float(ctx.value(node.inputs[4]).reshape(-1)[0]) if len(node.inputs) > 4 and node.inputs[4]
+             else float(np.finfo(np.float32).min))
+    out = ctx.output(node.outputs[0])
+    limit_t, iou_t, floor_t = ctx.param(limit, suffix="max_output"), ctx.param(iou, "float32", "iou"), \
+        ctx.param(floor, "float32", "score_threshold")
+    zero_t = ctx.param(0.0, "float32", "rank_threshold")
+    rows = []
+    for b in range(batches):
+        per_batch = ctx.w.new_tensor(f"{node.name}/boxes_{b}", "float32", (count, 4))
+        ctx.op("GATHER", [boxes, ctx.param(b, suffix=f"batch_{b}")], [per_batch], "GatherOptions", 1, axis=0)
+        if int(node.attr("center_point_box", 0)):
+            per_batch = _nms_corners(ctx, node, per_batch, count, f"corners_{b}")
+        per_batch = _nms_without_degenerate_boxes(ctx, node, per_batch, count, f"boxes_{b}")
+        class_scores = ctx.w.new_tensor(f"{node.name}/scores_{b}", "float32", (classes, count))
+        ctx.op("GATHER", [scores, ctx.param(b, suffix=f"score_batch_{b}")], [class_scores], "GatherOptions", 1, axis=0)
+        for c in range(classes):
+            tag = f"{b}_{c}"
+            raw = ctx.w.new_tensor(f"{node.name}/scores_{tag}", "float32", (count,))
+            ctx.op("GATHER", [class_scores, ctx.param(c, suffix=f"class_{tag}")], [raw], "GatherOptions", 1, axis=0)
+            ranked = _nms_ranks(ctx, node, raw, count, floor_t, tag)
+            selected = ctx.w.new_tensor(f"{node.name}/selected_{tag}", "int32", (limit,))
+            valid = ctx.w.new_tensor(f"{node.name}/valid_{tag}", "int32", ())
+            ctx.op("NON_MAX_SUPPRESSION_V4", [per_batch, ranked, limit_t, iou_t, zero_t], [selected, valid],
+                   "NonMaxSuppressionV4Options", 1)
+            size = ctx.w.new_tensor(f"{node.name}/size_{tag}", "int32", (1,))
+            ctx.op("RESHAPE", [valid, ctx.param([1], suffix=f"size_shape_{tag}")], [size], "ReshapeOptions", 1, newShape=[1])
+            kept = ctx.w.new_tensor(f"{node.name}/kept_{tag}", "int32", (None,))
+            ctx.op("SLICE", [selected, ctx.param([0], suffix=f"begin_{tag}"), size], [kept], "SliceOptions", 1)
+            wide = ctx.w.new_tensor(f"{node.name}/kept64_{tag}", "int64", (None,))
+            ctx.op("CAST", [kept], [wide], None, 1)
+            column = ctx.w.new_tensor(f"{node.name}/box_column_{tag}", "int64", (None, 1))
+            ctx.op("RESHAPE", [wide, ctx.param([-1, 1], suffix=f"column_shape_{tag}")], [column], "ReshapeOptions", 1,
+                   newShape=[-1, 1])
+            dims = ctx.w.new_tensor(f"{node.name}/column_dims_{tag}", "int32", (2,))
+            ctx.op("CONCATENATION", [size, ctx.param([1], suffix=f"one_{tag}")], [dims], "ConcatenationOptions", 1, axis=0,
+                   fusedActivationFunction="NONE")
+            filled = []
+            for what, value in (("batch", b), ("class", c)):
+                fill = ctx.w.new_tensor(f"{node.name}/{what}_column_{tag}", "int64", (None, 1))
+                ctx.op("FILL", [dims, ctx.param(value, "int64", f"{what}_value_{tag}")], [fill])
+                filled.append(fill)
+            row = ctx.w.new_tensor(f"{node.name}/rows_{tag}", "int64", (None, 3))
+            ctx.op("CONCATENATION", [*filled, column], [row], "ConcatenationOptions", 1, axis=1,
+                   fusedActivationFunction="NONE")
+            rows.append(row)
+    if len(rows) == 1:
+        ctx.op("RESHAPE", [rows[0], ctx.param([-1, 3], suffix="shape")], [out], "ReshapeOptions", 1, newShape=[-1, 3])
+    else:
+        ctx.op("CONCATENATION", rows, [out], "ConcatenationOptions", 1, axis=0, fusedActivationFunction="NONE")
+
+
 #: Operators TFLite cannot express, each with the reason legalization gives (no emitter is registered).
 REFUSED = {
     "GridSample": ("TFLite has no sampling operator at computed coordinates; composing bilinear gathers per output "
