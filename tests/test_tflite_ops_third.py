@@ -72,6 +72,7 @@ CASES = {
         [_node("ScatterElements", ["c", "idx", "upd"], ["y"], axis=3)], "scatter_el", {"y": F},
         {"idx": np.tile(np.array([4, 0, -3], np.int64), (2, 4, 5, 1)), "upd": RNG.normal(0, 1, (2, 4, 5, 3)).astype(np.float32)},
         opset=18),
+    "scatterelements_from_opset9_scatter": lambda: _scatter9(),  # the version converter makes it ScatterElements
     "scatterelements_argmax": lambda: _static(_pooled_then(
         [_node("ArgMax", ["c"], ["am"], axis=1), _node("ScatterElements", ["c", "am", "ten"], ["y"], axis=1)],
         "scatter_argmax", {"y": F}, {"ten": np.full((2, 1, 5, 5), 10.0, np.float32)}, opset=18), 2),
@@ -127,6 +128,13 @@ def _kv_cache_write() -> onnx.ModelProto:
                         "batch": np.array([[0], [1]], np.int64)}, opset=18)
 
 
+def _scatter9() -> onnx.ModelProto:
+    """An opset-9 Scatter (deprecated in 11) writing channels 3 and 0 of the first sample."""
+    idx = np.broadcast_to(np.array([3, 0], np.int64).reshape(1, 2, 1, 1), (1, 2, 5, 5)).copy()
+    return _pooled_then([_node("Scatter", ["c", "idx", "upd"], ["y"], axis=1)], "scatter9", {"y": F},
+                        {"idx": idx, "upd": np.full((1, 2, 5, 5), 7.0, np.float32)}, opset=9)
+
+
 def _reverse_sequence() -> onnx.ModelProto:
     """x[N, 4, 5, 5] pooled, seen as [batch 4 (channels), time 5 (rows), ...]: per-channel lengths 5, 1, 3, 4."""
     return _pooled_then([_node("Transpose", ["c"], ["t"], perm=[1, 2, 0, 3]),
@@ -157,8 +165,8 @@ def test_operator_matches_the_reference(case, mode, tmp_path):
 
 def test_trilu_zeroes_infinities_without_nan(tmp_path):
     # -inf strictly below the diagonal (an additive mask), Trilu keeping j >= i - 1: the zeroed -inf must become 0,
-    # not NaN (-inf·0, a multiplied mask), and the kept ones stay -inf for the softmax. FP32 only: calibrating an
-    # integer or fp16 plan refuses infinite activations.
+    # not NaN (-inf·0, a multiplied mask), and the kept ones mask the softmax (-inf, or -FLT_MAX where LiteRT's
+    # reference ADD clamps it). FP32 only: calibrating an integer or fp16 plan refuses infinite activations.
     model = _pooled_then(
         [_node("Add", ["c", "below"], ["masked"]), _node("Trilu", ["masked", "minus_one"], ["kept"]),
          _node("Softmax", ["kept"], ["y"], axis=-1)], "trilu_inf", {"y": F},
@@ -372,3 +380,17 @@ def test_what_tflite_cannot_express_is_refused_with_a_reason(case, tmp_path):
     backend = TFLiteBackend()
     with pytest.raises(UnsupportedOperatorError, match=reason):
         backend.legalize(plan, backend.options())
+
+
+def test_reduce_log_sum_exp_of_infinite_rows(tmp_path):
+    # the shift is 0 where the row's maximum is infinite: −inf rows give −inf and +inf rows +inf (ONNX Runtime's
+    # results), not the NaN of inf − inf; a row of 100s gives 100 + log 2 where e¹⁰⁰ alone overflows float32
+    model = graph_model("lse_inf", [_node("ReduceLogSumExp", ["x"], ["y"], axes=[1], keepdims=0)], {"x": ["N", 3]}, {"y": F},
+                        {}, opset=17)
+    plan, _, _ = _prepare(model, tmp_path, samples=2, **MODES["fp32"])
+    backend, legal, artifact, _ = _lower(plan, tmp_path)
+    x = np.array([[-np.inf, -np.inf, -np.inf], [np.inf, 1.0, -np.inf], [100.0, 100.0, -np.inf], [1.0, 2.0, 3.0]], np.float32)
+    expected = np.array([-np.inf, np.inf, 100.0 + np.log(2.0), np.log(np.exp(1.0) + np.exp(2.0) + np.exp(3.0))], np.float32)
+    for runner_options in RUNNERS:
+        with backend.runner(artifact, backend.options(runner_options)) as runner:
+            np.testing.assert_allclose(runner.run({"x": x})["y"], expected, rtol=1e-6)

@@ -2704,7 +2704,10 @@ REFUSED = {
     "GridSample": ("TFLite has no sampling operator at computed coordinates; composing bilinear gathers per output "
                    "pixel is not written"),
     "RoiAlign": "TFLite has no region-of-interest pooling operator; composing it from gathers is not written",
-    "Unique": "its output's size depends on the data, which a TFLite model with static shapes cannot express",
+    "Unique": ("ONNX sorts the unique values by default and returns four outputs; TFLite's UNIQUE keeps the order of "
+               "first occurrence and returns two; the composition is not written"),
+    "BitShift": ("ONNX shifts unsigned integers, and TFLite's builtins have RIGHT_SHIFT but no left shift outside "
+                 "StableHLO; not written"),
 }
 
 
@@ -2752,7 +2755,8 @@ def hardmax(ctx: NodeContext, node: Node) -> None:
 @emitter("ReduceLogSum", "ReduceLogSumExp", precisions=FLOAT, check=_norm_reduce_check)
 def reduce_log_sum(ctx: NodeContext, node: Node) -> None:
     """ReduceLogSum: LOG(SUM(x)). ReduceLogSumExp, shifted by the maximum m so that no EXP overflows:
-    LOG(SUM(EXP(x − m))) + m, with m = 0 where it is infinite (a row of −inf gives −inf, not NaN)."""
+    LOG(SUM(EXP(x − m))) + m, with m = 0 where it is infinite (a row of −inf gives −inf, +inf +inf, as ONNX Runtime;
+    not NaN, nor the ±FLT_MAX of LiteRT's clamping reference ADD)."""
     x = ctx.input(node.inputs[0])
     out = ctx.output(node.outputs[0])
     shape = ctx.shape(node.inputs[0])
@@ -2774,7 +2778,10 @@ def reduce_log_sum(ctx: NodeContext, node: Node) -> None:
     infinite = tmp("infinite_max", reduced_keep, "bool")
     ctx.op("REDUCE_MAX", [x, axes_t], [peak], "ReducerOptions", 1, keepDims=True)
     ctx.op("ABS", [peak], [magnitude])
-    ctx.op("EQUAL", [magnitude, ctx.param([np.inf], "float32", "infinity")], [infinite], "EqualOptions", 1)
+    # ±FLT_MAX counts as infinite: LiteRT's reference float ADD/SUB/MUL/DIV clamp ±inf to ±FLT_MAX (their activation
+    # range is [lowest, max] even without a fused activation; XNNPACK's keep ±inf), so an infinity can arrive clamped
+    ctx.op("GREATER_EQUAL", [magnitude, ctx.param([np.finfo(np.float32).max], "float32", "largest")], [infinite],
+           "GreaterEqualOptions", 1)
     ctx.op("SELECT_V2", [infinite, ctx.param([0.0], "float32", "zero"), peak], [shift], "SelectV2Options", 1)
     centered, exp, total, log = tmp("centered", shape), tmp("exp", shape), tmp("sum", reduced), tmp("log", reduced)
     ctx.op("SUB", [x, shift], [centered], "SubOptions", 1, fusedActivationFunction="NONE")
@@ -2783,10 +2790,15 @@ def reduce_log_sum(ctx: NodeContext, node: Node) -> None:
     ctx.op("LOG", [total], [log])
     if not keep:
         dims = [d if isinstance(d, int) else -1 for d in reduced]
-        flat = tmp("shift_reduced", reduced)
+        flat, flat_infinite = tmp("shift_reduced", reduced), tmp("infinite_reduced", reduced, "bool")
         ctx.op("RESHAPE", [shift, ctx.param(dims, suffix="reduced_shape")], [flat], "ReshapeOptions", 1, newShape=dims)
-        shift = flat
-    ctx.op("ADD", [log, shift], [out], "AddOptions", 1, fusedActivationFunction="NONE")
+        ctx.op("RESHAPE", [infinite, ctx.param(dims, suffix="reduced_shape_b")], [flat_infinite], "ReshapeOptions", 1,
+               newShape=dims)
+        shift, infinite = flat, flat_infinite
+    shifted = tmp("shifted_back", reduced)
+    ctx.op("ADD", [log, shift], [shifted], "AddOptions", 1, fusedActivationFunction="NONE")
+    # where the maximum is infinite the shift is 0 and LOG's ±inf is the result (the reference ADD would clamp it)
+    ctx.op("SELECT_V2", [infinite, log, shifted], [out], "SelectV2Options", 1)
 
 
 @emitter("MeanVarianceNormalization", precisions=FLOAT)
