@@ -18,8 +18,9 @@ from mpcompile_tflite import TFLiteBackend  # noqa: E402
 from test_tflite import MODES, _lower, _prepare  # noqa: E402
 from test_tflite_ops import RUNNERS, _assert_conforms, _errors, _node, _pooled_then  # noqa: E402
 from test_tflite_ops_more import _one_node, _scaled  # noqa: E402
-from tflite_models import graph_model  # noqa: E402
+from tflite_models import feeds, graph_model  # noqa: E402
 
+import mpcompile  # noqa: E402
 from mpcompile.errors import UnsupportedOperatorError  # noqa: E402
 
 pytestmark = pytest.mark.tflite
@@ -235,9 +236,9 @@ def test_non_zero_sizes_its_output_at_run_time(case, mode, tmp_path):
     plan, _, inputs = _prepare(NON_ZERO[case](), tmp_path, samples=4, **MODES[mode])
     backend, legal, artifact, _ = _lower(plan, tmp_path, io="int8")
     assert "WHERE" in artifact.metadata["ops"], artifact.metadata["ops"]
-    for feeds in (inputs, {"x": inputs["x"][:1] * -0.5}):  # another count of selected elements
+    for fed in (inputs, {"x": inputs["x"][:1] * -0.5}):  # another count of selected elements
         for runner_options in RUNNERS:
-            _assert_conforms(_errors(backend, legal, artifact, feeds, **runner_options), mode)
+            _assert_conforms(_errors(backend, legal, artifact, fed, **runner_options), mode)
 
 
 def _nms(center: int = 0, corners: str = "any", score_threshold: float | None = 0.3, classes: int = 2,
@@ -278,9 +279,9 @@ def test_non_max_suppression_selects_onnx_runtimes_boxes(case, mode, tmp_path):
     assert "NON_MAX_SUPPRESSION_V4" in artifact.metadata["ops"], artifact.metadata["ops"]
     for seed in range(5):  # other boxes, other counts
         rng = np.random.default_rng(seed)
-        feeds = {name: rng.normal(0, 1, value.shape).astype(np.float32) for name, value in inputs.items()}
+        fed = {name: rng.normal(0, 1, value.shape).astype(np.float32) for name, value in inputs.items()}
         for runner_options in RUNNERS:
-            _assert_conforms(_errors(backend, legal, artifact, feeds, **runner_options), mode)
+            _assert_conforms(_errors(backend, legal, artifact, fed, **runner_options), mode)
 
 
 # ============================================================================ Upsample (opsets 7 and 9) and Resize-10
@@ -394,3 +395,18 @@ def test_reduce_log_sum_exp_of_infinite_rows(tmp_path):
     for runner_options in RUNNERS:
         with backend.runner(artifact, backend.options(runner_options)) as runner:
             np.testing.assert_allclose(runner.run({"x": x})["y"], expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize("case", ["shape_of_nhwc", "nonzero_then_gather_nd"])
+def test_the_pipeline_writes_and_conforms(case, tmp_path):
+    # through compile(): the batch is frozen for TFLite, so the Shape folds and its output ('sh') becomes a constant
+    # graph output (written by a RESHAPE of its value), while NonZero keeps its data-dependent count. FP32 plans: an
+    # integer plan's NonZero may select another count than FP32, which the plan-vs-FP32 metric cannot compare yet.
+    model = {**RUNTIME_SHAPES, **NON_ZERO}[case]()
+    onnx.save(model, tmp_path / "model.onnx")
+    np.savez(tmp_path / "calib.npz", **feeds(model, 8, seed=1))
+    np.savez(tmp_path / "eval.npz", **feeds(model, 8, seed=2))
+    result = mpcompile.compile(str(tmp_path / "model.onnx"), str(tmp_path / "calib.npz"), backends=["tflite"],
+                               eval_data=str(tmp_path / "eval.npz"), conform=True, out_dir=tmp_path / "out",
+                               progress=False, precision="fp32")
+    assert result.exit_code == 0, (result.failures, result.conformance)

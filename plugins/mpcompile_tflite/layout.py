@@ -211,6 +211,20 @@ class _Planner:
         self.layouts[out] = TensorLayout(perm)
         return out
 
+    def constant_output(self, name: str) -> None:
+        """A graph output that folded to a constant (a Shape once the batch is frozen): written by a Reshape of the
+        value, since a TFLite model's outputs are tensors its operators write."""
+        src = self.src.tensors[name]
+        value = np.asarray(src.value)
+        stored = self.g.unique_name(f"{name}__value")
+        self.g.add_tensor(Tensor(stored, value=value, quant=src.quant))
+        dims = self.g.unique_name(f"{name}__shape")
+        self.g.add_tensor(Tensor(dims, value=np.asarray(value.shape, np.int64)))
+        self.g.add_tensor(Tensor(name, value.dtype, tuple(value.shape), quant=src.quant))
+        self.layouts[name] = TensorLayout(identity(value.ndim))
+        self.g.nodes.append(Node(self.g.unique_name(f"{name}_constant"), "Reshape", [stored, dims], [name], {},
+                                 precision=_carrier_precision(src.quant)))
+
     def memory_order_matches(self, name: str) -> bool:
         """True when the stored tensor has the ONNX element order (only size-1 axes moved)."""
         layout = self.layouts[name]
@@ -241,6 +255,8 @@ class _Planner:
             rule(self, node)
         outputs: dict[str, str] = {}
         for name in self.src.outputs:
+            if name not in self.layouts and self.src.tensors[name].is_constant:
+                self.constant_output(name)
             rank = self.rank(name)
             want = NHWC if (self.nhwc_outputs and rank == 4) else identity(rank)
             if self.layouts[name].unflatten is not None:
