@@ -16,7 +16,7 @@ pytest.importorskip("ai_edge_litert")
 
 from mpcompile_tflite import TFLiteBackend  # noqa: E402
 from test_tflite import MODES, _lower, _prepare  # noqa: E402
-from test_tflite_ops import RUNNERS, _assert_conforms, _errors, _node, _pooled_then  # noqa: E402
+from test_tflite_ops import RUNNERS, _assert_conforms, _errors, _node, _pooled_then, _static_batch  # noqa: E402
 from test_tflite_ops_more import _one_node, _scaled  # noqa: E402
 from tflite_models import feeds, graph_model  # noqa: E402
 
@@ -29,11 +29,10 @@ B, F, I64 = TensorProto.BOOL, TensorProto.FLOAT, TensorProto.INT64
 RNG = np.random.default_rng(11)
 
 
-def _ids_model(name: str, nodes: list, outputs: dict[str, int], inits: dict, shape: list | None = None,
-               opset: int = 18) -> onnx.ModelProto:
-    """int64 ids[N, 6] (0..19 in the feeds) and x[N, 4, 5, 5] → the nodes under test."""
+def _ids_model(name: str, nodes: list, outputs: dict[str, int], inits: dict, opset: int = 18) -> onnx.ModelProto:
+    """int64 ids[N, 6] (0..19 in the feeds) and x[N, 4, 5, 5] pooled to "c" → the nodes under test."""
     return graph_model(name, [_node("MaxPool", ["x"], ["c"], kernel_shape=[1, 1]), *nodes],
-                       {"x": ["N", 4, 5, 5], "ids": (I64, shape or ["N", 6])}, outputs, inits, opset)
+                       {"x": ["N", 4, 5, 5], "ids": (I64, ["N", 6])}, outputs, inits, opset)
 
 
 def _unary(op: str, pre: list | None = None, inits: dict | None = None, factor: float = 1.0):  # noqa: ANN202
@@ -42,7 +41,7 @@ def _unary(op: str, pre: list | None = None, inits: dict | None = None, factor: 
     return lambda: _scaled([*(pre or []), _node(op, [source], ["y"])], op.lower(), {"y": F}, inits, factor=factor)
 
 
-#: |x| < 1 for the inverse sine, cosine and hyperbolic tangent: 0.9·tanh(s)
+#: |x| < 1 for the inverse sine, cosine and hyperbolic tangent (and |x| < 1 rad for Tan): k·tanh(s)
 INSIDE_UNIT = [_node("Tanh", ["s"], ["t"]), _node("Mul", ["t", "k"], ["u"])]
 ABOVE_ONE = [_node("Abs", ["s"], ["a"]), _node("Add", ["a", "k"], ["u"])]  # 1 + |x| for the inverse cosh
 SCATTER_UPDATES = RNG.normal(0, 1, (2, 5, 5)).astype(np.float32)
@@ -57,6 +56,16 @@ CASES = {
                                                  "values": np.array([-0.5, 2.0], np.float32)}),
     "one_hot_axis_1": lambda: _ids_model("one_hot_axis", [_node("OneHot", ["ids", "depth", "values"], ["y"], axis=1)],
                                          {"y": I64}, {"depth": np.array(16, np.int64), "values": np.array([0, 1], np.int64)}),
+    "trilu_of_ids_and_a_mask": lambda: graph_model(  # raw int64 ids and a bool mask: zeros of their own types
+        "trilu_ids", [_node("Trilu", ["ids"], ["y"]), _node("Greater", ["ids", "ten"], ["m"]),
+                      _node("Trilu", ["m"], ["z"], upper=0)],
+        {"ids": (I64, [3, 6])}, {"y": I64, "z": B}, {"ten": np.array(10, np.int64)}, opset=18),
+    "one_hot_computed_values": lambda: _ids_model(
+        "one_hot_values", [_node("ReduceMax", ["c"], ["peak"], keepdims=0), _node("Neg", ["peak"], ["low"]),
+                           _node("Unsqueeze", ["peak", "zero"], ["hi"]), _node("Unsqueeze", ["low", "zero"], ["lo"]),
+                           _node("Concat", ["lo", "hi"], ["values"], axis=0),
+                           _node("OneHot", ["ids", "depth", "values"], ["y"])],
+        {"y": F}, {"zero": np.array([0], np.int64), "depth": np.array(20, np.int64)}),
     "eye_like_times_input": lambda: graph_model(
         "eye_like", [_node("EyeLike", ["x"], ["eye"], k=1), _node("Mul", ["x", "eye"], ["y"])],
         {"x": [4, 6]}, {"y": F}, {}),
@@ -74,7 +83,7 @@ CASES = {
         {"idx": np.tile(np.array([4, 0, -3], np.int64), (2, 4, 5, 1)), "upd": RNG.normal(0, 1, (2, 4, 5, 3)).astype(np.float32)},
         opset=18),
     "scatterelements_from_opset9_scatter": lambda: _scatter9(),  # the version converter makes it ScatterElements
-    "scatterelements_argmax": lambda: _static(_pooled_then(
+    "scatterelements_argmax": lambda: _static_batch(_pooled_then(
         [_node("ArgMax", ["c"], ["am"], axis=1), _node("ScatterElements", ["c", "am", "ten"], ["y"], axis=1)],
         "scatter_argmax", {"y": F}, {"ten": np.full((2, 1, 5, 5), 10.0, np.float32)}, opset=18), 2),
     "compress_constant": lambda: _pooled_then([_node("Compress", ["c", "keep"], ["y"], axis=3)], "compress", {"y": F},
@@ -91,8 +100,10 @@ CASES = {
                                        {"ax": np.array([2, 3], np.int64)}, factor=40.0),  # e^120: overflows unshifted
     "reducelogsumexp_reduced": lambda: _scaled([_node("ReduceLogSumExp", ["s", "ax"], ["y"], keepdims=0)], "lse_r",
                                                {"y": F}, {"ax": np.array([1], np.int64)}, factor=40.0),
-    "meanvariancenormalization": lambda: _pooled_then([_node("MeanVarianceNormalization", ["c"], ["y"], axes=[0, 2, 3])], "mvn", {"y": F}),
-    "mvn_last_axes": lambda: _pooled_then([_node("MeanVarianceNormalization", ["c"], ["y"], axes=[2, 3])], "mvn_hw", {"y": F}),
+    "meanvariancenormalization": lambda: _pooled_then(  # ONNX's default axes (given: onnx infers no default here)
+        [_node("MeanVarianceNormalization", ["c"], ["y"], axes=[0, 2, 3])], "mvn", {"y": F}),
+    "mvn_last_axes": lambda: _pooled_then([_node("MeanVarianceNormalization", ["c"], ["y"], axes=[2, 3])], "mvn_hw",
+                                          {"y": F}),
     "shrink": lambda: _scaled([_node("Shrink", ["s"], ["y"], lambd=0.7, bias=0.2)], "shrink", {"y": F}),
     "globallppool": lambda: _pooled_then([_node("GlobalLpPool", ["c"], ["y"])], "global_lp", {"y": F}),
     "globallppool_p1": lambda: _pooled_then([_node("GlobalLpPool", ["c"], ["y"], p=1)], "global_l1", {"y": F}),
@@ -108,12 +119,6 @@ CASES = {
     "acosh": _unary("Acosh", ABOVE_ONE, {"k": np.array(1.0, np.float32)}, factor=3.0),
     "atanh": _unary("Atanh", INSIDE_UNIT, {"k": np.array(0.95, np.float32)}),
 }
-
-
-def _static(model: onnx.ModelProto, batch: int) -> onnx.ModelProto:
-    from test_tflite_ops import _static_batch
-
-    return _static_batch(model, batch)
 
 
 def _kv_cache_write() -> onnx.ModelProto:
@@ -146,7 +151,8 @@ def _reverse_sequence() -> onnx.ModelProto:
 #: the TFLite operator each case must contain (the name's prefix up to the first "_", upper-cased, when not listed)
 OPERATOR = {
     "trilu": "SELECT_V2", "one": "ONE_HOT", "eye": "MUL", "scatternd": "SCATTER_ND", "scatterelements": "SCATTER_ND",
-    "compress": "GATHER", "reversesequence": "REVERSE_SEQUENCE", "hardmax": "ONE_HOT", "reducelogsum": "LOG", "reducelogsumexp": "REDUCE_MAX",
+    "compress": "GATHER", "reversesequence": "REVERSE_SEQUENCE", "hardmax": "ONE_HOT", "reducelogsum": "LOG",
+    "reducelogsumexp": "REDUCE_MAX",
     "meanvariancenormalization": "SQRT", "mvn": "SQRT", "shrink": "SELECT_V2", "globallppool": "SUM", "tan": "COS",
     "sinh": "EXP", "cosh": "EXP", "asin": "ATAN2", "acos": "ATAN2", "atan": "ATAN2", "asinh": "LOG", "acosh": "LOG",
     "atanh": "LOG",
