@@ -293,7 +293,8 @@ def _keep_resize_10_coordinates(model: onnx.ModelProto) -> None:
     The converter's Resize 10 → 11 step sets no coordinate mode, and Resize-11 defaults to
     ``half_pixel``/``round_prefer_floor``: a bilinear Upsample ×2 moved by a quarter pixel (1.16 off on normal
     data). Every Resize of a model converted from opset < 11 comes from one of those two, so each gets the old
-    modes explicitly. A nearest Resize-10 that upsamples one axis and downsamples another has no Resize-11 form.
+    modes explicitly. A nearest Resize-10 that upsamples one axis and downsamples another has no Resize-11 form;
+    computed scales (not known here) are taken as upsampling, what Upsample always does.
     """
     constants = {init.name: init for init in model.graph.initializer}
     constants.update({n.output[0]: n.attribute[0].t for n in model.graph.node
