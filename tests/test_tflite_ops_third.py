@@ -416,3 +416,44 @@ def test_the_pipeline_writes_and_conforms(case, tmp_path):
                                eval_data=str(tmp_path / "eval.npz"), conform=True, out_dir=tmp_path / "out",
                                progress=False, precision="fp32")
     assert result.exit_code == 0, (result.failures, result.conformance)
+
+
+# ============================================================================ integer data movement (imported QDQ models)
+def _qdq(op_nodes: list, name: str, inits: dict, int16: bool = False) -> onnx.ModelProto:
+    """x[2, 4, 5, 5] → QuantizeLinear/DequantizeLinear → the node under test ("d" → "m") → Q/DQ with the same
+    numbers → y: what an exporter writes around data movement. The importer turns the pairs into specs and the
+    node into an integer one (every value it reads and writes passes through Q/DQ)."""
+    scale, zero = np.array(0.02, np.float32), np.array(0 if int16 else 3, np.int16 if int16 else np.int8)
+    nodes = [_node("QuantizeLinear", ["x", "s", "z"], ["q"]), _node("DequantizeLinear", ["q", "s", "z"], ["d"]), *op_nodes,
+             _node("QuantizeLinear", ["m", "s", "z"], ["qm"]), _node("DequantizeLinear", ["qm", "s", "z"], ["y"])]
+    return graph_model(name, nodes, {"x": [2, 4, 5, 5]}, {"y": F}, {"s": scale, "z": zero, **inits}, opset=21 if int16 else 18)
+
+
+QDQ = {
+    "trilu": (lambda int16: _qdq([_node("Trilu", ["d"], ["m"], upper=0)], "qdq_trilu", {}, int16), "SELECT_V2"),
+    "compress": (lambda int16: _qdq([_node("Compress", ["d", "keep"], ["m"], axis=2)], "qdq_compress",
+                                    {"keep": np.array([True, False, True, True, False])}, int16), "GATHER"),
+    "reverse_sequence": (lambda int16: _qdq([_node("ReverseSequence", ["d", "lens"], ["m"], time_axis=1, batch_axis=0)],
+                                            "qdq_reverse", {"lens": np.array([4, 2], np.int64)}, int16), "REVERSE_SEQUENCE"),
+}
+
+
+@pytest.mark.parametrize("mode", ["int8", "int16"])
+@pytest.mark.parametrize("case", sorted(QDQ))
+def test_data_movement_of_a_qdq_model_stays_integer(case, mode, tmp_path):
+    from mpcompile.importer import load
+
+    build, operator = QDQ[case]
+    onnx.save(build(mode == "int16"), tmp_path / "model.onnx")
+    imported = load(tmp_path / "model.onnx")
+    backend, legal, artifact, deviations = _lower(imported, tmp_path, io="int8")
+    (node,) = legal.nodes
+    assert operator in artifact.metadata["ops"], artifact.metadata["ops"]
+    if (case, mode) == ("reverse_sequence", "int8"):  # no int8 kernel: float between DEQUANTIZE and QUANTIZE
+        assert node.precision.value == "fp32" and any("int16 but not int8" in d.reason for d in deviations)
+    else:
+        assert node.precision.value == mode, [str(d) for d in deviations]
+        assert "DEQUANTIZE" not in artifact.metadata["ops"], artifact.metadata["ops"]
+    inputs = {"x": RNG.normal(0, 1, (2, 4, 5, 5)).astype(np.float32)}
+    for runner_options in RUNNERS:
+        _assert_conforms(_errors(backend, legal, artifact, inputs, **runner_options), mode, lsb=0.0)

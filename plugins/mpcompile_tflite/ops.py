@@ -2193,16 +2193,20 @@ def _trilu_check(graph: Graph, node: Node, integer: bool) -> str | None:
     return _constant_input_check((1,), "k (the diagonal offset)")(graph, node, integer)
 
 
-@emitter("Trilu", precisions=FLOAT, check=_trilu_check)
+@emitter("Trilu", check=_trilu_check)
 def trilu(ctx: NodeContext, node: Node) -> None:
     """SELECT_V2(constant triangular mask, x, 0): exact for every value (a −inf mask entry stays −inf; x·mask
-    would turn −inf·0 into NaN). Float data (dequantized in integer plans) or raw ids and bools."""
+    would turn −inf·0 into NaN). Float data, raw ids and bools, or integers (an imported QDQ model's node: input and
+    output quantized alike, 0 is the zero-point)."""
     x = ctx.input(node.inputs[0])
     rows, cols = (int(d) for d in ctx.shape(node.inputs[0])[-2:])
     k = int(ctx.value(node.inputs[1]).reshape(-1)[0]) if len(node.inputs) > 1 and node.inputs[1] else 0
     ones = np.ones((rows, cols), bool)
     mask = np.triu(ones, k) if node.attr("upper", 1) else np.tril(ones, k)
-    zero = ctx.param([False], "bool", "zero") if _dtype(ctx, x) == "bool" else _zero_like(ctx, x)
+    if ctx.integer:
+        zero = ctx.scalar_like(node.outputs[0], 0.0, "zero")
+    else:
+        zero = ctx.param([False], "bool", "zero") if _dtype(ctx, x) == "bool" else _zero_like(ctx, x)
     ctx.op("SELECT_V2", [ctx.param(mask, "bool", "mask"), x, zero], [ctx.output(node.outputs[0])], "SelectV2Options", 1)
 
 
@@ -2409,7 +2413,7 @@ def _compress_check(graph: Graph, node: Node, integer: bool) -> str | None:
     return None
 
 
-@emitter("Compress", precisions=FLOAT, check=_compress_check)
+@emitter("Compress", check=_compress_check)
 def compress(ctx: NodeContext, node: Node) -> None:
     """GATHER of the selected positions along ``axis`` (of the flattened input without one): constant ones for a
     constant condition, else WHERE(condition) reshaped to 1-D, sized at run time like NonZero's."""
@@ -2719,9 +2723,12 @@ def _reverse_sequence_check(graph: Graph, node: Node, integer: bool) -> str | No
     return None
 
 
-@emitter("ReverseSequence", precisions=FLOAT, check=_reverse_sequence_check)
+@emitter("ReverseSequence", precisions=(I16, F16, F32), check=_reverse_sequence_check,
+         integer_reason="LiteRT's REVERSE_SEQUENCE takes int16 but not int8 (\"Type 'INT8' is not supported by "
+                        "reverse_sequence\")")
 def reverse_sequence(ctx: NodeContext, node: Node) -> None:
-    """REVERSE_SEQUENCE: the first ``sequence_lens[b]`` elements along ``time_axis`` reversed, the rest kept."""
+    """REVERSE_SEQUENCE: the first ``sequence_lens[b]`` elements along ``time_axis`` reversed, the rest kept (an
+    imported QDQ model's int16 node copies its integers)."""
     x, lengths = ctx.input(node.inputs[0]), ctx.input(node.inputs[1])
     ctx.op("REVERSE_SEQUENCE", [x, lengths], [ctx.output(node.outputs[0])], "ReverseSequenceOptions", 1,
            seqDim=int(node.attr("time_axis", 0)), batchDim=int(node.attr("batch_axis", 1)))
@@ -2878,7 +2885,7 @@ def global_lp_pool(ctx: NodeContext, node: Node) -> None:
 
 # ---------------------------------------------------------------------------- trigonometric and hyperbolic (float)
 def _trig(ctx: NodeContext, node: Node) -> None:
-    """Composed from LiteRT 2.3's SIN, COS, ATAN2, EXP, LOG, SQRT (no TAN, ASIN, ACOS, ATAN, SINH... builtins)."""
+    """Composed from SIN, COS, ATAN2, EXP, LOG, SQRT: the TFLite schema has no other trigonometric builtin."""
     x = ctx.input(node.inputs[0])
     out = ctx.output(node.outputs[0])
     shape = ctx.shape(node.outputs[0])
