@@ -56,7 +56,8 @@ FIXED_OUTPUT_KERNELS = {
 #: scale-preserving ops of the contract, less those the lowering removes (TILE copies: Tile is one), and the data
 #: movement this backend writes in integer precision when an imported QDQ model quantizes it (the planner keeps
 #: those in float).
-SHARED_QUANTIZATION = (plan_ops.SCALE_PRESERVING - {"Identity", "Dropout"}) | {"Trilu", "Compress", "ReverseSequence"}
+SHARED_QUANTIZATION = (plan_ops.SCALE_PRESERVING - {"Identity", "Dropout"}) | {
+    "Trilu", "Compress", "ReverseSequence", "ScatterND", "ScatterElements"}
 
 FALLBACKS = ("float", "error")
 

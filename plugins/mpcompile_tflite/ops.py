@@ -2283,6 +2283,11 @@ def _scatter_check(graph: Graph, node: Node, integer: bool) -> str | None:
     if _reduction(node) not in ("none", "add"):
         return (f"{node.op_type} {node.name!r}: reduction={_reduction(node)!r} has no TFLite form (SCATTER_ND adds "
                 f"into zeros: replacing and adding are written, mul/max/min are not)")
+    if integer and _reduction(node) == "add":
+        return f"{node.op_type} {node.name!r}: reduction='add' is an addition, written in float (integer: replacing only)"
+    if integer and not same_numbers(graph.tensors[node.inputs[2]].quant, graph.tensors[node.inputs[0]].quant):
+        return (f"{node.op_type} {node.name!r}: its updates are quantized otherwise than its data, and TFLite's "
+                f"requantization rounds exact ties otherwise than the plan's half to even (1 LSB, measured)")
     data, indices, updates = (graph.tensors[name] for name in node.inputs[:3])
     if data.shape is None or indices.shape is None or updates.shape is None:
         return f"{node.op_type} {node.name!r}: TFLite needs the ranks of data, indices and updates"
@@ -2374,7 +2379,9 @@ def _shape_of(ctx: NodeContext, index: int, name: str, suffix: str) -> int:
     return tensor
 
 
-@emitter("ScatterND", "ScatterElements", precisions=FLOAT, check=_scatter_check)
+@emitter("ScatterND", "ScatterElements", precisions=(I8, F16, F32), check=_scatter_check,
+         integer_reason="LiteRT's SCATTER_ND takes no int16 updates (\"Updates of type 'INT16' are not supported by "
+                        "scatter_nd\")")
 def scatter(ctx: NodeContext, node: Node) -> None:
     """ONNX replaces ``data`` at the indices; TFLite's SCATTER_ND writes ``updates`` into zeros (adding duplicates).
 
@@ -2382,6 +2389,8 @@ def scatter(ctx: NodeContext, node: Node) -> None:
     value (no arithmetic touches ``data``). reduction='add': data + SCATTER_ND(coords, updates), ONNX's sum where
     the indices are distinct (duplicates are summed first). ScatterElements scatters full coordinates (its
     indices' grid with the axis column replaced, as GatherElements). Shapes read at run time where dynamic.
+    Integer (an imported QDQ model's int8 node, reduction 'none', updates quantized like the data): data, updates
+    and output share their quantization, so the integers are copied.
     """
     data = ctx.input(node.inputs[0])
     updates = ctx.input(node.inputs[2])
