@@ -251,6 +251,8 @@ def import_proto(model: onnx.ModelProto, source: str = "<model>", input_shapes: 
                 f"{source}: opset {opset} is older than {MIN_OPSET} and onnx.version_converter could not upgrade it "
                 f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); re-export the model with opset ≥ {MIN_OPSET}"
             ) from None
+        if opset < 11:
+            _keep_resize_10_coordinates(model)
     source_opset = check_runtime_opset(model, source)
     for node in model.graph.node:
         if node.domain not in ("", "ai.onnx", "com.microsoft"):
@@ -281,6 +283,39 @@ def import_proto(model: onnx.ModelProto, source: str = "<model>", input_shapes: 
         graph.metadata["mpcompile.source_opset"] = str(source_opset)
     _check_weights_finite(graph, source)
     return graph
+
+
+def _keep_resize_10_coordinates(model: onnx.ModelProto) -> None:
+    """Resize nodes the version converter made from Upsample (opsets 7-9) or Resize-10, with their meaning kept.
+
+    Before opset 11 both sample at ``x_out / scale`` (asymmetric), and nearest takes the floor when upsampling
+    and the ceiling when downsampling (ONNX Runtime's Upsample and Resize-10 kernels, nearest mode "simple").
+    The converter's Resize 10 → 11 step sets no coordinate mode, and Resize-11 defaults to
+    ``half_pixel``/``round_prefer_floor``: a bilinear Upsample ×2 moved by a quarter pixel (1.16 off on normal
+    data). Every Resize of a model converted from opset < 11 comes from one of those two, so each gets the old
+    modes explicitly. A nearest Resize-10 that upsamples one axis and downsamples another has no Resize-11 form;
+    computed scales (not known here) are taken as upsampling, what Upsample always does.
+    """
+    constants = {init.name: init for init in model.graph.initializer}
+    constants.update({n.output[0]: n.attribute[0].t for n in model.graph.node
+                      if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value"})
+    for node in model.graph.node:
+        if node.op_type != "Resize" or node.domain not in ("", "ai.onnx"):
+            continue
+        names = {a.name for a in node.attribute}
+        if "coordinate_transformation_mode" not in names:
+            node.attribute.append(helper.make_attribute("coordinate_transformation_mode", "asymmetric"))
+        mode = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "mode"), b"nearest")
+        if "nearest_mode" in names or mode not in (b"nearest", "nearest"):
+            continue
+        scales = constants.get(node.input[2]) if len(node.input) > 2 else None
+        values = numpy_helper.to_array(scales).reshape(-1) if scales is not None else np.ones(1)
+        if np.any(values < 1) and np.any(values > 1):
+            raise UnsupportedOperatorError(
+                f"Resize {node.name or node.output[0]!r}: a nearest opset-10 resize that upsamples one axis and downsamples "
+                f"another (scales {values.tolist()}) rounds each axis differently, which Resize-11 cannot express; "
+                f"re-export the model with opset ≥ 11")
+        node.attribute.append(helper.make_attribute("nearest_mode", "ceil" if np.any(values < 1) else "floor"))
 
 
 def _check_weights_finite(graph: Graph, source: str) -> None:

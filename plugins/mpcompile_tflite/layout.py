@@ -105,14 +105,15 @@ class LayoutResult:
 #: Operators computed on NHWC data in TFLite (rank-4 data input and output).
 SPATIAL = {
     "Conv", "ConvTranspose", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool",
-    "Resize", "DepthToSpace", "SpaceToDepth", "BatchNormalization", "LRN", "InstanceNormalization",
+    "Resize", "DepthToSpace", "SpaceToDepth", "BatchNormalization", "LRN", "InstanceNormalization", "GlobalLpPool",
 }
 #: Elementwise operators: any layout, as long as every full-rank input has the same one.
 ELEMENTWISE = {
     "Relu", "Clip", "Sigmoid", "Tanh", "LeakyRelu", "HardSwish", "HardSigmoid", "Gelu", "Erf", "Sqrt",
     "Exp", "Log", "Abs", "Neg", "Identity", "Dropout", "Add", "Sub", "Mul", "Div", "Pow", "Max", "Min",
     "PRelu", "Reciprocal", "Rsqrt", "Floor", "Ceil", "Cast", "Sum", "Mean", "Elu", "Selu", "Celu", "Softplus",
-    "Softsign", "Mish", "ThresholdedRelu", "Sin", "Cos", "Sign", "Round", "IsNaN", "IsInf",
+    "Softsign", "Mish", "ThresholdedRelu", "Sin", "Cos", "Sign", "Round", "IsNaN", "IsInf", "Shrink",
+    "Tan", "Sinh", "Cosh", "Asin", "Acos", "Atan", "Asinh", "Acosh", "Atanh",
 }
 #: Elementwise operators on bools, ids or floats: every constant operand follows the layout, whatever its type.
 ELEMENTWISE_ANY_TYPE = {"And", "Or", "Xor", "Not", "Equal", "NotEqual", "Less", "LessOrEqual", "Greater", "GreaterOrEqual", "Where",
@@ -210,6 +211,20 @@ class _Planner:
         self.layouts[out] = TensorLayout(perm)
         return out
 
+    def constant_output(self, name: str) -> None:
+        """A graph output that folded to a constant (a Shape once the batch is frozen): written by a Reshape of the
+        value, since a TFLite model's outputs are tensors its operators write."""
+        src = self.src.tensors[name]
+        value = np.asarray(src.value)
+        stored = self.g.unique_name(f"{name}__value")
+        self.g.add_tensor(Tensor(stored, value=value, quant=src.quant))
+        dims = self.g.unique_name(f"{name}__shape")
+        self.g.add_tensor(Tensor(dims, value=np.asarray(value.shape, np.int64)))
+        self.g.add_tensor(Tensor(name, value.dtype, tuple(value.shape), quant=src.quant))
+        self.layouts[name] = TensorLayout(identity(value.ndim))
+        self.g.nodes.append(Node(self.g.unique_name(f"{name}_constant"), "Reshape", [stored, dims], [name], {},
+                                 precision=_carrier_precision(src.quant)))
+
     def memory_order_matches(self, name: str) -> bool:
         """True when the stored tensor has the ONNX element order (only size-1 axes moved)."""
         layout = self.layouts[name]
@@ -240,6 +255,8 @@ class _Planner:
             rule(self, node)
         outputs: dict[str, str] = {}
         for name in self.src.outputs:
+            if name not in self.layouts and self.src.tensors[name].is_constant:
+                self.constant_output(name)
             rank = self.rank(name)
             want = NHWC if (self.nhwc_outputs and rank == 4) else identity(rank)
             if self.layouts[name].unflatten is not None:
@@ -398,6 +415,13 @@ def _reduce(pl: _Planner, node: Node) -> None:
         out_perm = tuple(rest.index(p) for p in perm if p not in axes)
     node_attrs = {"axes": sorted(perm.index(a) for a in axes), "keepdims": int(keep)}
     pl.emit(node, [x], [TensorLayout(out_perm)], **node_attrs)
+
+
+@_onnx_layout_if_unflattened
+def _shape_of(pl: _Planner, node: Node) -> None:
+    """Shape/Size read their input in any layout: ``stored_perm`` tells the emitter which stored dim is which."""
+    x = node.inputs[0]
+    pl.emit(node, [x], [TensorLayout(identity(pl.rank(o))) for o in node.outputs if o], stored_perm=list(pl.perm(x)))
 
 
 @_onnx_layout_if_unflattened
@@ -684,7 +708,11 @@ RULES: dict[str, Callable[[_Planner, Node], None]] = {
     "ReduceL1": _reduce,
     "ReduceL2": _reduce,
     "ReduceSumSquare": _reduce,
+    "ReduceLogSum": _reduce,
+    "ReduceLogSumExp": _reduce,
     "LpNormalization": _axis_attr,
+    "Shape": _shape_of,
+    "Size": _shape_of,
     "Transpose": _transpose,
     "Split": _split,
     "Slice": _slice,

@@ -53,8 +53,11 @@ FIXED_OUTPUT_KERNELS = {
 }
 
 #: TFLite kernels that copy or select integers: input and output quantization must be equal. The
-#: scale-preserving ops of the contract, less those the lowering removes (TILE copies: Tile is one).
-SHARED_QUANTIZATION = plan_ops.SCALE_PRESERVING - {"Identity", "Dropout"}
+#: scale-preserving ops of the contract, less those the lowering removes (TILE copies: Tile is one), and the data
+#: movement this backend writes in integer precision when an imported QDQ model quantizes it (the planner keeps
+#: those in float).
+SHARED_QUANTIZATION = (plan_ops.SCALE_PRESERVING - {"Identity", "Dropout"}) | {
+    "Trilu", "Compress", "ReverseSequence", "ScatterND", "ScatterElements"}
 
 FALLBACKS = ("float", "error")
 

@@ -68,6 +68,8 @@ def why_not(graph: Graph, node: Node, integer: bool) -> str | None:
     """Why ``node`` cannot be written in integer (``integer``) or float arithmetic; None if it can."""
     support = EMITTERS.get(node.op_type)
     if support is None:
+        if node.op_type in REFUSED:
+            return f"{node.op_type} {node.name!r}: {REFUSED[node.op_type]}"
         return f"the TFLite writer has no emitter for {node.op_type}"
     if integer:
         wanted = node.precision if node.precision in INTEGER else I8
@@ -2176,6 +2178,782 @@ def einsum(ctx: NodeContext, node: Node) -> None:
         target = split
     if steps[1]:
         ctx.op("TRANSPOSE", [target, ctx.param(perm, suffix="perm")], [out], "TransposeOptions", 4 if len(perm) > 4 else 1)
+
+
+# ============================================================================ onnx2tf's list, third round (issue 14)
+def _zero_like(ctx: NodeContext, index: int, suffix: str = "zero") -> int:
+    """A scalar 0 of TFLite tensor ``index``'s type (float32 for float activations, else the raw type)."""
+    return ctx.param([0], _dtype(ctx, index), suffix)
+
+
+def _trilu_check(graph: Graph, node: Node, integer: bool) -> str | None:
+    shape = graph.tensors[node.inputs[0]].shape
+    if shape is None or len(shape) < 2 or not all(isinstance(d, int) for d in shape[-2:]):
+        return f"Trilu {node.name!r}: TFLite needs the last two dimensions static (a constant mask), got {shape}"
+    return _constant_input_check((1,), "k (the diagonal offset)")(graph, node, integer)
+
+
+@emitter("Trilu", check=_trilu_check)
+def trilu(ctx: NodeContext, node: Node) -> None:
+    """SELECT_V2(constant triangular mask, x, 0): exact for every value (a −inf mask entry stays −inf; x·mask
+    would turn −inf·0 into NaN). Float data, raw ids and bools, or integers (an imported QDQ model's node: input and
+    output quantized alike, 0 is the zero-point)."""
+    x = ctx.input(node.inputs[0])
+    rows, cols = (int(d) for d in ctx.shape(node.inputs[0])[-2:])
+    k = int(ctx.value(node.inputs[1]).reshape(-1)[0]) if len(node.inputs) > 1 and node.inputs[1] else 0
+    ones = np.ones((rows, cols), bool)
+    mask = np.triu(ones, k) if node.attr("upper", 1) else np.tril(ones, k)
+    if ctx.integer:
+        zero = ctx.scalar_like(node.outputs[0], 0.0, "zero")
+    else:
+        zero = ctx.param([False], "bool", "zero") if _dtype(ctx, x) == "bool" else _zero_like(ctx, x)
+    ctx.op("SELECT_V2", [ctx.param(mask, "bool", "mask"), x, zero], [ctx.output(node.outputs[0])], "SelectV2Options", 1)
+
+
+def _one_hot_check(graph: Graph, node: Node, integer: bool) -> str | None:
+    reason = _constant_input_check((1,), "depth (the output size)")(graph, node, integer)
+    if reason:
+        return reason
+    indices = graph.tensors[node.inputs[0]]
+    if indices.dtype is not None and np.dtype(indices.dtype).kind == "f":
+        return f"OneHot {node.name!r}: float indices are not written for TFLite (ONE_HOT takes int32/int64)"
+    return None
+
+
+def _one_hot(ctx: NodeContext, node: Node, indices: int, depth: int, axis: int, on: int, off: int, out: int) -> None:
+    """ONE_HOT with ONNX's negative indices: i + depth where i < 0, so that [−depth, −1] count from the end and
+    anything else out of range stays out of range (an all-off row, as in ONNX and TFLite)."""
+    shape = ctx.shape(node.inputs[0])
+    dtype = _dtype(ctx, indices)
+    negative = ctx.temp(indices, shape, "negative", dtype="bool", quant=None)
+    shifted = ctx.temp(indices, shape, "from_the_end", quant=None)
+    wrapped = ctx.temp(indices, shape, "wrapped", quant=None)
+    ctx.op("LESS", [indices, ctx.param([0], dtype, "zero_index")], [negative], "LessOptions", 1)
+    ctx.op("ADD", [indices, ctx.param([depth], dtype, "depth_offset")], [shifted], "AddOptions", 1,
+           fusedActivationFunction="NONE")
+    ctx.op("SELECT_V2", [negative, shifted, indices], [wrapped], "SelectV2Options", 1)
+    ctx.op("ONE_HOT", [wrapped, ctx.param(depth, suffix="depth"), on, off], [out], "OneHotOptions", 1, axis=axis)
+
+
+@emitter("OneHot", precisions=FLOAT, check=_one_hot_check)
+def one_hot(ctx: NodeContext, node: Node) -> None:
+    """ONE_HOT(indices, depth, values[1], values[0], axis); constant values as scalars, computed ones sliced."""
+    indices = ctx.input(node.inputs[0])
+    depth = int(np.asarray(ctx.value(node.inputs[1])).reshape(-1)[0])
+    out = ctx.output(node.outputs[0])
+    rank = len(ctx.shape(node.outputs[0]))
+    axis = int(node.attr("axis", -1))
+    axis = axis + rank if axis < 0 else axis
+    dtype = _dtype(ctx, out)
+    if ctx.is_constant(node.inputs[2]):
+        off_value, on_value = np.asarray(ctx.value(node.inputs[2])).reshape(-1)[:2]
+        on, off = ctx.param(on_value, dtype, "on_value"), ctx.param(off_value, dtype, "off_value")
+    else:
+        values = ctx.input(node.inputs[2])
+        on, off = (ctx.temp(values, (), suffix, quant=None) for suffix in ("on_value", "off_value"))
+        for position, target in ((1, on), (0, off)):
+            ctx.op("GATHER", [values, ctx.param(position, suffix=f"value_{position}")], [target], "GatherOptions", 1, axis=0)
+    _one_hot(ctx, node, indices, depth, axis, on, off, out)
+
+
+def _eye_like_check(graph: Graph, node: Node, integer: bool) -> str | None:
+    shape = graph.tensors[node.inputs[0]].shape
+    if shape is None or len(shape) != 2 or not all(isinstance(d, int) for d in shape):
+        return f"EyeLike {node.name!r}: TFLite needs a static 2-D shape (the output is a constant), got {shape}"
+    return None
+
+
+@emitter("EyeLike", precisions=FLOAT, check=_eye_like_check)
+def eye_like(ctx: NodeContext, node: Node) -> None:
+    """A constant: ones on diagonal ``k`` of the input's (static) shape, written through a RESHAPE."""
+    rows, cols = (int(d) for d in ctx.shape(node.inputs[0]))
+    out = ctx.output(node.outputs[0])
+    eye = np.eye(rows, cols, int(node.attr("k", 0)))
+    ctx.op("RESHAPE", [ctx.param(eye, _dtype(ctx, out), "eye"), ctx.param([rows, cols], suffix="shape")], [out],
+           "ReshapeOptions", 1, newShape=[rows, cols])
+
+
+# ---------------------------------------------------------------------------- scatter
+def _reduction(node: Node) -> str:
+    value = node.attr("reduction", "none")
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _scatter_check(graph: Graph, node: Node, integer: bool) -> str | None:
+    if _reduction(node) not in ("none", "add"):
+        return (f"{node.op_type} {node.name!r}: reduction={_reduction(node)!r} has no TFLite form (SCATTER_ND adds "
+                f"into zeros: replacing and adding are written, mul/max/min are not)")
+    if integer and _reduction(node) == "add":
+        return f"{node.op_type} {node.name!r}: reduction='add' is an addition, written in float (integer: replacing only)"
+    if integer and not same_numbers(graph.tensors[node.inputs[2]].quant, graph.tensors[node.inputs[0]].quant):
+        return (f"{node.op_type} {node.name!r}: its updates are quantized otherwise than its data, and TFLite's "
+                f"requantization rounds exact ties otherwise than the plan's half to even (1 LSB, measured)")
+    data, indices, updates = (graph.tensors[name] for name in node.inputs[:3])
+    if data.shape is None or indices.shape is None or updates.shape is None:
+        return f"{node.op_type} {node.name!r}: TFLite needs the ranks of data, indices and updates"
+    if data.dtype is not None and np.dtype(data.dtype).name not in ("float32", "float16", "float64", "int32", "int64", "int8"):
+        return f"{node.op_type} {node.name!r}: TFLite's SCATTER_ND takes no {np.dtype(data.dtype).name} data"
+    if node.op_type == "ScatterND":
+        if not isinstance(indices.shape[-1], int):
+            return f"ScatterND {node.name!r}: TFLite needs the index depth (the indices' last dimension) static"
+        indexed = list(data.shape[:int(indices.shape[-1])])
+    else:
+        if not all(isinstance(d, int) for d in indices.shape):
+            return (f"ScatterElements {node.name!r}: its SCATTER_ND form needs the indices' shape static (a coordinate "
+                    f"grid), got {indices.shape}; {STATIC_SHAPE_HINT}")
+        axis = int(node.attr("axis", 0))
+        indexed = [data.shape[axis + len(data.shape) if axis < 0 else axis]]
+    dynamic = [k for k, d in enumerate(indexed) if not isinstance(d, int)]
+    if dynamic and indices.is_constant:
+        columns = indices.value.reshape(-1, len(indexed)) if node.op_type == "ScatterND" else indices.value.reshape(-1, 1)
+        if np.any(columns[:, dynamic] < 0):
+            return (f"{node.op_type} {node.name!r}: negative indices into a dynamic axis ({indexed}) need its size; "
+                    f"{STATIC_SHAPE_HINT}")
+    if _reduction(node) == "none" and indices.is_constant:
+        coords = _scatter_coordinates_value(node, tuple(data.shape), indices.value)
+        rows = coords.reshape(-1, coords.shape[-1])
+        if len(np.unique(rows, axis=0)) != len(rows):
+            return (f"{node.op_type} {node.name!r}: duplicate indices with reduction='none' leave the result to the "
+                    f"runtime in ONNX, and TFLite's SCATTER_ND would add them")
+    return None
+
+
+def _scatter_coordinates_value(node: Node, data_shape: tuple, indices: np.ndarray) -> np.ndarray:
+    """Constant indices as ScatterND coordinates ``[..., depth]``, negative ones counted from the end."""
+    indices = np.asarray(indices).astype(np.int64)
+    if node.op_type == "ScatterND":
+        depth = indices.shape[-1]
+        sizes = [d if isinstance(d, int) else 2**31 - 1 for d in data_shape[:depth]]  # no negatives there (checked)
+        return np.mod(indices, np.asarray(sizes, np.int64))
+    rank = indices.ndim
+    axis = int(node.attr("axis", 0))
+    axis = axis + rank if axis < 0 else axis
+    grid = np.indices(indices.shape, np.int64)
+    size = data_shape[axis]
+    grid[axis] = np.mod(indices, int(size)) if isinstance(size, int) else indices
+    return np.stack(list(grid), axis=-1)
+
+
+def _scatter_coordinates(ctx: NodeContext, node: Node) -> int:
+    """int32 coordinates for SCATTER_ND: constant ones wrapped here, computed ones through FLOOR_MOD (and, for
+    ScatterElements, joined with the index grid of the indices' static shape, as GatherElements does)."""
+    data_shape = list(ctx.shape(node.inputs[0]))
+    name = node.inputs[1]
+    if ctx.is_constant(name):
+        coords = _scatter_coordinates_value(node, tuple(data_shape), ctx.value(name))
+        return ctx.param(coords.astype(np.int32), suffix="coordinates")
+    if node.op_type == "ScatterND":
+        depth = int(ctx.shape(name)[-1])
+        indices = _gather_indices(ctx, name, data_shape[:depth], "indices")
+        if _dtype(ctx, indices) != "int32":
+            narrow = ctx.temp(indices, ctx.shape(name), "indices/int32", dtype="int32", quant=None)
+            ctx.op("CAST", [indices], [narrow], None, 1)
+            indices = narrow
+        return indices
+    shape = [int(d) for d in ctx.shape(name)]
+    rank = len(shape)
+    axis = _axis_of(ctx, node, rank)
+    indices = _gather_indices(ctx, name, [data_shape[axis]], "indices")
+    if _dtype(ctx, indices) != "int32":
+        narrow = ctx.temp(indices, tuple(shape), "indices/int32", dtype="int32", quant=None)
+        ctx.op("CAST", [indices], [narrow], None, 1)
+        indices = narrow
+    column = ctx.temp(indices, (*shape, 1), "indices/column")
+    ctx.op("RESHAPE", [indices, ctx.param([*shape, 1], suffix="column_shape")], [column], "ReshapeOptions", 1,
+           newShape=[*shape, 1])
+    grid = np.indices(shape, np.int32)
+    parts = [column if k == axis else ctx.param(grid[k][..., None], suffix=f"grid_{k}") for k in range(rank)]
+    coords = ctx.w.new_tensor(f"{node.name}/coordinates", "int32", (*shape, rank))
+    ctx.op("CONCATENATION", parts, [coords], "ConcatenationOptions", 1, axis=rank, fusedActivationFunction="NONE")
+    return coords
+
+
+def _shape_of(ctx: NodeContext, index: int, name: str, suffix: str) -> int:
+    """Graph tensor ``name``'s shape as an int32 tensor: a constant when static, else SHAPE of TFLite tensor ``index``
+    (computed while LiteRT allocates)."""
+    shape = ctx.shape(name)
+    if all(isinstance(d, int) for d in shape):
+        return ctx.param([int(d) for d in shape], suffix=suffix)
+    tensor = ctx.w.new_tensor(f"{ctx.node.name}/{suffix}", "int32", (len(shape),))
+    ctx.op("SHAPE", [index], [tensor], "ShapeOptions", 1, outType="INT32")
+    return tensor
+
+
+@emitter("ScatterND", "ScatterElements", precisions=(I8, F16, F32), check=_scatter_check,
+         integer_reason="LiteRT's SCATTER_ND takes no int16 updates (\"Updates of type 'INT16' are not supported by "
+                        "scatter_nd\")")
+def scatter(ctx: NodeContext, node: Node) -> None:
+    """ONNX replaces ``data`` at the indices; TFLite's SCATTER_ND writes ``updates`` into zeros (adding duplicates).
+
+    reduction='none': SELECT_V2(SCATTER_ND(coords, ones) > 0, SCATTER_ND(coords, updates), data), exact for every
+    value (no arithmetic touches ``data``). reduction='add': data + SCATTER_ND(coords, updates), ONNX's sum where
+    the indices are distinct (duplicates are summed first). ScatterElements scatters full coordinates (its
+    indices' grid with the axis column replaced, as GatherElements). Shapes read at run time where dynamic.
+    Integer (an imported QDQ model's int8 node, reduction 'none', updates quantized like the data): data, updates
+    and output share their quantization, so the integers are copied.
+    """
+    data = ctx.input(node.inputs[0])
+    updates = ctx.input(node.inputs[2])
+    out = ctx.output(node.outputs[0])
+    data_shape = ctx.shape(node.inputs[0])
+    coords = _scatter_coordinates(ctx, node)
+    shape = _shape_of(ctx, data, node.inputs[0], "shape")
+    scattered = ctx.temp(data, data_shape, "scattered", dtype=_dtype(ctx, updates), quant=None)
+    ctx.op("SCATTER_ND", [coords, updates, shape], [scattered])
+    if _reduction(node) == "add":
+        ctx.op("ADD", [data, scattered], [out], "AddOptions", 1, fusedActivationFunction="NONE")
+        return
+    update_shape = ctx.shape(node.inputs[2])
+    if all(isinstance(d, int) for d in update_shape):
+        ones = ctx.param(np.ones([int(d) for d in update_shape], np.int32), suffix="ones")
+    else:
+        ones = ctx.w.new_tensor(f"{node.name}/ones", "int32", update_shape)
+        ctx.op("FILL", [_shape_of(ctx, updates, node.inputs[2], "update_shape"), ctx.param(1, suffix="one")], [ones])
+    hits = ctx.temp(data, data_shape, "hits", dtype="int32", quant=None)
+    hit = ctx.temp(data, data_shape, "hit", dtype="bool", quant=None)
+    ctx.op("SCATTER_ND", [coords, ones, shape], [hits])
+    ctx.op("GREATER", [hits, ctx.param([0], suffix="zero_hits")], [hit], "GreaterOptions", 1)
+    ctx.op("SELECT_V2", [hit, scattered, data], [out], "SelectV2Options", 1)
+
+
+def _compress_check(graph: Graph, node: Node, integer: bool) -> str | None:
+    if node.attr("axis") is None and not all(isinstance(d, int) for d in graph.tensors[node.inputs[0]].shape or (None,)):
+        return f"Compress {node.name!r}: without an axis the input is flattened, which needs its shape static"
+    return None
+
+
+@emitter("Compress", check=_compress_check)
+def compress(ctx: NodeContext, node: Node) -> None:
+    """GATHER of the selected positions along ``axis`` (of the flattened input without one): constant ones for a
+    constant condition, else WHERE(condition) reshaped to 1-D, sized at run time like NonZero's."""
+    x = ctx.input(node.inputs[0])
+    out = ctx.output(node.outputs[0])
+    if ctx.is_constant(node.inputs[1]):
+        positions = ctx.param(np.flatnonzero(np.asarray(ctx.value(node.inputs[1])).reshape(-1)).astype(np.int32),
+                              suffix="positions")
+    else:
+        condition = ctx.input(node.inputs[1])
+        if _dtype(ctx, condition) != "bool":
+            cast = ctx.temp(condition, ctx.shape(node.inputs[1]), "condition", dtype="bool", quant=None)
+            ctx.op("NOT_EQUAL", [condition, _zero_like(ctx, condition)], [cast], "NotEqualOptions", 1)
+            condition = cast
+        out_shape = ctx.shape(node.outputs[0])
+        axis = int(node.attr("axis", 0))
+        count = out_shape[axis + len(out_shape) if axis < 0 else axis]
+        found = ctx.w.new_tensor(f"{node.name}/found", "int64", (count, 1))
+        positions = ctx.w.new_tensor(f"{node.name}/positions", "int64", (count,))
+        ctx.op("WHERE", [condition], [found], "WhereOptions", 1)
+        ctx.op("RESHAPE", [found, ctx.param([-1], suffix="positions_shape")], [positions], "ReshapeOptions", 1,
+               newShape=[-1])
+    axis = node.attr("axis")
+    if axis is None:
+        size = int(np.prod([int(d) for d in ctx.shape(node.inputs[0])]))
+        flat = ctx.temp(x, (size,), "flat")
+        ctx.op("RESHAPE", [x, ctx.param([size], suffix="flat_shape")], [flat], "ReshapeOptions", 1, newShape=[size])
+        x, axis = flat, 0
+    rank = len(ctx.w.model.tensors[x].shape)
+    axis = int(axis) + rank if int(axis) < 0 else int(axis)
+    ctx.op("GATHER", [x, positions], [out], "GatherOptions", _by_dtype(ctx, x, int16=4, bool=3, int8=2), axis=axis)
+
+
+# ---------------------------------------------------------------------------- shapes computed at run time
+# The importer folds these wherever shapes are static, and the pipeline freezes a dynamic batch for TFLite before
+# lowering (``Capabilities.static_shapes``); what still reaches the backend reads a dynamic size (a spatial size
+# that varies) or data. SHAPE of an input is computed while LiteRT allocates.
+def _stored_shape(ctx: NodeContext, node: Node, x: int, begin: int, end: int, suffix: str) -> int:
+    """int64 ONNX dims ``begin:end`` of node input 0 (TFLite tensor ``x``, stored with layout ``stored_perm``)."""
+    rank = len(ctx.shape(node.inputs[0]))
+    perm = [int(p) for p in node.attr("stored_perm") or range(rank)]
+    stored = ctx.w.new_tensor(f"{node.name}/{suffix}", "int64", (rank,))
+    ctx.op("SHAPE", [x], [stored], "ShapeOptions", 1, outType="INT64")
+    wanted = [perm.index(i) for i in range(begin, end)]
+    if wanted == list(range(rank)):
+        return stored
+    dims = ctx.w.new_tensor(f"{node.name}/{suffix}/onnx_order", "int64", (len(wanted),))
+    ctx.op("GATHER", [stored, ctx.param(wanted, suffix=f"{suffix}/dims")], [dims], "GatherOptions", 1, axis=0)
+    return dims
+
+
+@emitter("Shape", precisions=FLOAT)
+def shape_(ctx: NodeContext, node: Node) -> None:
+    """SHAPE (int64), the ONNX-order dims ``start:end`` GATHERed where the input is stored in another layout."""
+    rank = len(ctx.shape(node.inputs[0]))
+
+    def clamp(value: int) -> int:
+        return min(max(value + rank if value < 0 else value, 0), rank)
+
+    begin = clamp(int(node.attr("start", 0)))
+    end = clamp(int(node.attr("end", rank)))
+    dims = _stored_shape(ctx, node, ctx.input(node.inputs[0]), begin, max(begin, end), "shape")
+    out = ctx.output(node.outputs[0])
+    ctx.op("RESHAPE", [dims, ctx.param([max(end - begin, 0)], suffix="length")], [out], "ReshapeOptions", 1,
+           newShape=[max(end - begin, 0)])
+
+
+@emitter("Size", precisions=FLOAT)
+def size_(ctx: NodeContext, node: Node) -> None:
+    """REDUCE_PROD of the int64 SHAPE: a scalar, as ONNX."""
+    rank = len(ctx.shape(node.inputs[0]))
+    dims = _stored_shape(ctx, node, ctx.input(node.inputs[0]), 0, rank, "shape")
+    ctx.op("REDUCE_PROD", [dims, ctx.param([0], suffix="axis")], [ctx.output(node.outputs[0])], "ReducerOptions", 1,
+           keepDims=False)
+
+
+def _constant_of_shape_value(node: Node) -> np.ndarray:
+    value = node.attr("value")
+    return np.zeros(1, np.float32) if value is None else np.asarray(value).reshape(-1)[:1]
+
+
+@emitter("ConstantOfShape", precisions=FLOAT)
+def constant_of_shape(ctx: NodeContext, node: Node) -> None:
+    """FILL(shape, value): the value in the output's type (float32 for float outputs)."""
+    dims = ctx.input(node.inputs[0])
+    out = ctx.output(node.outputs[0])
+    value = ctx.param(_constant_of_shape_value(node)[0], _dtype(ctx, out), "value")
+    ctx.op("FILL", [dims, value], [out])
+
+
+def _range_check(graph: Graph, node: Node, integer: bool) -> str | None:
+    for name in node.inputs[:3]:
+        t = graph.tensors[name]
+        if t.dtype is not None and np.dtype(t.dtype).name not in ("float32", "int32", "int64"):
+            return f"Range {node.name!r}: TFLite's RANGE takes float32, int32 or int64, not {np.dtype(t.dtype).name}"
+    return None
+
+
+@emitter("Range", precisions=FLOAT, check=_range_check)
+def range_(ctx: NodeContext, node: Node) -> None:
+    """RANGE(start, limit, delta): ceil((limit − start) / delta) values, as ONNX (a dynamic output size)."""
+    start, limit, delta = (ctx.input(name) for name in node.inputs[:3])
+    out = ctx.output(node.outputs[0])
+    # op_version.cc gives int64 RANGE version 2, which LiteRT 2.3 does not register; version 1 runs int64
+    ctx.op("RANGE", [start, limit, delta], [out], None, 1)
+
+
+@emitter("NonZero", precisions=FLOAT)
+def non_zero(ctx: NodeContext, node: Node) -> None:
+    """WHERE(x ≠ 0) gives the [count, rank] int64 coordinates in row-major order; ONNX wants them [rank, count]:
+    TRANSPOSE. The count depends on the data: LiteRT makes WHERE's output a dynamic tensor, sized at every
+    invocation, and the operators reading it resize theirs (with and without XNNPACK). An FP16 plan's value is
+    read as the plan rounds it (a tiny value is 0 in float16)."""
+    x = _plan_values(ctx)
+    shape = ctx.shape(node.inputs[0])
+    if _dtype(ctx, x) == "bool":
+        condition = x
+    else:
+        condition = ctx.temp(x, shape, "non_zero", dtype="bool", quant=None)
+        ctx.op("NOT_EQUAL", [x, _zero_like(ctx, x)], [condition], "NotEqualOptions", 1)
+    out = ctx.output(node.outputs[0])
+    count = ctx.shape(node.outputs[0])[1]
+    coordinates = ctx.w.new_tensor(f"{node.name}/coordinates", "int64", (count, len(shape)))
+    ctx.op("WHERE", [condition], [coordinates], "WhereOptions", 1)
+    ctx.op("TRANSPOSE", [coordinates, ctx.param([1, 0], suffix="perm")], [out], "TransposeOptions", 1)
+
+
+def _nms_check(graph: Graph, node: Node, integer: bool) -> str | None:
+    boxes, scores = (graph.tensors[name].shape for name in node.inputs[:2])
+    if boxes is None or scores is None or not all(isinstance(d, int) for d in (*boxes, *scores)):
+        return (f"NonMaxSuppression {node.name!r}: one NON_MAX_SUPPRESSION_V4 per batch and class needs static boxes and "
+                f"scores shapes, got {boxes} and {scores}; {STATIC_SHAPE_HINT}")
+    reason = _constant_input_check((2, 3, 4), "max_output_boxes_per_class, iou_threshold and score_threshold")(
+        graph, node, integer)
+    if reason:
+        return reason
+    if len(node.inputs) < 3 or not node.inputs[2] or int(graph.tensors[node.inputs[2]].value.reshape(-1)[0]) <= 0:
+        return (f"NonMaxSuppression {node.name!r}: max_output_boxes_per_class 0 (or absent) selects nothing; an empty "
+                f"output is not written for TFLite")
+    if int(node.attr("center_point_box", 0)) not in (0, 1):
+        return f"NonMaxSuppression {node.name!r}: center_point_box must be 0 or 1"
+    if len(node.inputs) > 3 and node.inputs[3] and float(graph.tensors[node.inputs[3]].value.reshape(-1)[0]) >= 1.0:
+        return (f"NonMaxSuppression {node.name!r}: iou_threshold ≥ 1 suppresses nothing in ONNX, and TFLite's "
+                f"NON_MAX_SUPPRESSION_V4 then selects each box again (it re-queues a selected box, which only its own "
+                f"IoU of 1 removes)")
+    return None
+
+
+#: Degenerate boxes are moved to [FAR + 4i, FAR, FAR + 4i + 1, FAR + 1]: unit boxes that meet no other box.
+NMS_FAR = 1.0e7
+
+
+def _nms_corners(ctx: NodeContext, node: Node, boxes: int, count: int, suffix: str) -> int:
+    """[x_center, y_center, w, h] rows as [y1, x1, y2, x2] (center_point_box=1), ONNX Runtime's arithmetic."""
+    columns = [ctx.w.new_tensor(f"{node.name}/{suffix}/column_{k}", "float32", (count, 1)) for k in range(4)]
+    ctx.op("SPLIT", [ctx.param(1, suffix=f"{suffix}/axis"), boxes], columns, "SplitOptions", 1, numSplits=4)
+    xc, yc, w, h = columns
+    half = ctx.param([0.5], "float32", f"{suffix}/half")
+    parts = {}
+    for name, centre, size, op in (("y1", yc, h, "SUB"), ("x1", xc, w, "SUB"), ("y2", yc, h, "ADD"), ("x2", xc, w, "ADD")):
+        halved = ctx.w.new_tensor(f"{node.name}/{suffix}/{name}_half", "float32", (count, 1))
+        ctx.op("MUL", [size, half], [halved], "MulOptions", 1, fusedActivationFunction="NONE")
+        parts[name] = ctx.w.new_tensor(f"{node.name}/{suffix}/{name}", "float32", (count, 1))
+        ctx.op(op, [centre, halved], [parts[name]], "AddOptions" if op == "ADD" else "SubOptions", 1,
+               fusedActivationFunction="NONE")
+    corners = ctx.w.new_tensor(f"{node.name}/{suffix}/corners", "float32", (count, 4))
+    ctx.op("CONCATENATION", [parts["y1"], parts["x1"], parts["y2"], parts["x2"]], [corners], "ConcatenationOptions", 1,
+           axis=1, fusedActivationFunction="NONE")
+    return corners
+
+
+def _nms_without_degenerate_boxes(ctx: NodeContext, node: Node, boxes: int, count: int, suffix: str) -> int:
+    """Boxes of area ≤ 0 (TFLite's and ONNX Runtime's |y2 − y1|·|x2 − x1|) replaced by far-away unit boxes.
+
+    Neither runtime lets such a box suppress or be suppressed (its IoU is 0), but NON_MAX_SUPPRESSION_V4 re-queues
+    every box it selects and relies on the box's IoU of 1 with itself to drop it: a zero-area box is selected
+    again until the output is full (measured in LiteRT 2.3, and common in integer plans, whose coordinates collapse
+    to equal values). A unit box at ``NMS_FAR`` overlaps no other box (exact for coordinates below 1e7 in
+    magnitude) and removes itself.
+    """
+    def tmp(name: str, shape: tuple, dtype: str = "float32") -> int:
+        return ctx.w.new_tensor(f"{node.name}/{suffix}/{name}", dtype, shape)
+
+    columns = [tmp(f"coordinate_{k}", (count, 1)) for k in range(4)]
+    ctx.op("SPLIT", [ctx.param(1, suffix=f"{suffix}/split_axis"), boxes], columns, "SplitOptions", 1, numSplits=4)
+    extents = []
+    for name, (a, b) in (("height", (0, 2)), ("width", (1, 3))):
+        difference, extent = tmp(f"{name}_difference", (count, 1)), tmp(name, (count, 1))
+        ctx.op("SUB", [columns[b], columns[a]], [difference], "SubOptions", 1, fusedActivationFunction="NONE")
+        ctx.op("ABS", [difference], [extent])
+        extents.append(extent)
+    area, flat = tmp("area", (count, 1)), tmp("degenerate", (count, 1), "bool")
+    ctx.op("MUL", extents, [area], "MulOptions", 1, fusedActivationFunction="NONE")
+    ctx.op("LESS_EQUAL", [area, ctx.param([[0.0]], "float32", f"{suffix}/zero_area")], [flat], "LessEqualOptions", 1)
+    far = np.stack([NMS_FAR + 4.0 * np.arange(count), np.full(count, NMS_FAR), NMS_FAR + 4.0 * np.arange(count) + 1.0,
+                    np.full(count, NMS_FAR + 1.0)], axis=1).astype(np.float32)
+    moved = tmp("moved", (count, 4))
+    ctx.op("SELECT_V2", [flat, ctx.param(far, "float32", f"{suffix}/far_boxes"), boxes], [moved], "SelectV2Options", 1)
+    return moved
+
+
+def _nms_ranks(ctx: NodeContext, node: Node, scores: int, count: int, floor: int, tag: str) -> int:
+    """Scores replaced by their ranks: count − k for the box ranked k-th (TOPK_V2: decreasing, equal scores in index
+    order), −1 at or below the score threshold, for NON_MAX_SUPPRESSION_V4 with threshold 0.
+
+    ONNX Runtime takes equal scores lowest index first; V4's priority queue orders by score only, so equal scores
+    (frequent when an integer plan quantizes them) came out in heap order (measured: 0.6628 at boxes 7 and 23,
+    23 first). Distinct ranks keep ONNX's order and its ``score > threshold`` rule."""
+    def tmp(name: str, dtype: str = "float32") -> int:
+        return ctx.w.new_tensor(f"{node.name}/{name}_{tag}", dtype, (count,))
+
+    values, order = tmp("sorted_scores"), tmp("order", "int32")
+    ctx.op("TOPK_V2", [scores, ctx.param(count, suffix=f"all_{tag}")], [values, order], "TopKV2Options", 1)
+    positions = ctx.w.new_tensor(f"{node.name}/order_column_{tag}", "int32", (count, 1))
+    ctx.op("RESHAPE", [order, ctx.param([count, 1], suffix=f"order_shape_{tag}")], [positions], "ReshapeOptions", 1,
+           newShape=[count, 1])
+    ranks, kept, ranked = tmp("ranks"), tmp("above_threshold", "bool"), tmp("ranked")
+    ctx.op("SCATTER_ND", [positions, ctx.param(np.arange(count, 0, -1, dtype=np.float32), "float32", f"rank_values_{tag}"),
+                          ctx.param([count], suffix=f"rank_shape_{tag}")], [ranks])
+    ctx.op("GREATER", [scores, floor], [kept], "GreaterOptions", 1)
+    ctx.op("SELECT_V2", [kept, ranks, ctx.param([-1.0], "float32", f"removed_{tag}")], [ranked], "SelectV2Options", 1)
+    return ranked
+
+
+@emitter("NonMaxSuppression", precisions=FLOAT, check=_nms_check)
+def non_max_suppression(ctx: NodeContext, node: Node) -> None:
+    """One NON_MAX_SUPPRESSION_V4 per (batch, class), unrolled: its padded indices SLICEd to the valid count (a
+    dynamic size), each row [b, c, i] (FILLed b and c), all CONCATENATEd in ONNX's order (batch, class, then
+    decreasing score). V4 is given ranks for scores (``_nms_ranks``: ONNX's order of equal scores), boxes of zero area
+    moved out of the way (``_nms_without_degenerate_boxes``) and the next float32 above ONNX's IoU threshold (V4
+    suppresses at IoU ≥ threshold, ONNX above it). No score threshold is −FLT_MAX. Boxes and scores are read as the
+    plan rounds them."""
+    boxes, scores = (_rounded_to_fp16(ctx, ctx.input(name), name) for name in node.inputs[:2])
+    batches, classes, count = (int(d) for d in ctx.shape(node.inputs[1]))
+    limit = int(ctx.value(node.inputs[2]).reshape(-1)[0])
+    iou = float(ctx.value(node.inputs[3]).reshape(-1)[0]) if len(node.inputs) > 3 and node.inputs[3] else 0.0
+    # ONNX suppresses where IoU > threshold, TFLite where IoU ≥ threshold: the next float32 up makes them one rule
+    iou = float(np.nextafter(np.float32(iou), np.float32(np.inf)))
+    floor = (float(ctx.value(node.inputs[4]).reshape(-1)[0]) if len(node.inputs) > 4 and node.inputs[4]
+             else float(np.finfo(np.float32).min))
+    out = ctx.output(node.outputs[0])
+    limit_t, iou_t, floor_t = ctx.param(limit, suffix="max_output"), ctx.param(iou, "float32", "iou"), \
+        ctx.param(floor, "float32", "score_threshold")
+    zero_t = ctx.param(0.0, "float32", "rank_threshold")
+    rows = []
+    for b in range(batches):
+        per_batch = ctx.w.new_tensor(f"{node.name}/boxes_{b}", "float32", (count, 4))
+        ctx.op("GATHER", [boxes, ctx.param(b, suffix=f"batch_{b}")], [per_batch], "GatherOptions", 1, axis=0)
+        if int(node.attr("center_point_box", 0)):
+            per_batch = _nms_corners(ctx, node, per_batch, count, f"corners_{b}")
+        per_batch = _nms_without_degenerate_boxes(ctx, node, per_batch, count, f"boxes_{b}")
+        class_scores = ctx.w.new_tensor(f"{node.name}/scores_{b}", "float32", (classes, count))
+        ctx.op("GATHER", [scores, ctx.param(b, suffix=f"score_batch_{b}")], [class_scores], "GatherOptions", 1, axis=0)
+        for c in range(classes):
+            tag = f"{b}_{c}"
+            raw = ctx.w.new_tensor(f"{node.name}/scores_{tag}", "float32", (count,))
+            ctx.op("GATHER", [class_scores, ctx.param(c, suffix=f"class_{tag}")], [raw], "GatherOptions", 1, axis=0)
+            ranked = _nms_ranks(ctx, node, raw, count, floor_t, tag)
+            selected = ctx.w.new_tensor(f"{node.name}/selected_{tag}", "int32", (limit,))
+            valid = ctx.w.new_tensor(f"{node.name}/valid_{tag}", "int32", ())
+            ctx.op("NON_MAX_SUPPRESSION_V4", [per_batch, ranked, limit_t, iou_t, zero_t], [selected, valid],
+                   "NonMaxSuppressionV4Options", 1)
+            size = ctx.w.new_tensor(f"{node.name}/size_{tag}", "int32", (1,))
+            ctx.op("RESHAPE", [valid, ctx.param([1], suffix=f"size_shape_{tag}")], [size], "ReshapeOptions", 1, newShape=[1])
+            kept = ctx.w.new_tensor(f"{node.name}/kept_{tag}", "int32", (None,))
+            ctx.op("SLICE", [selected, ctx.param([0], suffix=f"begin_{tag}"), size], [kept], "SliceOptions", 1)
+            wide = ctx.w.new_tensor(f"{node.name}/kept64_{tag}", "int64", (None,))
+            ctx.op("CAST", [kept], [wide], None, 1)
+            column = ctx.w.new_tensor(f"{node.name}/box_column_{tag}", "int64", (None, 1))
+            ctx.op("RESHAPE", [wide, ctx.param([-1, 1], suffix=f"column_shape_{tag}")], [column], "ReshapeOptions", 1,
+                   newShape=[-1, 1])
+            dims = ctx.w.new_tensor(f"{node.name}/column_dims_{tag}", "int32", (2,))
+            ctx.op("CONCATENATION", [size, ctx.param([1], suffix=f"one_{tag}")], [dims], "ConcatenationOptions", 1, axis=0,
+                   fusedActivationFunction="NONE")
+            filled = []
+            for what, value in (("batch", b), ("class", c)):
+                fill = ctx.w.new_tensor(f"{node.name}/{what}_column_{tag}", "int64", (None, 1))
+                ctx.op("FILL", [dims, ctx.param(value, "int64", f"{what}_value_{tag}")], [fill])
+                filled.append(fill)
+            row = ctx.w.new_tensor(f"{node.name}/rows_{tag}", "int64", (None, 3))
+            ctx.op("CONCATENATION", [*filled, column], [row], "ConcatenationOptions", 1, axis=1,
+                   fusedActivationFunction="NONE")
+            rows.append(row)
+    if len(rows) == 1:
+        ctx.op("RESHAPE", [rows[0], ctx.param([-1, 3], suffix="shape")], [out], "ReshapeOptions", 1, newShape=[-1, 3])
+    else:
+        ctx.op("CONCATENATION", rows, [out], "ConcatenationOptions", 1, axis=0, fusedActivationFunction="NONE")
+
+
+#: Operators TFLite cannot express, each with the reason legalization gives (no emitter is registered).
+REFUSED = {
+    "GridSample": ("TFLite has no sampling operator at computed coordinates; composing bilinear gathers per output "
+                   "pixel is not written"),
+    "RoiAlign": "TFLite has no region-of-interest pooling operator; composing it from gathers is not written",
+    "Unique": ("ONNX sorts the unique values by default and returns four outputs; TFLite's UNIQUE keeps the order of "
+               "first occurrence and returns two; the composition is not written"),
+    "BitShift": ("ONNX shifts unsigned integers, and TFLite's builtins have RIGHT_SHIFT but no left shift outside "
+                 "StableHLO; not written"),
+}
+
+
+# ---------------------------------------------------------------------------- sequences, selection, reductions
+def _reverse_sequence_check(graph: Graph, node: Node, integer: bool) -> str | None:
+    lengths = graph.tensors[node.inputs[1]]
+    if lengths.dtype is not None and np.dtype(lengths.dtype).name not in ("int32", "int64"):
+        return f"ReverseSequence {node.name!r}: TFLite takes int32/int64 sequence lengths"
+    return None
+
+
+@emitter("ReverseSequence", precisions=(I16, F16, F32), check=_reverse_sequence_check,
+         integer_reason="LiteRT's REVERSE_SEQUENCE takes int16 but not int8 (\"Type 'INT8' is not supported by "
+                        "reverse_sequence\")")
+def reverse_sequence(ctx: NodeContext, node: Node) -> None:
+    """REVERSE_SEQUENCE: the first ``sequence_lens[b]`` elements along ``time_axis`` reversed, the rest kept (an
+    imported QDQ model's int16 node copies its integers)."""
+    x, lengths = ctx.input(node.inputs[0]), ctx.input(node.inputs[1])
+    ctx.op("REVERSE_SEQUENCE", [x, lengths], [ctx.output(node.outputs[0])], "ReverseSequenceOptions", 1,
+           seqDim=int(node.attr("time_axis", 0)), batchDim=int(node.attr("batch_axis", 1)))
+
+
+def _hardmax_check(graph: Graph, node: Node, integer: bool) -> str | None:
+    shape = graph.tensors[node.inputs[0]].shape
+    rank = len(shape) if shape is not None else 0
+    axis = int(node.attr("axis", -1))
+    axis = axis + rank if axis < 0 else axis
+    if shape is None or not isinstance(shape[axis], int):
+        return f"Hardmax {node.name!r}: TFLite's ONE_HOT needs the size of axis {axis} static, got {shape}"
+    if graph.opset_imports.get("", 17) < 13 and axis != rank - 1:
+        return f"Hardmax {node.name!r}: opset < 13 coerces to 2-D from axis {axis}; only the last axis maps"
+    return None
+
+
+@emitter("Hardmax", precisions=FLOAT, check=_hardmax_check)
+def hardmax(ctx: NodeContext, node: Node) -> None:
+    """ONE_HOT(ARG_MAX(x, axis), size, 1, 0, axis): 1 at the first maximum, as ONNX."""
+    x = _plan_values(ctx)
+    out = ctx.output(node.outputs[0])
+    shape = ctx.shape(node.inputs[0])
+    axis = _axis_of(ctx, node, len(shape), default=-1)
+    index = ctx.temp(x, tuple(d for i, d in enumerate(shape) if i != axis), "argmax", dtype="int32", quant=None)
+    ctx.op("ARG_MAX", [x, ctx.param([axis], suffix="axis")], [index], "ArgMaxOptions", 1, outputType="INT32")
+    ctx.op("ONE_HOT", [index, ctx.param(int(shape[axis]), suffix="depth"), ctx.param(1.0, "float32", "on_value"),
+                       ctx.param(0.0, "float32", "off_value")], [out], "OneHotOptions", 1, axis=axis)
+
+
+@emitter("ReduceLogSum", "ReduceLogSumExp", precisions=FLOAT, check=_norm_reduce_check)
+def reduce_log_sum(ctx: NodeContext, node: Node) -> None:
+    """ReduceLogSum: LOG(SUM(x)). ReduceLogSumExp, shifted by the maximum m so that no EXP overflows:
+    LOG(SUM(EXP(x − m))) + m, with m = 0 where it is infinite (a row of −inf gives −inf, +inf +inf, as ONNX Runtime;
+    not NaN, nor the ±FLT_MAX of LiteRT's clamping reference ADD)."""
+    x = ctx.input(node.inputs[0])
+    out = ctx.output(node.outputs[0])
+    shape = ctx.shape(node.inputs[0])
+    axes = _axes(ctx, node) or list(range(len(shape)))
+    keep = _keep(node)
+    reduced_keep = tuple(1 if i in axes else d for i, d in enumerate(shape))
+    reduced = ctx.shape(node.outputs[0])
+    axes_t = ctx.param(axes, suffix="axes")
+    if node.op_type == "ReduceLogSum":
+        total = ctx.temp(out, reduced, "sum")
+        ctx.op("SUM", [x, axes_t], [total], "ReducerOptions", 1, keepDims=keep)
+        ctx.op("LOG", [total], [out])
+        return
+
+    def tmp(suffix: str, shp: tuple, dtype: str = "float32") -> int:
+        return ctx.temp(out, shp, suffix, dtype=dtype, quant=None)
+
+    peak, magnitude, shift = tmp("max", reduced_keep), tmp("abs_max", reduced_keep), tmp("shift", reduced_keep)
+    infinite = tmp("infinite_max", reduced_keep, "bool")
+    ctx.op("REDUCE_MAX", [x, axes_t], [peak], "ReducerOptions", 1, keepDims=True)
+    ctx.op("ABS", [peak], [magnitude])
+    # ±FLT_MAX counts as infinite: LiteRT's reference float ADD/SUB/MUL/DIV clamp ±inf to ±FLT_MAX (their activation
+    # range is [lowest, max] even without a fused activation; XNNPACK's keep ±inf), so an infinity can arrive clamped
+    ctx.op("GREATER_EQUAL", [magnitude, ctx.param([np.finfo(np.float32).max], "float32", "largest")], [infinite],
+           "GreaterEqualOptions", 1)
+    ctx.op("SELECT_V2", [infinite, ctx.param([0.0], "float32", "zero"), peak], [shift], "SelectV2Options", 1)
+    centered, exp, total, log = tmp("centered", shape), tmp("exp", shape), tmp("sum", reduced), tmp("log", reduced)
+    ctx.op("SUB", [x, shift], [centered], "SubOptions", 1, fusedActivationFunction="NONE")
+    ctx.op("EXP", [centered], [exp])
+    ctx.op("SUM", [exp, axes_t], [total], "ReducerOptions", 1, keepDims=keep)
+    ctx.op("LOG", [total], [log])
+    if not keep:
+        dims = [d if isinstance(d, int) else -1 for d in reduced]
+        flat, flat_infinite = tmp("shift_reduced", reduced), tmp("infinite_reduced", reduced, "bool")
+        ctx.op("RESHAPE", [shift, ctx.param(dims, suffix="reduced_shape")], [flat], "ReshapeOptions", 1, newShape=dims)
+        ctx.op("RESHAPE", [infinite, ctx.param(dims, suffix="reduced_shape_b")], [flat_infinite], "ReshapeOptions", 1,
+               newShape=dims)
+        shift, infinite = flat, flat_infinite
+    shifted = tmp("shifted_back", reduced)
+    ctx.op("ADD", [log, shift], [shifted], "AddOptions", 1, fusedActivationFunction="NONE")
+    # where the maximum is infinite the shift is 0 and LOG's ±inf is the result (the reference ADD would clamp it)
+    ctx.op("SELECT_V2", [infinite, log, shifted], [out], "SelectV2Options", 1)
+
+
+@emitter("MeanVarianceNormalization", precisions=FLOAT)
+def mean_variance_normalization(ctx: NodeContext, node: Node) -> None:
+    """(x − mean) / (sqrt(mean(x²) − mean²) + 1e-9) over ``axes`` (default N, H, W): ONNX's function body, in
+    its order (MEAN, MUL, MEAN, SUB, SQRT, ADD, DIV)."""
+    x = ctx.input(node.inputs[0])
+    out = ctx.output(node.outputs[0])
+    shape = ctx.shape(node.inputs[0])
+    axes = [int(a) + len(shape) if int(a) < 0 else int(a) for a in (node.attr("axes") or [0, 2, 3])]
+    reduced = tuple(1 if i in axes else d for i, d in enumerate(shape))
+
+    def tmp(suffix: str, shp: tuple = shape) -> int:
+        return ctx.temp(out, shp, suffix)
+
+    axes_t = ctx.param(axes, suffix="axes")
+    mean, squared, mean_sq, mean_squared, var, std, denom, centered = (
+        tmp("mean", reduced), tmp("squared"), tmp("mean_of_squares", reduced), tmp("squared_mean", reduced),
+        tmp("variance", reduced), tmp("std", reduced), tmp("std_eps", reduced), tmp("centered"))
+    ctx.op("MEAN", [x, axes_t], [mean], "ReducerOptions", 1, keepDims=True)
+    ctx.op("MUL", [x, x], [squared], "MulOptions", 1, fusedActivationFunction="NONE")
+    ctx.op("MEAN", [squared, axes_t], [mean_sq], "ReducerOptions", 1, keepDims=True)
+    ctx.op("MUL", [mean, mean], [mean_squared], "MulOptions", 1, fusedActivationFunction="NONE")
+    ctx.op("SUB", [mean_sq, mean_squared], [var], "SubOptions", 1, fusedActivationFunction="NONE")
+    ctx.op("SQRT", [var], [std])
+    ctx.op("ADD", [std, ctx.param([1e-9], "float32", "epsilon")], [denom], "AddOptions", 1, fusedActivationFunction="NONE")
+    ctx.op("SUB", [x, mean], [centered], "SubOptions", 1, fusedActivationFunction="NONE")
+    ctx.op("DIV", [centered, denom], [out], "DivOptions", 1, fusedActivationFunction="NONE")
+
+
+@emitter("Shrink", precisions=FLOAT)
+def shrink(ctx: NodeContext, node: Node) -> None:
+    """x + bias where x < −lambd, x − bias where x > lambd, else 0: LESS/GREATER and SELECT_V2 (float)."""
+    lambd, bias = float(node.attr("lambd", 0.5)), float(node.attr("bias", 0.0))
+    x = ctx.input(node.inputs[0])
+    values = _plan_values(ctx)
+    out = ctx.output(node.outputs[0])
+    shape = ctx.shape(node.outputs[0])
+
+    def tmp(suffix: str, dtype: str = "float32") -> int:
+        return ctx.temp(out, shape, suffix, dtype=dtype, quant=None)
+
+    below, above, raised, lowered, inner = tmp("below", "bool"), tmp("above", "bool"), tmp("raised"), tmp("lowered"), tmp("inner")
+    ctx.op("LESS", [values, ctx.param([-lambd], "float32", "minus_lambd")], [below], "LessOptions", 1)
+    ctx.op("GREATER", [values, ctx.param([lambd], "float32", "lambd")], [above], "GreaterOptions", 1)
+    ctx.op("ADD", [x, ctx.param([bias], "float32", "bias")], [raised], "AddOptions", 1, fusedActivationFunction="NONE")
+    ctx.op("SUB", [x, ctx.param([bias], "float32", "bias_sub")], [lowered], "SubOptions", 1, fusedActivationFunction="NONE")
+    ctx.op("SELECT_V2", [above, lowered, ctx.param([0.0], "float32", "zero")], [inner], "SelectV2Options", 1)
+    ctx.op("SELECT_V2", [below, raised, inner], [out], "SelectV2Options", 1)
+
+
+@emitter("GlobalLpPool", precisions=FLOAT)
+def global_lp_pool(ctx: NodeContext, node: Node) -> None:
+    """(Σ |x|ᵖ)^(1/p) over the spatial axes (NHWC 1, 2 after layout.py, else 2..): p = 1 SUM(ABS), p = 2
+    SQRT(SUM(x·x)), otherwise POW."""
+    x = ctx.input(node.inputs[0])
+    out = ctx.output(node.outputs[0])
+    shape = ctx.shape(node.inputs[0])
+    rank = len(shape)
+    axes = [1, 2] if node.attr("data_layout") == "NHWC" else list(range(2, rank))
+    p = float(node.attr("p", 2))
+    reduced = ctx.shape(node.outputs[0])
+    elementwise, magnitude = ctx.temp(out, shape, "powered"), ctx.temp(out, shape, "abs")
+    if p == 2.0:
+        ctx.op("MUL", [x, x], [elementwise], "MulOptions", 1, fusedActivationFunction="NONE")
+    else:
+        ctx.op("ABS", [x], [magnitude if p != 1.0 else elementwise])
+        if p != 1.0:
+            ctx.op("POW", [magnitude, ctx.param([p], "float32", "p")], [elementwise])
+    total = out if p == 1.0 else ctx.temp(out, reduced, "sum")
+    ctx.op("SUM", [elementwise, ctx.param(axes, suffix="axes")], [total], "ReducerOptions", 1, keepDims=True)
+    if p == 2.0:
+        ctx.op("SQRT", [total], [out])
+    elif p != 1.0:
+        ctx.op("POW", [total, ctx.param([1.0 / p], "float32", "inverse_p")], [out])
+
+
+# ---------------------------------------------------------------------------- trigonometric and hyperbolic (float)
+def _trig(ctx: NodeContext, node: Node) -> None:
+    """Composed from SIN, COS, ATAN2, EXP, LOG, SQRT: the TFLite schema has no other trigonometric builtin."""
+    x = ctx.input(node.inputs[0])
+    out = ctx.output(node.outputs[0])
+    shape = ctx.shape(node.outputs[0])
+    n = [0]
+
+    def tmp(suffix: str) -> int:
+        n[0] += 1
+        return ctx.temp(out, shape, f"{suffix}_{n[0]}")
+
+    def const(value: float, suffix: str) -> int:
+        return ctx.param([value], "float32", suffix)
+
+    def unary(op: str, a: int, target: int | None = None) -> int:
+        target = tmp(op.lower()) if target is None else target
+        ctx.op(op, [a], [target])
+        return target
+
+    def binary(op: str, a: int, b: int, target: int | None = None) -> int:
+        target = tmp(op.lower()) if target is None else target
+        options = {"ADD": "AddOptions", "SUB": "SubOptions", "MUL": "MulOptions", "DIV": "DivOptions"}.get(op)
+        fields = {"fusedActivationFunction": "NONE"} if options else {}
+        ctx.op(op, [a, b], [target], options, 1, **fields)
+        return target
+
+    def one_minus_square(a: int) -> int:  # (1 − a)(1 + a): no cancellation near |a| = 1
+        return binary("MUL", binary("SUB", const(1.0, "one_a"), a), binary("ADD", a, const(1.0, "one_b")))
+
+    op = node.op_type
+    if op == "Tan":
+        binary("DIV", unary("SIN", x), unary("COS", x), out)
+    elif op in ("Sinh", "Cosh"):
+        up, down = unary("EXP", x), unary("EXP", unary("NEG", x))
+        binary("MUL", binary("SUB" if op == "Sinh" else "ADD", up, down), const(0.5, "half"), out)
+    elif op == "Atan":  # ATAN2 does not broadcast (a [1, 1, 1, 1] one gave NaN): ones of x's run-time shape
+        size = ctx.w.new_tensor(f"{node.name}/shape", "int32", (len(shape),))
+        ctx.op("SHAPE", [x], [size], "ShapeOptions", 1, outType="INT32")
+        ones = tmp("ones")
+        ctx.op("FILL", [size, ctx.param(1.0, "float32", "one")], [ones])
+        ctx.op("ATAN2", [x, ones], [out])
+    elif op == "Asin":
+        ctx.op("ATAN2", [x, unary("SQRT", one_minus_square(x))], [out])
+    elif op == "Acos":
+        ctx.op("ATAN2", [unary("SQRT", one_minus_square(x)), x], [out])
+    elif op == "Asinh":  # sign(x) · log(|x| + sqrt(x² + 1)): no cancellation for negative x
+        magnitude = unary("ABS", x)
+        root = unary("SQRT", binary("ADD", binary("MUL", x, x), const(1.0, "one")))
+        binary("MUL", unary("SIGN", x), unary("LOG", binary("ADD", magnitude, root)), out)
+    elif op == "Acosh":  # log(x + sqrt((x − 1)(x + 1)))
+        root = unary("SQRT", binary("MUL", binary("SUB", x, const(1.0, "one_a")), binary("ADD", x, const(1.0, "one_b"))))
+        unary("LOG", binary("ADD", x, root), out)
+    elif op == "Atanh":  # ½ · log((1 + x) / (1 − x))
+        ratio = binary("DIV", binary("ADD", const(1.0, "one_a"), x), binary("SUB", const(1.0, "one_b"), x))
+        binary("MUL", unary("LOG", ratio), const(0.5, "half"), out)
+    else:
+        raise UnsupportedOperatorError(f"{op} {node.name!r}: no composition")
+
+
+TRIGONOMETRIC = ("Tan", "Sinh", "Cosh", "Asin", "Acos", "Atan", "Asinh", "Acosh", "Atanh")
+emitter(*TRIGONOMETRIC, precisions=FLOAT)(_trig)
 
 
 # ============================================================================ recurrent (float)
