@@ -81,6 +81,8 @@ class BackendReport:
     def output_passed(self, name: str) -> bool:
         """An output's verdict: its own rule; for a float output, the integer certificate; else the kernel rule."""
         acc = self.outputs[name]
+        if acc.shape_mismatches:  # no element-wise evidence either rule could rest on
+            return False
         return acc.passed() or (not acc.quantized and self.integers_agree) or self.amplified(name)
 
     @property
@@ -102,7 +104,10 @@ class BackendReport:
             msgs.append(self.error)
         for name, acc in self.outputs.items():
             if not self.output_passed(name):
-                if acc.quantized:
+                if acc.shape_mismatches:
+                    msgs.append(f"output {name!r}: {acc.first_mismatch} in {acc.shape_mismatches} batch(es); its size "
+                                f"depends on the values (NonZero, NonMaxSuppression...), and here they select differently")
+                elif acc.quantized:
                     msgs.append(f"output {name!r}: max |diff| {acc.max_lsb:.0f} LSB > tolerance {acc.tolerance_lsb:g} LSB "
                                 f"({acc.beyond_share:.2%} of values beyond)")
                 else:
@@ -316,6 +321,10 @@ class ConformanceReport:
             lines.append(f"    accuracy: FP32 {self.fp32_accuracy:.2%}, plan {self.reference_accuracy:.2%}"
                          + "".join(f", {b.backend} {b.accuracy:.2%}" for b in self.backends if b.accuracy is not None))
         for name, acc in self.reference_vs_fp32.items():
+            if acc.shape_mismatches:
+                lines.append(f"    {name}: the plan selects another count than FP32 in {acc.shape_mismatches} batch(es) "
+                             f"({acc.first_mismatch}): its size depends on the values")
+                continue
             top1 = f", top-1 agreement {acc.top1:.2%}" if acc.top1 is not None else ""
             lines.append(f"    {name}: cosine {acc.cosine:.5f}, SQNR {acc.sqnr_db:.1f} dB{top1}")
             if acc.cosine < 0.99:
