@@ -284,3 +284,27 @@ def _head_residual_without_norm(tmp_path):
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
     np.savez(tmp_path / "xp.npz", x=rng.normal(size=(16, 16)).astype(np.float32))
     return path, tmp_path / "xp.npz"
+
+
+def test_the_product_of_a_gated_activation_a_layernorm_reads_runs_in_float(tmp_path):
+    """h · σ(h) (SiLU written out; GELU's x · Φ(x) alike) → LayerNorm: the product is the row, the gate stays integer."""
+    rng = np.random.default_rng(6)
+    inits = [numpy_helper.from_array(rng.normal(size=(16, 32)).astype(np.float32), "w"),
+             numpy_helper.from_array(np.ones(32, np.float32), "gamma"),
+             numpy_helper.from_array(np.zeros(32, np.float32), "beta"),
+             numpy_helper.from_array(rng.normal(size=(32, 8)).astype(np.float32), "w_out")]
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"], name="dense"),
+             helper.make_node("Sigmoid", ["h"], ["gate"], name="gate"),
+             helper.make_node("Mul", ["h", "gate"], ["act"], name="product"),
+             helper.make_node("LayerNormalization", ["act", "gamma", "beta"], ["normed"], axis=-1, name="norm"),
+             helper.make_node("MatMul", ["normed", "w_out"], ["y"], name="dense_out")]
+    graph = helper.make_graph(nodes, "gated", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 8])], inits)
+    path = tmp_path / "gated.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    np.savez(tmp_path / "xg.npz", x=rng.normal(size=(16, 16)).astype(np.float32))
+    plan = calibrate(path, tmp_path / "xg.npz", progress=False).plan
+    nodes = {n.name: n for n in plan.nodes}
+    assert _input_reason(nodes["product"]) and plan.tensors["act"].quant is None
+    for name in ("dense", "gate", "dense_out"):
+        assert nodes[name].precision == Precision.INT8, name

@@ -17,15 +17,16 @@ those statistics. Where the statistics meet the data again (``x - mean``, ``(x -
 the ops stay integer and quantize the statistic at its own range. The rule reads only the graph's
 structure, so it holds with or without calibration statistics, for every backend.
 
-The row a normalization reads is float too (``input_nodes``), fused or decomposed: the MAC-free sums
-that compute it (a transformer's residual ``x + f(x)`` and the bias ``Add`` before it) and, in a
-decomposed normalization, the nodes that read it (the mean, ``x - mean``). Such rows carry outlier
+The row a normalization reads is float too (``input_nodes``), fused or decomposed: the MAC-free
+element-wise ops that compute it (a transformer's residual ``x + f(x)`` and the bias ``Add`` before it,
+the product ``x · Φ(x)`` of a GELU written out) and, in a decomposed normalization, the nodes that read
+it (the mean, ``x - mean``). Such rows carry outlier
 channels: in all-MiniLM-L6-v2 the residual sums before the LayerNorms reach 224 where most channels
 stay within a few units, so one 8-bit scale set by the outliers leaves the ordinary channels a few
 levels, and the normalization then scales those levels up to unit variance. (MiniLM's retrieval top-1:
-0.844 with the sums in int8, 0.984 = FP32 with them in float, 100 % of its MACs still INT8.) A sum has
-no multiply-accumulates to speed up, so keeping it float costs no integer MAC; the layers before and
-after stay integer.
+0.844 with the sums in int8, 0.984 = FP32 with them in float, 100 % of its MACs still INT8; Magika,
+whose LayerNorms read GELU products: accuracy 0.930 -> 0.940.) These ops have no multiply-accumulates
+to speed up, so keeping them float costs no integer MAC; the layers before and after stay integer.
 """
 
 from __future__ import annotations
@@ -49,8 +50,9 @@ INPUT = "normalization input"
 
 #: Normalizations written as one op: each reads the row at its first input, in float.
 FUSED = {"LayerNormalization", "LpNormalization", "InstanceNormalization", "GroupNormalization"}
-#: MAC-free ops that add two quantities into the row a normalization reads (a residual sum, a bias).
-SUMS = {"Add", "Sub"}
+#: MAC-free element-wise ops that may compute the row a normalization reads: a residual sum, a bias, the
+#: product of a gated activation written out (GELU's ``x · Φ(x)``), a constant scale.
+ELEMENTWISE = {"Add", "Sub", "Mul", "Neg"}
 
 
 def _constant_exponent(graph: Graph, node: Node) -> float | None:
@@ -193,8 +195,8 @@ def _normalized_rows(graph: Graph, statistics: dict[str, str], producers: dict[s
 def input_nodes(graph: Graph, statistics: dict[str, str] | None = None) -> dict[str, str]:
     """Every node computing or reading the row of a normalization in float: node name -> why.
 
-    The MAC-free sums (``SUMS``) above the row, through data movement, back to the layers whose
-    outputs they add; and a decomposed normalization's mean and ``x - mean``.
+    The MAC-free element-wise ops (``ELEMENTWISE``) above the row, through data movement, back to the
+    layers, activations and inputs they combine; and a decomposed normalization's mean and ``x - mean``.
     """
     statistics = statistics_nodes(graph) if statistics is None else statistics
     producers = graph.producers()
@@ -208,7 +210,7 @@ def input_nodes(graph: Graph, statistics: dict[str, str] | None = None) -> dict[
             name = frontier.pop()
             source, chain = _through_data_movement(graph, name, producers)
             node = producers.get(source)
-            if node is None or node.op_type not in SUMS or node.name in seen or node.name in statistics:
+            if node is None or node.op_type not in ELEMENTWISE or node.name in seen or node.name in statistics:
                 continue
             seen.add(node.name)
             for member in [*chain, node]:
@@ -221,4 +223,4 @@ def input_reason(norm: str, row: str, *, reads: bool) -> str:
     what = "reads" if reads else "computes"
     return (f"kept FP32 ({INPUT}): {what} the row {row!r} that {norm!r} normalizes; such rows (residual sums) carry "
             f"outlier channels, so one 8-bit scale leaves the other channels a few levels that the normalization then "
-            f"scales up; a sum has no MACs to run in integer, so it stays float as a fused normalization reads it")
+            f"scales up; this op has no MACs to run in integer, so it stays float as a fused normalization reads it")
