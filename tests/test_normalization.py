@@ -78,11 +78,17 @@ def test_jax_style_layernorm_keeps_its_statistics_float_and_its_matmuls_integer(
     nodes = {n.name: n for n in plan.nodes}
     for name in ("square", "mean", "mean_sq", "mean_2", "var", "var_eps", "mean_broadcast"):
         assert _statistics_reason(nodes[name]), (name, nodes[name].precision, nodes[name].precision_reason)
-    for name in ("dense_in", "dense_out", "centre", "normalize"):
+    for name in ("dense_in", "dense_out"):
         assert nodes[name].precision == Precision.INT8, name
-    # the square and the variance are never rounded; the mean meets x - mean at its own scale
+    # the row is read in float (normalization input): the offset sum that computes it and x - mean; (x - mean)·rstd
+    # then has only float inputs and follows (no integer island)
+    for name in ("shift", "centre"):
+        assert nodes[name].precision == Precision.FP32 and "normalization input" in nodes[name].precision_reason, name
+    assert nodes["normalize"].precision == Precision.FP32
+    # the square and the variance are never rounded, nor the mean or the row; the layer quantizes what it reads
     assert plan.tensors["square"].quant is None and plan.tensors["var"].quant is None
-    assert plan.tensors["mean"].quant is None and plan.tensors["mean_b"].quant is not None
+    assert plan.tensors["mean"].quant is None and plan.tensors["h"].quant is None
+    assert plan.tensors["normed"].quant is not None
 
 
 def test_torch_style_layernorm_keeps_the_squared_deviation_float(tmp_path):
@@ -93,8 +99,10 @@ def test_torch_style_layernorm_keeps_the_squared_deviation_float(tmp_path):
         assert _statistics_reason(nodes[name]), name
     assert nodes["square"].precision == Precision.FP32  # Pow is float-only anyway
     assert plan.tensors["square"].quant is None  # the variance's reduction no longer quantizes its input
-    # the mean is no variance: it stays integer, and so do the layers
-    for name in ("mean", "centre", "dense_in", "dense_out"):
+    # the mean and x - mean read the row: float as a fused LayerNorm reads it (normalization input); the layers stay integer
+    for name in ("mean", "centre", "shift"):
+        assert nodes[name].precision == Precision.FP32 and "normalization input" in nodes[name].precision_reason, name
+    for name in ("dense_in", "dense_out"):
         assert nodes[name].precision == Precision.INT8, name
 
 
@@ -154,3 +162,149 @@ def test_a_magnitude_is_data_not_a_statistic(tmp_path):
     np.savez(tmp_path / "x.npz", x=rng.normal(size=(8, 2, 4, 4)).astype(np.float32))
     nodes = {n.name: n for n in calibrate(path, tmp_path / "x.npz", progress=False).plan.nodes}
     assert nodes["square"].precision == Precision.INT8 and nodes["to_frames"].precision == Precision.INT8
+
+
+def _residual_block(tmp_path, *, residual: bool = True, fused: bool = True):
+    """stream = MatMul(x); f = MatMul(stream) + bias, whose first channel sits at 100 (an outlier channel,
+    as transformer residual streams have); row = stream + f (or f alone); LayerNorm(row) → MatMul → y.
+
+    The LayerNorm's scale is small on the outlier channel and 1 elsewhere, so the output rides on
+    the ordinary channels, which one 8-bit scale over the whole row leaves a few levels.
+    """
+    rng = np.random.default_rng(4)
+    n = 32
+    w_stream = rng.normal(size=(16, n)).astype(np.float32) / 4
+    b_f = rng.normal(size=n).astype(np.float32) / 8
+    b_f[0] = 100.0
+    gamma = np.ones(n, np.float32)
+    gamma[0] = 0.01
+    inits = [
+        numpy_helper.from_array(w_stream, "w_stream"),
+        numpy_helper.from_array(rng.normal(size=(n, n)).astype(np.float32) / 8, "w_f"),
+        numpy_helper.from_array(b_f, "b_f"),
+        numpy_helper.from_array(gamma, "gamma"),
+        numpy_helper.from_array(np.zeros(n, np.float32), "beta"),
+        numpy_helper.from_array(rng.normal(size=(n, 8)).astype(np.float32) / 4, "w_out"),
+        numpy_helper.from_array(np.array([-1], np.int64), "axes"),
+        numpy_helper.from_array(np.array([2.0], np.float32), "two"),
+        numpy_helper.from_array(np.array([1e-5], np.float32), "eps"),
+    ]
+    nodes = [
+        helper.make_node("MatMul", ["x", "w_stream"], ["stream"], name="dense_in"),
+        helper.make_node("MatMul", ["stream", "w_f"], ["f0"], name="dense_f"),
+        helper.make_node("Add", ["f0", "b_f"], ["f"], name="bias"),
+    ]
+    row = "f"
+    if residual:
+        nodes.append(helper.make_node("Add", ["stream", "f"], ["row"], name="residual"))
+        row = "row"
+    if fused:
+        nodes.append(helper.make_node("LayerNormalization", [row, "gamma", "beta"], ["normed"], axis=-1, name="norm"))
+    else:  # torch's ReduceMean((x - mean)²) form
+        nodes += [
+            helper.make_node("ReduceMean", [row, "axes"], ["mean"], name="mean"),
+            helper.make_node("Sub", [row, "mean"], ["centred"], name="centre"),
+            helper.make_node("Pow", ["centred", "two"], ["square"], name="square"),
+            helper.make_node("ReduceMean", ["square", "axes"], ["var"], name="var"),
+            helper.make_node("Add", ["var", "eps"], ["var_eps"], name="var_eps"),
+            helper.make_node("Sqrt", ["var_eps"], ["std"], name="std"),
+            helper.make_node("Div", ["centred", "std"], ["unit"], name="normalize"),
+            helper.make_node("Mul", ["unit", "gamma"], ["normed"], name="scale"),
+        ]
+    nodes.append(helper.make_node("MatMul", ["normed", "w_out"], ["y"], name="dense_out"))
+    graph = helper.make_graph(nodes, "residual", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 8])], inits)
+    path = tmp_path / f"residual_{residual}_{fused}.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), path)
+    data = tmp_path / "xr.npz"
+    x = rng.normal(size=(64, 16)).astype(np.float32)
+    np.savez(data, x=x)
+    return path, data, x
+
+
+def _input_reason(node) -> bool:
+    return node.precision == Precision.FP32 and "normalization input" in node.precision_reason
+
+
+def test_the_sums_a_layernorm_reads_run_in_float_and_the_layers_stay_integer(tmp_path):
+    path, data, x = _residual_block(tmp_path)
+    plan = calibrate(path, data, progress=False).plan
+    nodes = {n.name: n for n in plan.nodes}
+    for name in ("residual", "bias"):
+        assert _input_reason(nodes[name]), (name, nodes[name].precision, nodes[name].precision_reason)
+        assert "'norm'" in nodes[name].precision_reason
+    assert plan.tensors["row"].quant is None and plan.tensors["f"].quant is None
+    for name in ("dense_in", "dense_f", "dense_out"):
+        assert nodes[name].precision == Precision.INT8, name
+    fp32 = ReferenceRunner(plan, float_reference=True).run({"x": x})["y"]
+    sums_int8 = calibrate(path, data, progress=False, keep=("residual=int8", "bias=int8")).plan
+
+    def error(p):
+        return float(np.sqrt(np.mean((ReferenceRunner(p).run({"x": x})["y"] - fp32) ** 2)))
+
+    assert error(plan) * 3 < error(sums_int8), (error(plan), error(sums_int8))
+
+
+def test_a_decomposed_layernorm_reads_its_row_in_float(tmp_path):
+    path, data, _ = _residual_block(tmp_path, fused=False)
+    plan = calibrate(path, data, progress=False).plan
+    nodes = {n.name: n for n in plan.nodes}
+    for name in ("residual", "bias", "mean", "centre"):
+        assert _input_reason(nodes[name]), (name, nodes[name].precision, nodes[name].precision_reason)
+    assert plan.tensors["row"].quant is None
+    assert nodes["dense_f"].precision == Precision.INT8 and nodes["dense_out"].precision == Precision.INT8
+
+
+def test_a_layer_read_by_a_layernorm_directly_stays_integer(tmp_path):
+    """No sum between the layer and the normalization: nothing to keep float (the bias is the only sum)."""
+    path, data, _ = _residual_block(tmp_path, residual=False)
+    plan = calibrate(path, data, progress=False).plan
+    nodes = {n.name: n for n in plan.nodes}
+    assert _input_reason(nodes["bias"])
+    assert nodes["dense_f"].precision == Precision.INT8 and plan.tensors["f0"].quant is not None
+
+
+def test_a_sum_no_normalization_reads_stays_integer(tmp_path):
+    path, data = _head_residual_without_norm(tmp_path)
+    nodes = {n.name: n for n in calibrate(path, data, progress=False).plan.nodes}
+    assert nodes["residual"].precision == Precision.INT8 and nodes["bias"].precision == Precision.INT8
+
+
+def _head_residual_without_norm(tmp_path):
+    rng = np.random.default_rng(5)
+    inits = [numpy_helper.from_array(rng.normal(size=(16, 16)).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.normal(size=16).astype(np.float32), "b")]
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["f0"], name="dense"),
+             helper.make_node("Add", ["f0", "b"], ["f"], name="bias"),
+             helper.make_node("Add", ["x", "f"], ["r"], name="residual"),
+             helper.make_node("Relu", ["r"], ["y"], name="relu")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 16])], inits)
+    path = tmp_path / "plain_residual.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    np.savez(tmp_path / "xp.npz", x=rng.normal(size=(16, 16)).astype(np.float32))
+    return path, tmp_path / "xp.npz"
+
+
+def test_the_product_of_a_gated_activation_a_layernorm_reads_runs_in_float(tmp_path):
+    """h · σ(h) (SiLU written out; GELU's x · Φ(x) alike) → LayerNorm: the product is the row, the gate stays integer."""
+    rng = np.random.default_rng(6)
+    inits = [numpy_helper.from_array(rng.normal(size=(16, 32)).astype(np.float32), "w"),
+             numpy_helper.from_array(np.ones(32, np.float32), "gamma"),
+             numpy_helper.from_array(np.zeros(32, np.float32), "beta"),
+             numpy_helper.from_array(rng.normal(size=(32, 8)).astype(np.float32), "w_out")]
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"], name="dense"),
+             helper.make_node("Sigmoid", ["h"], ["gate"], name="gate"),
+             helper.make_node("Mul", ["h", "gate"], ["act"], name="product"),
+             helper.make_node("LayerNormalization", ["act", "gamma", "beta"], ["normed"], axis=-1, name="norm"),
+             helper.make_node("MatMul", ["normed", "w_out"], ["y"], name="dense_out")]
+    graph = helper.make_graph(nodes, "gated", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 8])], inits)
+    path = tmp_path / "gated.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    np.savez(tmp_path / "xg.npz", x=rng.normal(size=(16, 16)).astype(np.float32))
+    plan = calibrate(path, tmp_path / "xg.npz", progress=False).plan
+    nodes = {n.name: n for n in plan.nodes}
+    assert _input_reason(nodes["product"]) and plan.tensors["act"].quant is None
+    for name in ("dense", "gate", "dense_out"):
+        assert nodes[name].precision == Precision.INT8, name

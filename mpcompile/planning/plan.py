@@ -17,7 +17,8 @@ from mpcompile.ir.numerics import bias_spec, fixed_output_spec
 from mpcompile.ir.quant import QuantSpec, spec_from_range, weight_spec
 from mpcompile.ir.types import Precision, QType
 from mpcompile.planning.config import PlanConfig
-from mpcompile.planning.normalization import statistics_nodes, statistics_reason
+from mpcompile.planning.logdomain import log_domain_nodes
+from mpcompile.planning.normalization import input_nodes, statistics_nodes, statistics_reason
 from mpcompile.planning.ranges import RangeRule
 from mpcompile.planning.stats import TensorStatistics
 
@@ -76,11 +77,17 @@ def _policy_precision(config: PlanConfig) -> Precision:
     return Precision(config.precision)
 
 
+def _policy_bits(config: PlanConfig) -> int:
+    return 16 if _policy_precision(config) == Precision.INT16 else 8
+
+
 def assign_precisions(plan: Graph, stats: TensorStatistics | None, config: PlanConfig) -> None:
     target = _policy_precision(config)
     producers = plan.producers()
     ranges = None if stats is None else RangeRule(plan, stats, config)
     statistics = statistics_nodes(plan)
+    rows = input_nodes(plan, statistics)
+    log_domain = {} if stats is None else log_domain_nodes(plan, stats, _policy_bits(config))
     for node in plan.nodes:
         if node.op_type in ops.SHAPE_OPS or not _has_float_io(plan, node):
             node.precision, node.precision_reason = None, "no floating-point values"
@@ -93,12 +100,16 @@ def assign_precisions(plan: Graph, stats: TensorStatistics | None, config: PlanC
                 precision, reason = Precision.FP32, f"{node.op_type} has no integer implementation in mpcompile's op set"
             elif node.name in statistics:
                 precision, reason = Precision.FP32, statistics_reason(statistics[node.name])
+            elif node.name in rows:
+                precision, reason = Precision.FP32, rows[node.name]
         for override in config.overrides:
             if override.matches(node.name, node.op_type):
                 precision, reason = override.precision, f"override {override.pattern}={override.precision.value}"
         overridden = any(o.matches(node.name, node.op_type) for o in config.overrides)
         if precision.is_integer and stats is not None:
             precision, reason = _integer_safety(plan, node, precision, reason, stats)
+        if precision.is_integer and node.name in log_domain and not overridden:
+            precision, reason = Precision.FP32, log_domain[node.name]
         if ranges is not None and not overridden:
             precision, reason = ranges.apply(node, precision, reason)
         if precision.is_integer and node.op_type in ELEMENTWISE and not overridden:
