@@ -2055,17 +2055,26 @@ def gather_elements(ctx: NodeContext, node: Node) -> None:
         grid[axis] = ctx.w.model.tensors[indices].data
         coords = ctx.param(np.stack(list(grid), axis=-1), suffix="coordinates")
     else:
-        if _dtype(ctx, indices) != "int32":
-            narrow = ctx.temp(indices, tuple(shape), "indices/int32", dtype="int32", quant=None)
-            ctx.op("CAST", [indices], [narrow], None, 1)
-            indices = narrow
-        column = ctx.temp(indices, (*shape, 1), "indices/column")
-        ctx.op("RESHAPE", [indices, ctx.param([*shape, 1], suffix="column_shape")], [column], "ReshapeOptions", 1,
-               newShape=[*shape, 1])
-        parts = [column if k == axis else ctx.param(grid[k][..., None], suffix=f"grid_{k}") for k in range(rank)]
-        coords = ctx.w.new_tensor(f"{node.name}/coordinates", "int32", (*shape, rank))
-        ctx.op("CONCATENATION", parts, [coords], "ConcatenationOptions", 1, axis=rank, fusedActivationFunction="NONE")
+        coords = _element_coordinates(ctx, node, indices, shape, axis)
     ctx.op("GATHER_ND", [data, coords], [out], "GatherNdOptions", 1)
+
+
+def _element_coordinates(ctx: NodeContext, node: Node, indices: int, shape: list[int], axis: int) -> int:
+    """Full int32 coordinates ``[*shape, rank]`` for computed ``indices`` along ``axis`` (GatherElements,
+    ScatterElements): the index grid of the static ``shape`` with the ``axis`` column replaced by the indices."""
+    rank = len(shape)
+    if _dtype(ctx, indices) != "int32":
+        narrow = ctx.temp(indices, tuple(shape), "indices/int32", dtype="int32", quant=None)
+        ctx.op("CAST", [indices], [narrow], None, 1)
+        indices = narrow
+    column = ctx.temp(indices, (*shape, 1), "indices/column")
+    ctx.op("RESHAPE", [indices, ctx.param([*shape, 1], suffix="column_shape")], [column], "ReshapeOptions", 1,
+           newShape=[*shape, 1])
+    grid = np.indices(shape, np.int32)
+    parts = [column if k == axis else ctx.param(grid[k][..., None], suffix=f"grid_{k}") for k in range(rank)]
+    coords = ctx.w.new_tensor(f"{node.name}/coordinates", "int32", (*shape, rank))
+    ctx.op("CONCATENATION", parts, [coords], "ConcatenationOptions", 1, axis=rank, fusedActivationFunction="NONE")
+    return coords
 
 
 # ============================================================================ einsum (as one BATCH_MATMUL)
@@ -2351,21 +2360,8 @@ def _scatter_coordinates(ctx: NodeContext, node: Node) -> int:
             indices = narrow
         return indices
     shape = [int(d) for d in ctx.shape(name)]
-    rank = len(shape)
-    axis = _axis_of(ctx, node, rank)
-    indices = _gather_indices(ctx, name, [data_shape[axis]], "indices")
-    if _dtype(ctx, indices) != "int32":
-        narrow = ctx.temp(indices, tuple(shape), "indices/int32", dtype="int32", quant=None)
-        ctx.op("CAST", [indices], [narrow], None, 1)
-        indices = narrow
-    column = ctx.temp(indices, (*shape, 1), "indices/column")
-    ctx.op("RESHAPE", [indices, ctx.param([*shape, 1], suffix="column_shape")], [column], "ReshapeOptions", 1,
-           newShape=[*shape, 1])
-    grid = np.indices(shape, np.int32)
-    parts = [column if k == axis else ctx.param(grid[k][..., None], suffix=f"grid_{k}") for k in range(rank)]
-    coords = ctx.w.new_tensor(f"{node.name}/coordinates", "int32", (*shape, rank))
-    ctx.op("CONCATENATION", parts, [coords], "ConcatenationOptions", 1, axis=rank, fusedActivationFunction="NONE")
-    return coords
+    axis = _axis_of(ctx, node, len(shape))
+    return _element_coordinates(ctx, node, _gather_indices(ctx, name, [data_shape[axis]], "indices"), shape, axis)
 
 
 def _shape_of(ctx: NodeContext, index: int, name: str, suffix: str) -> int:
