@@ -40,7 +40,7 @@ def fastest_within_budget(auto: Any, targets: list[Target], sample: dict) -> Non
             lowered = lower_target(target, auto.plan_of(row), Path(work) / f"row{i}", "plan")
             if lowered.artifact is None:
                 auto.notes.append(f"objective latency: the plan with {row.promoted} group(s) promoted did not lower for "
-                                  f"{target.name} ({(lowered.error or '').splitlines()[0]})")
+                                  f"{target.name} ({(lowered.error or 'no artifact').splitlines()[0]})")
                 continue
             timed_rows.append(row)
             subjects.append(Subject(f"{row.promoted} promoted", lowered.artifact, target.backend, target.options))

@@ -109,7 +109,6 @@ def compile_command(model: str, backends: tuple[str, ...], data: str | None, pre
     raise SystemExit(result.exit_code)
 
 
-
 def _bench_batches(value: str | None) -> list[int]:
     """The batch sizes of ``--bench B,B…``; none for ``quick`` and ``off``."""
     if value is None or value in ("quick", "off"):

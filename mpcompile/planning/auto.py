@@ -159,7 +159,6 @@ class AutoPlanResult:
     def choose(self, row: ParetoRow, why: str) -> None:
         """Make ``row`` the chosen plan (``--objective latency``), with the reason as a note."""
         self.chosen, self.plan = row, self.plan_of(row)
-        self.plan.metadata["mpcompile.policy"] = "auto"
         self.notes.append(why)
 
     def format_table(self) -> str:
