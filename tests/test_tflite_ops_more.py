@@ -180,13 +180,17 @@ REFUSED = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(REFUSED))
-def test_what_tflite_cannot_express_is_refused_with_a_reason(case, tmp_path):
-    build, reason = REFUSED[case]
+def assert_refused(build, reason: str, tmp_path) -> None:  # noqa: ANN001
+    """The model ``build()`` makes, planned in FP32, is refused by legalization with ``reason``."""
     plan, _, _ = _prepare(build(), tmp_path, samples=2, **MODES["fp32"])
     backend = TFLiteBackend()
     with pytest.raises(UnsupportedOperatorError, match=reason):
         backend.legalize(plan, backend.options())
+
+
+@pytest.mark.parametrize("case", sorted(REFUSED))
+def test_what_tflite_cannot_express_is_refused_with_a_reason(case, tmp_path):
+    assert_refused(*REFUSED[case], tmp_path)
 
 
 # ============================================================================ Einsum as one BATCH_MATMUL

@@ -14,14 +14,12 @@ from onnx import TensorProto
 
 pytest.importorskip("ai_edge_litert")
 
-from mpcompile_tflite import TFLiteBackend  # noqa: E402
 from test_tflite import MODES, _lower, _prepare  # noqa: E402
 from test_tflite_ops import RUNNERS, _assert_conforms, _errors, _node, _pooled_then, _static_batch  # noqa: E402
-from test_tflite_ops_more import _one_node, _scaled  # noqa: E402
+from test_tflite_ops_more import _one_node, _scaled, assert_refused  # noqa: E402
 from tflite_models import feeds, graph_model  # noqa: E402
 
 import mpcompile  # noqa: E402
-from mpcompile.errors import UnsupportedOperatorError  # noqa: E402
 
 pytestmark = pytest.mark.tflite
 
@@ -382,11 +380,7 @@ REFUSED = {
 
 @pytest.mark.parametrize("case", sorted(REFUSED))
 def test_what_tflite_cannot_express_is_refused_with_a_reason(case, tmp_path):
-    build, reason = REFUSED[case]
-    plan, _, _ = _prepare(build(), tmp_path, samples=2, **MODES["fp32"])
-    backend = TFLiteBackend()
-    with pytest.raises(UnsupportedOperatorError, match=reason):
-        backend.legalize(plan, backend.options())
+    assert_refused(*REFUSED[case], tmp_path)
 
 
 def test_reduce_log_sum_exp_of_infinite_rows(tmp_path):
