@@ -208,6 +208,16 @@ def test_publish_that_died_midway_is_cleaned_up_by_the_next_run(tmp_path, monkey
 
 
 def test_signals_are_held_while_publishing(tmp_path, monkeypatch):
+    # Python's own Ctrl-C handler for the duration: a library an earlier test started (the whole suite in one
+    # process: Ray, OpenVINO) may have left another one in place, which _signals_held rightly delivers to.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        _interrupt_while_publishing(tmp_path, monkeypatch)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _interrupt_while_publishing(tmp_path, monkeypatch):
     out = tmp_path / "out"
     compile_into(out, ("onnxruntime", "tflite"))
     real_rename = os.rename
