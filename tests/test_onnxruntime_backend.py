@@ -5,6 +5,7 @@ import collections
 import numpy as np
 import onnx
 import onnxruntime as ort
+import pytest
 from conftest import MNIST, MNIST_CALIB, MNIST_EVAL
 from onnx import numpy_helper
 
@@ -32,16 +33,17 @@ def test_mnist_compile_reaches_accuracy_and_conforms(tmp_path):
     assert ops["QGemm"] + ops["QLinearMatMul"] >= 1, ops
 
 
-def test_weights_are_stored_as_integers_with_explicit_axis(tmp_path):
+@pytest.mark.parametrize("weights", ["int8", "uint8"])
+def test_weights_are_stored_as_integers_with_explicit_axis(tmp_path, weights):
     plan = calibrate(MNIST, MNIST_CALIB, progress=False).plan
-    artifact = lower(plan, ["onnxruntime"], tmp_path)["onnxruntime"].artifact
+    artifact = lower(plan, ["onnxruntime"], tmp_path, backend_options={"onnxruntime": {"weights": weights}})["onnxruntime"].artifact
     model = onnx.load(artifact.path)
     inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
     dq_weights = [n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits]
     assert dq_weights
     for node in dq_weights:
         data = inits[node.input[0]]
-        assert data.dtype in (np.int8, np.int32)
+        assert data.dtype in (np.dtype(weights), np.int32)
         if inits[node.input[1]].ndim == 1 and inits[node.input[1]].size > 1:
             assert any(a.name == "axis" for a in node.attribute), node.name
 

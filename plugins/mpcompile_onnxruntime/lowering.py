@@ -13,7 +13,9 @@ QLinearAdd…), and never changes a number of the plan:
   false on x86), and its own s8 → u8 rewrite only converts a Q whose one consumer is a DQ.
   An int8 tensor read by several nodes (a LayerNorm output feeding Q, K, V and the
   residual) therefore kept every consumer in float, its weights dequantized at each run.
-  Constants read as data (Add/Mul operands) follow the activations; weights stay int8;
+  Constants read as data (Add/Mul operands) follow the activations; weights stay int8, except
+  on x86 CPUs without VNNI, where ORT's u8 × s8 kernels saturate (``cpu.py``): there weights are
+  written as uint8 with zero-point + 128 as well (option ``weights``), the same numbers again;
 * an embedding table (a quantized constant read only by ``Gather``) is gathered as integers
   and the gathered rows are dequantized: dequantizing the whole table first cost a full
   pass over it at every run (30522 × 384 values for MiniLM);
@@ -78,6 +80,8 @@ class QDQPlacer(QDQWriter):
 
     #: Let ORT fuse ``Add → LayerNormalization`` into ``SkipLayerNormalization`` (see ``residual_sums``).
     skip_layernorm = False
+    #: Store int8 weights as uint8 (zero-point + 128): ORT's u8 × u8 kernels, exact without VNNI (``cpu.py``).
+    uint8_weights = False
 
     def prepare(self) -> None:
         self.dynamic_matmuls()
@@ -89,9 +93,13 @@ class QDQPlacer(QDQWriter):
         if tensor.name in self._gathers:
             self.gather_integers(tensor, spec, self._gathers[tensor.name])
         elif self._weight_only(tensor.name, self._consumers):
-            self.store_constant(tensor, spec)
+            self.store_constant(tensor, self.weight_storage(spec))
         else:
             self.store_data_constant(tensor, spec)
+
+    def weight_storage(self, spec: QuantSpec) -> QuantSpec:
+        """How a weight is stored: as the plan says, or as uint8 with the same numbers (``uint8_weights``)."""
+        return ort_storage(spec) if self.uint8_weights else spec
 
     def activation_storage(self, name: str, spec: QuantSpec) -> QuantSpec | None:
         if name in self._gathered:
@@ -179,7 +187,7 @@ class QDQPlacer(QDQWriter):
                 or weight.quant.axis not in (None, weight.value.ndim - 1)
             ):
                 continue
-            spec = weight.quant
+            spec = self.weight_storage(weight.quant)
             quantized, x_scale, x_zero = dql.outputs
             out = node.outputs[0]
             shape = g.tensors[out].shape
@@ -237,10 +245,11 @@ class QDQPlacer(QDQWriter):
             self.node("DequantizeLinear", [gathered, scale, zero], out, np.float32, shape, **self.attrs(storage))
 
 
-def lower_to_qdq(plan: Graph, *, skip_layernorm: bool = False) -> tuple[Graph, dict[str, str]]:
+def lower_to_qdq(plan: Graph, *, skip_layernorm: bool = False, uint8_weights: bool = False) -> tuple[Graph, dict[str, str]]:
     """The QDQ graph and its tensor map."""
     placer = QDQPlacer(plan)
     placer.skip_layernorm = skip_layernorm
+    placer.uint8_weights = uint8_weights
     graph = placer.place()
     return graph, placer.tensor_map
 
@@ -258,12 +267,13 @@ def artifact_kind(plan: Graph) -> str:
 
 
 def write_qdq_model(plan: Graph, out_dir: Path, stem: str, version: str, *, fusion: bool = True,
-                    skip_layernorm: bool = False) -> Artifact:
-    graph, tensor_map = lower_to_qdq(plan, skip_layernorm=skip_layernorm)
+                    skip_layernorm: bool = False, uint8_weights: bool = False) -> Artifact:
+    graph, tensor_map = lower_to_qdq(plan, skip_layernorm=skip_layernorm, uint8_weights=uint8_weights)
     kind = artifact_kind(plan)
     path = Path(out_dir) / f"{stem}.{kind}.onnx"
     serde.save_onnx(graph, path)
-    metadata = {"onnxruntime": version, "tensor_map": tensor_map, "format": "QDQ ONNX" if kind == "qdq" else f"{kind.upper()} ONNX"}
+    metadata = {"onnxruntime": version, "tensor_map": tensor_map, "format": "QDQ ONNX" if kind == "qdq" else f"{kind.upper()} ONNX",
+                "weights": "uint8 (u8 x u8 kernels: exact on x86 CPUs without VNNI)" if uint8_weights else "int8"}
     if fusion:
         report = fusion_report(path, plan)
         metadata["ort_fusion"] = report

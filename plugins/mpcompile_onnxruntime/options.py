@@ -30,6 +30,15 @@ class OnnxRuntimeOptions(BackendOptions):
         "the artifact writes that Add as Sum (the same addition), because ORT 1.32's CPU SkipLayerNormalization "
         "measured 4-6x slower than the two ops (AVX-512, [32, 32, 384])",
     )
+    weights: Literal["auto", "int8", "uint8"] = Field(
+        "auto",
+        description="how the int8 weights of Conv/MatMul/Gemm are stored. int8: ORT's u8 x s8 kernels, exact only "
+        "on CPUs with VNNI (AVX-512 VNNI or AVX-VNNI) or on ARM; on other x86 CPUs (AVX2, AVX-512 without VNNI) "
+        "they add pairs of products in saturating 16-bit lanes (vpmaddubsw), measured here 56 LSB off on a "
+        "single MatMul. uint8: the same numbers with the zero-point moved by +128 (exact everywhere: ORT's "
+        "u8 x u8 kernels widen to 16 bits first; slower than u8 x s8 on VNNI). auto: int8 when the compiling "
+        "machine's CPU has VNNI (or is not x86), else uint8; name one when the artifact will run elsewhere",
+    )
     fusion_report: bool = Field(
         True,
         description="after lowering, load the artifact in ORT once (about 0.5 s for MiniLM) and record in the "
