@@ -18,6 +18,7 @@ from conftest import MNIST, MNIST_CALIB, MNIST_EVAL, ROOT
 
 import mpcompile
 from mpcompile.backends.api import BackendError, BackendOptionError, BackendUnavailableError, Precision, QType
+from mpcompile.backends.cpu import exact_u8s8
 from mpcompile.backends.options import describe
 from mpcompile.backends.targets import Target, lower_target
 from mpcompile.conformance import check_artifacts
@@ -98,7 +99,7 @@ def test_options_are_typed_listed_and_refused_by_name():
 
 # ============================================================================ the IR carries the plan
 def test_mnist_ir_has_the_plans_fakequantize_ranges_and_integer_weights(mnist_plan, tmp_path):
-    _, result = _lower(mnist_plan, tmp_path)
+    _, result = _lower(mnist_plan, tmp_path, weights="int8")  # auto stores uint8 on CPUs without VNNI
     artifact, legal = result.artifact, result.plan
     assert artifact.path.suffix == ".xml" and artifact.path.with_suffix(".bin").is_file()
     model = ov.Core().read_model(str(artifact.path))
@@ -129,6 +130,7 @@ def test_mnist_ir_has_the_plans_fakequantize_ranges_and_integer_weights(mnist_pl
 
 
 def test_mnist_runs_integer_kernels_reaches_accuracy_and_conforms_per_layer(mnist_plan, tmp_path):
+    """Integer kernels where this CPU runs them exactly (VNNI); without VNNI, uint8 weights (float kernels), exact."""
     target, result = _lower(mnist_plan, tmp_path)
     assert result.deviations == []  # MNIST's plan needs no change on OpenVINO
     report = _conform(mnist_plan, target, result, MNIST_EVAL, per_layer=True)
@@ -140,6 +142,9 @@ def test_mnist_runs_integer_kernels_reaches_accuracy_and_conforms_per_layer(mnis
     with backend.runner(result.artifact, target.options) as runner:
         compiled, _, _ = runner.compiled()
         kinds = runtime_precisions(compiled)
+    if not exact_u8s8():
+        assert result.artifact.metadata["weights"].startswith("uint8") and result.artifact.metadata["speed_warning"]
+        return
     convs = [v for v in kinds.values() if v.startswith("Convolution")]
     fcs = [v for v in kinds.values() if v.startswith("FullyConnected")]
     assert len(convs) == 2 and all(v.endswith(("u8", "i8")) for v in convs), kinds

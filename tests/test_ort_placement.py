@@ -7,7 +7,6 @@ its weights dequantized at each run; a quantized embedding table was dequantized
 
 import numpy as np
 import pytest
-from mpcompile_onnxruntime.cpu import VNNI_FLAGS, cpu_flags, exact_u8s8, uint8_weights
 from mpcompile_onnxruntime.lowering import fusion_report, ort_storage, speed_note
 from ort_models import DIM, VOCAB, op_counts, optimized, write_tiny_encoder
 
@@ -146,50 +145,3 @@ def test_high_gain_activations_fuse_and_conform(tmp_path):
     output = report.backends[0].outputs["a3"]
     assert report.passed and 1 < output.max_lsb <= output.tolerance_lsb, report.format_text()  # the class, in bounds
 
-
-# ---------------------------------------------------------------------------- u8 x s8 saturation (cpu.py)
-def _saturating_matmul(tmp_path):
-    """x in [0, 8] (uint8 codes near 255 for most values) times per-column weights at full scale (±127):
-    two such products in one 16-bit lane exceed 32767, which x86 kernels without VNNI saturate."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(3)
-    w = (rng.choice([-1.0, 1.0], (256, 32)) * rng.uniform(0.8, 1.0, (256, 32))).astype(np.float32)
-    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], "sat",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 256])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 32])],
-                              [numpy_helper.from_array(w, "w")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    path = tmp_path / "saturating.onnx"
-    onnx.save(model, path)
-    data = tmp_path / "x.npz"
-    np.savez(data, x=rng.uniform(7.0, 8.0, (16, 256)).astype(np.float32) * rng.choice([0.0, 1.0], (16, 256), p=[0.02, 0.98]))
-    return path, data
-
-
-def test_cpu_flags_decide_the_weight_storage(monkeypatch):
-    cpuinfo = "processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512bw\nbugs\t: none\n"
-    assert cpu_flags(cpuinfo) == {"fpu", "sse", "avx2", "avx512f", "avx512bw"}
-    assert not cpu_flags(cpuinfo) & VNNI_FLAGS  # AVX-512 without VNNI saturates like AVX2
-    assert cpu_flags("no flags here") is None
-    assert uint8_weights("uint8") and not uint8_weights("int8")
-    assert uint8_weights("auto") == (not exact_u8s8())
-
-
-def test_uint8_weights_are_exact_where_int8_weights_saturate(tmp_path):
-    model, data = _saturating_matmul(tmp_path)
-    plan = calibrate(model, data, progress=False).plan
-    verdicts = {}
-    for weights in ("uint8", "int8"):
-        artifact = lower(plan, ["onnxruntime"], tmp_path / weights,
-                         backend_options={"onnxruntime": {"weights": weights}})["onnxruntime"].artifact
-        assert artifact.metadata["weights"].startswith(weights)
-        assert artifact.metadata["ort_fusion"]["integer_kernels"] == {"QLinearMatMul": 1}  # fused either way
-        report = conform(plan, ["onnxruntime"], data, artifacts={"onnxruntime": artifact.path})
-        verdicts[weights] = report.backends[0].outputs["y"].max_lsb
-    assert verdicts["uint8"] <= 1, verdicts
-    if not exact_u8s8():  # this CPU saturates: int8 weights are measurably wrong here, and auto avoids them
-        assert verdicts["int8"] > 4, verdicts
-        assert uint8_weights("auto")

@@ -29,10 +29,11 @@ from pydantic import Field
 
 from mpcompile.backends.base import Artifact, Backend, Runner
 from mpcompile.backends.capabilities import ALL_PRECISIONS, FLOAT_ONLY, Capabilities, Deviation, op_table
+from mpcompile.backends.cpu import uint8_weights
 from mpcompile.backends.legalize import legalize_with_capabilities
 from mpcompile.backends.onnx_runner import OnnxFileRunner
 from mpcompile.backends.options import BackendOptionError, BackendOptions
-from mpcompile.backends.qdq import QDQWriter
+from mpcompile.backends.qdq import QDQWriter, uint8_storage
 from mpcompile.data import open_data
 from mpcompile.errors import (
     BackendError,
@@ -93,4 +94,6 @@ __all__ = [
     "serde",
     "spec_from_range",
     "weight_spec",
+    "uint8_storage",
+    "uint8_weights",
 ]

@@ -24,10 +24,27 @@ from mpcompile.ir.quant import QuantSpec
 from mpcompile.ir.types import QType
 
 
+def uint8_storage(spec: QuantSpec) -> QuantSpec:
+    """The same numbers stored as uint8: int8 becomes uint8 with zero-point + 128 (other types unchanged).
+
+    ``(q + 128) - (z + 128) == q - z`` for every q, and saturation at -128/127 maps to 0/255,
+    so the dequantized values are identical.
+    """
+    if spec.qtype != QType.INT8:
+        return spec
+    zero = spec.zero_point.astype(np.int16) + 128
+    return spec.replace(qtype=QType.UINT8, zero_point=zero.astype(np.uint8), symmetric=False, narrow_range=False)
+
+
 class QDQWriter:
+    #: Store int8 weights as uint8 (``uint8_storage``): u8 × u8 kernels, exact on x86 CPUs without VNNI
+    #: where u8 × s8 kernels saturate (``mpcompile.backends.cpu``). Biases and data constants are unchanged.
+    uint8_weights = False
+
     def __init__(self, plan: Graph) -> None:
         self.g = plan.copy()
         self.tensor_map: dict[str, str] = {t.name: t.name for t in self.g.tensors.values() if not t.is_constant}
+        self._constant_readers: dict[str, list[Node]] | None = None  # set by ``place``
         self.reindex()
 
     def reindex(self) -> None:
@@ -136,8 +153,23 @@ class QDQWriter:
         return fused
 
     def place_constant(self, tensor: Tensor, spec: QuantSpec) -> None:
-        """Hook: how an annotated constant is written (default: ``store_constant``)."""
-        self.store_constant(tensor, spec)
+        """Hook: how an annotated constant is written (default: ``store_constant``; weights as ``weight_storage``)."""
+        self.store_constant(tensor, self.weight_storage(spec) if self.weight_only(tensor.name) else spec)
+
+    def weight_storage(self, spec: QuantSpec) -> QuantSpec:
+        """How a weight is stored: as the plan says, or as uint8 with the same numbers (``uint8_weights``)."""
+        return uint8_storage(spec) if self.uint8_weights else spec
+
+    def weight_only(self, name: str) -> bool:
+        """True when every reader takes the constant as the weight of a Conv/Gemm/MatMul (or as a bias)."""
+        readers = self._constant_readers if self._constant_readers is not None else self.g.consumers()
+        for node in readers.get(name, []):
+            if node.op_type not in ops.WEIGHTED:
+                return False
+            weight, bias = ops.WEIGHTED[node.op_type]
+            if any(i not in (weight, bias) for i, x in enumerate(node.inputs) if x == name):
+                return False
+        return True
 
     def activation_storage(self, name: str, spec: QuantSpec) -> QuantSpec | None:
         """Hook: the spec an annotated activation's Q/DQ is written with, or None for no Q/DQ (default: the plan's).
@@ -154,6 +186,7 @@ class QDQWriter:
         """Every annotated constant stored as integers, every annotated activation Q → DQ, fused Relu inputs too."""
         fused = self.fused_relu_inputs()
         self.prepare()
+        self._constant_readers = self.g.consumers()  # storing a constant keeps its readers: one index for all
         for tensor in list(self.g.tensors.values()):
             if tensor.quant is not None and tensor.is_constant:
                 self.place_constant(tensor, tensor.quant)

@@ -2,7 +2,7 @@
 
 The room: ``options.py`` (``OnnxRuntimeOptions``), ``legalize.py`` (the shared rules from
 the capabilities below), ``lowering.py`` (Q/DQ placement that ORT's CPU provider fuses into
-integer kernels), ``cpu.py`` (whether this CPU's u8 × s8 kernels are exact), ``runner.py`` (the core's ONNX runner).
+integer kernels), ``runner.py`` (the core's ONNX runner).
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ class OnnxRuntimeBackend(Backend):
         return legalize_for_onnxruntime(plan, self.capabilities, options)
 
     def lower(self, plan: Graph, out_dir: Path, *, stem: str, options: OnnxRuntimeOptions) -> Artifact:
-        from mpcompile_onnxruntime.cpu import uint8_weights
+        from mpcompile.backends.api import uint8_weights
         from mpcompile_onnxruntime.lowering import write_qdq_model
 
         return write_qdq_model(plan, out_dir, stem, self.version(), fusion=options.fusion_report,

@@ -14,7 +14,7 @@ QLinearAdd…), and never changes a number of the plan:
   An int8 tensor read by several nodes (a LayerNorm output feeding Q, K, V and the
   residual) therefore kept every consumer in float, its weights dequantized at each run.
   Constants read as data (Add/Mul operands) follow the activations; weights stay int8, except
-  on x86 CPUs without VNNI, where ORT's u8 × s8 kernels saturate (``cpu.py``): there weights are
+  on x86 CPUs without VNNI, where ORT's u8 × s8 kernels saturate (``mpcompile.backends.cpu``): there weights are
   written as uint8 with zero-point + 128 as well (option ``weights``), the same numbers again;
 * an embedding table (a quantized constant read only by ``Gather``) is gathered as integers
   and the gathered rows are dequantized: dequantizing the whole table first cost a full
@@ -46,19 +46,22 @@ from pathlib import Path
 
 import numpy as np
 
-from mpcompile.backends.api import Artifact, Graph, Node, Precision, QDQWriter, QType, QuantSpec, Tensor, ops, serde
+from mpcompile.backends.api import (
+    Artifact,
+    Graph,
+    Node,
+    Precision,
+    QDQWriter,
+    QType,
+    QuantSpec,
+    Tensor,
+    ops,
+    serde,
+    uint8_storage,
+)
 
-
-def ort_storage(spec: QuantSpec) -> QuantSpec:
-    """The spec ORT's x86 kernels want for an activation: int8 becomes uint8 with zero-point + 128.
-
-    ``(q + 128) - (z + 128) == q - z`` for every q, and saturation at -128/127 maps to 0/255,
-    so the dequantized values are identical.
-    """
-    if spec.qtype != QType.INT8:
-        return spec
-    zero = spec.zero_point.astype(np.int16) + 128
-    return spec.replace(qtype=QType.UINT8, zero_point=zero.astype(np.uint8), symmetric=False, narrow_range=False)
+#: ORT's x86 kernels want activations as uint8 (see the module docstring); the same numbers.
+ort_storage = uint8_storage
 
 
 def _same_numbers(spec: QuantSpec | None, table: QuantSpec) -> bool:
@@ -80,8 +83,6 @@ class QDQPlacer(QDQWriter):
 
     #: Let ORT fuse ``Add → LayerNormalization`` into ``SkipLayerNormalization`` (see ``residual_sums``).
     skip_layernorm = False
-    #: Store int8 weights as uint8 (zero-point + 128): ORT's u8 × u8 kernels, exact without VNNI (``cpu.py``).
-    uint8_weights = False
 
     def prepare(self) -> None:
         self.dynamic_matmuls()
@@ -92,14 +93,10 @@ class QDQPlacer(QDQWriter):
     def place_constant(self, tensor: Tensor, spec: QuantSpec) -> None:
         if tensor.name in self._gathers:
             self.gather_integers(tensor, spec, self._gathers[tensor.name])
-        elif self._weight_only(tensor.name, self._consumers):
+        elif self.weight_only(tensor.name):
             self.store_constant(tensor, self.weight_storage(spec))
         else:
             self.store_data_constant(tensor, spec)
-
-    def weight_storage(self, spec: QuantSpec) -> QuantSpec:
-        """How a weight is stored: as the plan says, or as uint8 with the same numbers (``uint8_weights``)."""
-        return ort_storage(spec) if self.uint8_weights else spec
 
     def activation_storage(self, name: str, spec: QuantSpec) -> QuantSpec | None:
         if name in self._gathered:
@@ -129,19 +126,6 @@ class QDQPlacer(QDQWriter):
                 node.op_type = "Sum"
 
     # ------------------------------------------------------------------ what goes where
-    def _weight_only(self, name: str, consumers: dict[str, list[Node]]) -> bool:
-        """True when every reader takes the constant as the weight of a Conv/Gemm/MatMul (or as a bias)."""
-        readers = consumers.get(name, [])
-        if not readers:
-            return True
-        for node in readers:
-            if node.op_type not in ops.WEIGHTED:
-                return False
-            weight, bias = ops.WEIGHTED[node.op_type]
-            if any(i not in (weight, bias) for i, x in enumerate(node.inputs) if x == name):
-                return False
-        return True
-
     def _integer_gathers(self, consumers: dict[str, list[Node]]) -> dict[str, list[Node]]:
         """Quantized per-tensor constants read only as the data of integer Gathers whose output has the
         table's quantization (the plan's scale-preserving rule) or none: table name -> the Gathers."""

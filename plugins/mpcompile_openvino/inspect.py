@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from mpcompile.backends.api import Graph, QuantSpec
+from mpcompile.backends.api import Graph, QType, QuantSpec, uint8_storage
 
 
 def _producers(model: Any) -> dict[str, Any]:
@@ -233,6 +233,15 @@ def _check_ranges(name: str, spec: QuantSpec, params: dict[str, Any],
 
 
 def _check_weight(name: str, value: np.ndarray, spec: QuantSpec, op: Any) -> list[str]:
+    """The weight's dequantization in the IR against the plan's spec, or its uint8 storage (the same numbers)."""
+    problems = _check_weight_as(name, value, spec, op)
+    if problems and spec.qtype == QType.INT8:
+        as_uint8 = _check_weight_as(name, value, uint8_storage(spec), op)
+        return as_uint8 if not as_uint8 else problems
+    return problems
+
+
+def _check_weight_as(name: str, value: np.ndarray, spec: QuantSpec, op: Any) -> list[str]:
     if op.get_type_name() != "Multiply":
         return [f"weight {name!r} is produced by {op.get_type_name()}, not a dequantizing Multiply"]
     source, scale = (op.input_value(i).get_node() for i in range(2))

@@ -10,7 +10,9 @@ u8/i8 integer kernels when the model is compiled.
 Placement, as OpenVINO's low-precision transformations expect it:
 
 * weights and biases are stored as integers (int8 per channel with an explicit axis, int32
-  bias at ``s_in × s_w``) feeding a DequantizeLinear;
+  bias at ``s_in × s_w``) feeding a DequantizeLinear; on x86 CPUs without VNNI, where oneDNN's
+  u8 × s8 kernels saturate, weights are stored as uint8 with zero-point + 128 (option ``weights``;
+  ``mpcompile.backends.cpu``): the same numbers, run as float kernels on decompressed weights;
 * every annotated activation gets QuantizeLinear → DequantizeLinear right after its producer;
 * a Relu whose input the plan left unquantized (the fused activation) also gets the Relu's
   Q/DQ on its producer's output: with the Relu's zero-point at the bottom of the integer range
@@ -30,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mpcompile.backends.api import Artifact, BackendError, Graph, Precision, QDQWriter, Tensor, serde
+from mpcompile.backends.api import Artifact, BackendError, Graph, Precision, QDQWriter, Tensor, serde, uint8_weights
 from mpcompile_openvino.options import OpenVINOOptions
 
 #: where the IR's rt_info holds the plan tensor -> IR tensor map (JSON), read by the runner
@@ -95,8 +97,9 @@ class OpenVINOPlacer(QDQWriter):
                 node.inputs[i] = cast[name]
 
 
-def lower_to_qdq(plan: Graph) -> tuple[Graph, dict[str, str]]:
+def lower_to_qdq(plan: Graph, *, uint8_weights: bool = False) -> tuple[Graph, dict[str, str]]:
     placer = OpenVINOPlacer(plan)
+    placer.uint8_weights = uint8_weights
     graph = placer.place()
     return graph, placer.tensor_map
 
@@ -126,7 +129,8 @@ def write_ir(plan: Graph, out_dir: Path, stem: str, options: OpenVINOOptions, ve
     from mpcompile_openvino.inspect import check_fake_quantize, summary
 
     out_dir = Path(out_dir)
-    graph, tensor_map = lower_to_qdq(plan)
+    uint8 = uint8_weights(options.weights)
+    graph, tensor_map = lower_to_qdq(plan, uint8_weights=uint8)
     source = out_dir / f"{stem}.qdq.onnx"
     serde.save_onnx(graph, source)
     try:
@@ -154,6 +158,11 @@ def write_ir(plan: Graph, out_dir: Path, stem: str, options: OpenVINOOptions, ve
         "outputs": list(plan.outputs),
         "compress_to_fp16": options.compress_to_fp16,
         "inference_precision_hint": options.inference_precision_hint,
+        "weights": "uint8 (exact on x86 CPUs without VNNI; float kernels on decompressed weights)" if uint8 else "int8",
         "ops": summary(saved),
     }
+    if uint8:
+        metadata["speed_warning"] = ("this CPU has no VNNI, so the weights are stored as uint8 (exact): OpenVINO runs those "
+                                     "layers as float kernels on decompressed weights, not faster than FP32; on a CPU with "
+                                     "VNNI, lower with --backend-option openvino.weights=int8")
     return Artifact("openvino", xml, [xml, xml.with_suffix(".bin"), source], metadata=metadata)

@@ -22,6 +22,14 @@ class OpenVINOOptions(BackendOptions):
         "(OpenVINO's default; halves the file but rounds those weights, which the plan does not do). The plan's "
         "FP16 nodes always store FP16 weights",
     )
+    weights: Literal["auto", "int8", "uint8"] = Field(
+        "auto",
+        description="how the int8 weights of Conv/MatMul/Gemm are stored. int8: oneDNN's u8 x s8 kernels, exact only "
+        "on CPUs with VNNI (AVX-512 VNNI or AVX-VNNI) or on ARM; on other x86 CPUs they saturate 16-bit sums of "
+        "product pairs (measured here 60 LSB off on one MatMul). uint8: the same numbers with zero-point + 128; "
+        "OpenVINO then runs those layers as float kernels on decompressed weights: exact, smaller than FP32, not "
+        "faster. auto: int8 when the compiling machine's CPU has VNNI (or is not x86), else uint8",
+    )
     num_streams: int | None = Field(None, ge=1, description="runner: NUM_STREAMS (default: OpenVINO's)")
     num_threads: int | None = Field(None, ge=1, description="runner: INFERENCE_NUM_THREADS (default: OpenVINO's)")
     performance_hint: Literal["LATENCY", "THROUGHPUT"] | None = Field(

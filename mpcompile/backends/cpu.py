@@ -1,13 +1,16 @@
-"""Whether this CPU runs ONNX Runtime's u8 × s8 integer kernels exactly.
+"""Whether this CPU runs u8 × s8 integer kernels exactly (ONNX Runtime's MLAS, OpenVINO's oneDNN).
 
-MLAS multiplies uint8 activations by int8 weights. With VNNI (``vpdpbusd``, AVX-512 VNNI or
+Both multiply uint8 activations by int8 weights. With VNNI (``vpdpbusd``, AVX-512 VNNI or
 AVX-VNNI) the products accumulate straight into int32. Without it, x86 kernels use
 ``vpmaddubsw``, which adds each pair of u8 × s8 products into a *saturating* int16 lane: two
 products of 255 × 127 already exceed 32767. ORT's quantization guide names the effect and the
 two ways round it, 7-bit weights (``reduce_range``) or u8 × u8 kernels, which widen to 16 bits
 before multiplying. Measured on an AVX2-only AMD EPYC: one QLinearMatMul with activations near
 255 was 56 LSB off with int8 weights and exact with the same weights stored as uint8; MiniLM's
-artifact failed conformance at its first MatMul (7 LSB). ARM's dot-product kernels do not saturate.
+artifact failed conformance at its first MatMul (7 LSB). OpenVINO 2026.4 (``jit_gemm_I8``) was 60 LSB
+off on the same MatMul; with uint8 weights it runs the layer as a float kernel on decompressed
+weights (exact, not faster than FP32). XNNPACK (TFLite) widens before multiplying and was exact.
+ARM's dot-product kernels do not saturate.
 """
 
 from __future__ import annotations
