@@ -395,7 +395,8 @@ def _stream(graph: Graph, dataset: Dataset, names: list[str], method: str, optio
             # Graph inputs are observed in the feeds themselves: exposing one only makes ORT copy it.
             fed = [name for name in group if name in graph.inputs]
             computed = [name for name in group if name not in graph.inputs]
-            session = make_session(graph, computed)
+            # Idle ORT threads sleep rather than spin: the observer thread needs a core while ORT runs.
+            session = make_session(graph, computed, spinning=not overlap.enabled)
             # Only this group's tensors: a graph output is every pass's output, but observed in its own group only.
             out_names = computed or [session.get_outputs()[0].name]  # a run checks the data even if nothing is exposed
             seen = 0
@@ -445,6 +446,10 @@ class _Overlap:
     def __init__(self, enabled: bool) -> None:
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="mpcompile-observe") if enabled else None
         self._pending: Future | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self._pool is not None
 
     def submit(self, fn, *args: Any) -> None:  # noqa: ANN001
         self.wait()
