@@ -211,6 +211,7 @@ def test_observing_beside_onnx_runtime_gives_the_same_statistics(small_cnn_path,
     monkeypatch.setattr(collect, "OVERLAP", False)
     in_turn = calibrate_graph(graph, ds, method=method, method_options=options, batch_size=5, progress=False)
     monkeypatch.setattr(collect, "OVERLAP", True)
+    monkeypatch.setattr(collect, "_spare_core", lambda: True)  # a one-core runner would not start the thread
     overlapped = calibrate_graph(graph, ds, method=method, method_options=options, batch_size=5, progress=False)
     assert overlapped.to_json() == in_turn.to_json()
     split = calibrate_graph(graph, ds, method=method, method_options=options, batch_size=5, progress=False, memory_budget=1)
@@ -250,6 +251,21 @@ def test_a_non_finite_activation_in_a_later_run_names_its_sample(tmp_path, monke
     np.savez(tmp_path / "d.npz", x=data)
     graph = importer.load(path)
     monkeypatch.setattr(collect, "OVERLAP", overlap)
+    monkeypatch.setattr(collect, "_spare_core", lambda: True)
     for method in ("minmax", "percentile"):
         with pytest.raises(DataError, match=r"'y' has NaN values for calibration sample 29"):
             calibrate_graph(graph, _dataset(graph, tmp_path / "d.npz"), method=method, batch_size=4, progress=False)
+
+
+def test_no_observer_thread_without_a_spare_core(monkeypatch):
+    """One core, or an executor worker given one thread (its siblings hold the other cores): observers run in turn."""
+    from mpcompile.calibration import collect
+
+    monkeypatch.setattr(collect, "available_cores", lambda: 2)
+    monkeypatch.setattr(collect, "worker_threads", lambda: None)
+    assert collect._spare_core()
+    monkeypatch.setattr(collect, "worker_threads", lambda: 1)
+    assert not collect._spare_core()
+    monkeypatch.setattr(collect, "worker_threads", lambda: None)
+    monkeypatch.setattr(collect, "available_cores", lambda: 1)
+    assert not collect._spare_core()

@@ -2,7 +2,9 @@
 
 ONNX Runtime runs a copy of the model whose graph outputs include the tensors to observe.
 Each batch's values go straight into per-tensor observers and are dropped: nothing per
-sample is kept, so memory does not grow with the number of samples. A batch whose exposed
+sample is kept, so memory does not grow with the number of samples. The observers work in a
+thread of their own while ORT computes the next run (``_Overlap``), so at most two runs'
+activations are alive at once. A batch whose exposed
 activations would exceed ``RUN_BYTES`` runs in slices (the statistics do not depend on
 batching). Only when a single sample's activations exceed the memory budget are the tensors
 split into groups, and the data streamed once per group.
@@ -23,6 +25,7 @@ import numpy as np
 from mpcompile.calibration.observers import MinMaxObserver, Observer, make_observer
 from mpcompile.data import Dataset
 from mpcompile.errors import DataError, PlanError
+from mpcompile.execution import available_cores, worker_threads
 from mpcompile.ir import schema, serde
 from mpcompile.ir.graph import Graph
 from mpcompile.ir.types import QType
@@ -44,7 +47,8 @@ DEFAULT_MEMORY_BUDGET = _default_memory_budget()
 
 #: Exposed activation bytes per ONNX Runtime run above which batches are run in smaller slices
 #: (batch axis dynamic, statistics independent of batching). Time barely changes (MiniLM, 128
-#: samples, percentile: 32 per run 2.16 s, 8 per run 2.09 s); the activations held at once shrink.
+#: samples, percentile: 32 per run 2.16 s, 8 per run 2.09 s; minmax with the observer thread, 16/64/256
+#: MiB per run: 3.7-4.0/4.0-4.6/3.8-4.0 s on a loaded machine); the activations held at once shrink.
 RUN_BYTES = 64 << 20
 
 
@@ -390,7 +394,7 @@ def _stream(graph: Graph, dataset: Dataset, names: list[str], method: str, optio
     total = _total(dataset, samples)
     seen = 0
     with progress_bar(progress, total=total * len(groups), description="calibrating") as bar, \
-            _Overlap(OVERLAP and len(observers) > 0) as overlap:
+            _Overlap(OVERLAP and len(observers) > 0 and _spare_core()) as overlap:
         for group_index, group in enumerate(groups):
             # Graph inputs are observed in the feeds themselves: exposing one only makes ORT copy it.
             fed = [name for name in group if name in graph.inputs]
@@ -430,6 +434,13 @@ def _stream(graph: Graph, dataset: Dataset, names: list[str], method: str, optio
 
 #: Observe a run's activations in a worker thread while ONNX Runtime computes the next run (``_Overlap``).
 OVERLAP = True
+
+
+def _spare_core() -> bool:
+    """Whether an observer thread can have a core of its own: more than one core here, and not an
+    executor worker given a single thread (its siblings have the other cores)."""
+    threads = worker_threads()
+    return available_cores() > 1 and (threads is None or threads > 1)
 
 
 class _Overlap:
