@@ -20,11 +20,14 @@ from mpcompile.ir.graph import Graph
 PROVIDERS = ["CPUExecutionProvider"]
 
 
-def session_options(*, optimize: bool = True, threads: int | None = None) -> Any:
+def session_options(*, optimize: bool = True, threads: int | None = None, spinning: bool = True) -> Any:
     """``SessionOptions`` with ORT's own graph optimizations on (production) or off (exact numbers).
 
     ``threads`` (intra-op) defaults to ORT's own choice, or in an executor's worker process to
-    that worker's share of the cores (``mpcompile.execution.worker_threads``).
+    that worker's share of the cores (``mpcompile.execution.worker_threads``). ``spinning=False``
+    makes ORT's idle intra-op threads sleep instead of spin-waiting: for a caller that computes
+    in a thread of its own while ORT runs (calibration's observers), which spinning threads
+    would otherwise take cores from.
     """
     import onnxruntime as ort
 
@@ -37,6 +40,8 @@ def session_options(*, optimize: bool = True, threads: int | None = None) -> Any
         threads = worker_threads()  # in a worker of mpcompile.execution: its share of the cores
     if threads:
         options.intra_op_num_threads = threads
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return options
 
 
@@ -72,9 +77,11 @@ def exposing(graph: Graph, outputs: Iterable[str]) -> Graph:
     return exposed
 
 
-def make_session(graph: Graph, outputs: Iterable[str] = (), *, optimize: bool = True, threads: int | None = None) -> Any:
+def make_session(graph: Graph, outputs: Iterable[str] = (), *, optimize: bool = True, threads: int | None = None,
+                 spinning: bool = True) -> Any:
     """A session on ``graph`` exposing ``outputs`` too; ORT's refusal becomes a user error naming the model."""
     try:
-        return inference_session(exposing(graph, outputs), session_options(optimize=optimize, threads=threads))
+        options = session_options(optimize=optimize, threads=threads, spinning=spinning)
+        return inference_session(exposing(graph, outputs), options)
     except Exception as exc:
         raise MpcompileError(f"ONNX Runtime cannot run model {graph.name!r}: {str(exc).splitlines()[0]}") from None

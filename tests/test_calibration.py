@@ -197,3 +197,75 @@ def test_integer_plans_observe_only_tensors_next_to_integer_nodes(tmp_path):
     full = pipeline.calibrate(model, data, method="percentile", progress=False, save_stats=tmp_path / "stats.json")
     assert "s" in full.stats.observers and "s" not in pruned.stats.observers
     assert serde.plan_hash(pruned.plan) == serde.plan_hash(full.plan)
+
+
+@pytest.mark.parametrize("method, options", [("minmax", {}), ("minmax", {"moving_average": 0.3}), ("percentile", {}),
+                                             ("entropy", {}), ("mse", {})])
+def test_observing_beside_onnx_runtime_gives_the_same_statistics(small_cnn_path, small_cnn_data, monkeypatch, method, options):
+    """Observers run in a worker thread while ORT computes the next run (``collect.OVERLAP``); every observer's
+    state is identical to observing each run before the next one starts."""
+    from mpcompile.calibration import collect
+
+    graph = importer.load(small_cnn_path)
+    ds = _dataset(graph, small_cnn_data)
+    monkeypatch.setattr(collect, "OVERLAP", False)
+    in_turn = calibrate_graph(graph, ds, method=method, method_options=options, batch_size=5, progress=False)
+    monkeypatch.setattr(collect, "OVERLAP", True)
+    monkeypatch.setattr(collect, "_spare_core", lambda: True)  # a one-core runner would not start the thread
+    overlapped = calibrate_graph(graph, ds, method=method, method_options=options, batch_size=5, progress=False)
+    assert overlapped.to_json() == in_turn.to_json()
+    split = calibrate_graph(graph, ds, method=method, method_options=options, batch_size=5, progress=False, memory_budget=1)
+    assert split.to_json()["tensors"] == in_turn.to_json()["tensors"]
+
+
+def test_graph_inputs_are_observed_in_the_feeds_not_exposed(small_cnn_path, small_cnn_data, monkeypatch):
+    """A graph input's statistics come from the fed arrays (exposing it as an output only makes ORT copy it)."""
+    from mpcompile.calibration import collect
+    from mpcompile.calibration.observers import make_observer
+
+    graph = importer.load(small_cnn_path)
+    exposed = []
+    real = collect.make_session
+    monkeypatch.setattr(collect, "make_session", lambda g, outputs, **kw: exposed.append(list(outputs)) or real(g, outputs, **kw))
+    result = calibrate_graph(graph, _dataset(graph, small_cnn_data), method="percentile", batch_size=7, progress=False)
+    assert exposed and all("input" not in names for names in exposed)
+    data = np.load(small_cnn_data)["input"]
+    direct = make_observer("percentile")
+    direct.histogram.track_min_abs_nonzero = False
+    direct.update(data)
+    assert result.observers["input"].to_dict() == direct.to_dict()
+
+
+@pytest.mark.parametrize("overlap", [False, True])
+def test_a_non_finite_activation_in_a_later_run_names_its_sample(tmp_path, monkeypatch, overlap):
+    """Observed in the worker thread or not, a NaN stops calibration with the tensor and the sample named."""
+    from mpcompile.calibration import collect
+
+    node = helper.make_node("Log", ["x"], ["y"], name="log")
+    g = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])])
+    path = tmp_path / "log.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
+    data = np.ones((40, 4), np.float32)
+    data[29, 1] = -1.0
+    np.savez(tmp_path / "d.npz", x=data)
+    graph = importer.load(path)
+    monkeypatch.setattr(collect, "OVERLAP", overlap)
+    monkeypatch.setattr(collect, "_spare_core", lambda: True)
+    for method in ("minmax", "percentile"):
+        with pytest.raises(DataError, match=r"'y' has NaN values for calibration sample 29"):
+            calibrate_graph(graph, _dataset(graph, tmp_path / "d.npz"), method=method, batch_size=4, progress=False)
+
+
+def test_no_observer_thread_without_a_spare_core(monkeypatch):
+    """One core, or an executor worker given one thread (its siblings hold the other cores): observers run in turn."""
+    from mpcompile.calibration import collect
+
+    monkeypatch.setattr(collect, "available_cores", lambda: 2)
+    monkeypatch.setattr(collect, "worker_threads", lambda: None)
+    assert collect._spare_core()
+    monkeypatch.setattr(collect, "worker_threads", lambda: 1)
+    assert not collect._spare_core()
+    monkeypatch.setattr(collect, "worker_threads", lambda: None)
+    monkeypatch.setattr(collect, "available_cores", lambda: 1)
+    assert not collect._spare_core()

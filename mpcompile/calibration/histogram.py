@@ -385,7 +385,9 @@ class StreamingHistogram(StatsView):
             mags_buf = np.empty(n, values.dtype)
             scratch = np.empty(n, np.uint32 if values.dtype == np.float32 else np.uint64)
         scaled_buf = np.empty(n, values.dtype)
-        index_buf = np.empty(n, np.intp)
+        # int32 indices: float32 -> int32 is a vector conversion, float32 -> int64 is not (0.13 vs 0.67 ns per
+        # value here), and bincount converts int32 to intp faster than that. The indices lie in [0, bins) < 2**31.
+        index_buf = np.empty(n, np.int32)
         counts = np.zeros(self._bins, np.int64)
         for chunk in _chunks(values):
             m = chunk.size
