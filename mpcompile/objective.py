@@ -25,11 +25,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from mpcompile.backends.profile import LayerProfile, ProfilingUnavailable
 from mpcompile.backends.targets import Target, lower_target
-from mpcompile.bench import Subject, measure, tile_batch
+from mpcompile.bench import Subject, measure, median_profile, tile_batch
 from mpcompile.errors import MpcompileError, PlanError
 from mpcompile.ir.graph import Graph
 from mpcompile.outputs import scratch_dir
@@ -76,16 +74,6 @@ def slower_in_int8(costs: Sequence[GroupCost], promoted: Sequence[int] = (), min
     done = set(promoted)
     losing = [c for c in costs if c.group.index not in done and -c.saving_us > min_loss_us]
     return sorted(losing, key=lambda c: (c.saving_us, c.group.index))
-
-
-def median_profile(profiles: Sequence[LayerProfile]) -> LayerProfile:
-    """Per plan node, the median over rounds (a node absent from a round counts 0 there)."""
-    first = profiles[0]
-    names = list(dict.fromkeys(n for p in profiles for n in p.nodes))
-    nodes = {n: float(np.median([p.nodes.get(n, 0.0) for p in profiles])) for n in names}
-    stray = list(dict.fromkeys(n for p in profiles for n in p.unmapped))
-    unmapped = {n: float(np.median([p.unmapped.get(n, 0.0) for p in profiles])) for n in stray}
-    return LayerProfile(first.backend, first.artifact, sum(p.repeats for p in profiles), nodes, unmapped, dict(first.layers))
 
 
 class LayerCost:

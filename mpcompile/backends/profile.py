@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from mpcompile.errors import BackendError
+from mpcompile.ir import ops
 from mpcompile.ir.graph import Graph, Node
 
 #: nodes a QDQ lowering inserts: never plan nodes
@@ -44,6 +45,10 @@ QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinea
 QUANTIZERS = frozenset({"QuantizeLinear", "DynamicQuantizeLinear", "FakeQuantize"})
 #: layers that belong to the node they come from first (a requantization, a reorder back to NCHW)
 UPSTREAM_FIRST = QUANTIZERS | {"ReorderOutput"}
+#: executed layer types that are a weighted kernel (a runtime's names): one named after the bias Add or activation fused
+#: into it (OpenVINO's ``FullyConnected`` named ``Add@43`` for ``MatMul@0 → Add@43``) is the weighted node's cost
+WEIGHTED_KERNELS = frozenset({"Conv", "Convolution", "FullyConnected", "MatMul", "Gemm", "FusedConv", "FusedGemm",
+                              "FusedMatMul", "QLinearConv", "QLinearMatMul", "QGemm", "ConvolutionBackpropData"})
 #: what a runtime puts between a source node's name and its own suffix
 SEPARATORS = "_/:"
 
@@ -188,6 +193,17 @@ def _fused_producer(node: Node | None, layer: Layer, producers: Mapping[str, Nod
     return producer.name if producer is not None and producer.op_type == layer.op_type else None
 
 
+def _weighted_producer(node: Node, layer: Layer, producers: Mapping[str, Node], own: Collection[str]) -> str | None:
+    """A weighted kernel named after the unweighted plan node fused into it (``WEIGHTED_KERNELS``): the weighted
+    plan node it computes, found up the chain of its first input."""
+    if layer.op_type not in WEIGHTED_KERNELS or node.op_type in ops.WEIGHTED or not node.inputs:
+        return None
+    producer = producers.get(node.inputs[0])
+    while producer is not None and producer.name not in own and producer.inputs:
+        producer = producers.get(producer.inputs[0])
+    return producer.name if producer is not None and producer.op_type in ops.WEIGHTED else None
+
+
 def _quantizer_of_pair(node: Node, layer: Layer, producers: Mapping[str, Node]) -> str:
     """A quantizing layer named after a DequantizeLinear (OpenVINO's FakeQuantize ``<x>_DequantizeLinear``) is the
     whole Q→DQ pair, a requantization of its producer's output: the pair's QuantizeLinear names it."""
@@ -223,7 +239,7 @@ def attribute(executed: Sequence[Layer], times_us: Mapping[str, float], source: 
         read = [weights[i] for i in layer.inputs if i in weights]
         resolved = [r for r in (_resolve(c, nodes, tensors) for c in names) if r in by_source]
         if exact:
-            direct[layer.name] = exact[0]
+            direct[layer.name] = _weighted_producer(source_nodes[exact[0]], layer, producers, own) or exact[0]
         elif read:
             # a fused kernel named after its output (ORT's ``<tensor>_nchwc``, which after a Conv+Relu fusion is the
             # Relu's): the weights it reads name its compute node
