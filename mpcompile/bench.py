@@ -15,6 +15,11 @@ How it measures (the rules of ``benchmarks/``, applied to one command):
   (a speedup, > 1 = faster than FP32) and, to judge noise, its range over the rounds (each
   round's median ratio).
 
+Per layer (``profile_layers``, ``mpcompile bench --per-layer``): each artifact and its baseline are profiled
+by their runner (``Runner.profile``: µs per run of each plan node, Q/DQ and the runtime's own layers given to
+the plan node they belong to), interleaved over a few rounds, and the nodes are listed by how much more they
+cost in the artifact than in FP32: where INT8 does not pay. A backend without a profiler says so.
+
 Nothing here compiles: the caller (``mpcompile bench``) provides the baseline artifact.
 """
 
@@ -30,6 +35,7 @@ import numpy as np
 
 from mpcompile.backends.base import Artifact, Backend, Runner
 from mpcompile.backends.options import BackendOptions
+from mpcompile.backends.profile import LayerProfile
 from mpcompile.errors import MpcompileError
 
 Feeds = Mapping[str, np.ndarray]
@@ -115,6 +121,8 @@ class BenchReport:
     rounds: int
     #: what was left out and why (a batch size the model's fixed batch does not admit)
     notes: list[str] = dataclasses.field(default_factory=list)
+    #: ``--per-layer``: each artifact against its baseline, node by node
+    layers: list[LayerComparison] = dataclasses.field(default_factory=list)
 
     def comparisons(self) -> list[Comparison]:
         baselines = {r.subject.backend.name: r for r in self.results if r.subject.baseline and not r.error}
@@ -159,7 +167,10 @@ class BenchReport:
                     for b, t in r.timings.items()
                 },
             })
-        return {"batches": self.batches, "seconds": self.seconds, "rounds": self.rounds, "results": rows, "notes": self.notes}
+        out = {"batches": self.batches, "seconds": self.seconds, "rounds": self.rounds, "results": rows, "notes": self.notes}
+        if self.layers:
+            out["per_layer"] = [c.to_dict() for c in self.layers]
+        return out
 
     def format_table(self) -> str:
         """A plain-text table (one line per subject) and the slower-than-FP32 warnings."""
@@ -198,6 +209,8 @@ class BenchReport:
             text.append(f"warning: {c.result.label} is slower than FP32 on {c.result.subject.backend.name}: {at}")
             if c.result.subject.note:
                 text.append(f"  why, from its fusion report: {c.result.subject.note}")
+        for layers in self.layers:
+            text += ["", layers.format()]
         return "\n".join(text)
 
 
@@ -230,6 +243,109 @@ class BenchReport:
             else:
                 lines.append(f"{name}: {figure}, about as fast as FP32 (the rounds disagree)")
         return lines
+
+
+@dataclasses.dataclass
+class LayerComparison:
+    """One artifact against its baseline, per plan node: µs per run on the same backend (``--per-layer``)."""
+
+    label: str
+    baseline_label: str
+    backend: str
+    batch: int
+    artifact: LayerProfile | None = None
+    baseline: LayerProfile | None = None
+    #: why there is no comparison (no profiler on this backend, a failed run)
+    error: str | None = None
+    #: nodes listed by ``format``
+    top: int = 10
+
+    def rows(self) -> list[tuple[str, float, float]]:
+        """(node, artifact µs, baseline µs), the largest excess of the artifact over the baseline first."""
+        if self.artifact is None or self.baseline is None:
+            return []
+        names = list(dict.fromkeys([*self.artifact.nodes, *self.baseline.nodes]))
+        rows = [(n, self.artifact.nodes.get(n, 0.0), self.baseline.nodes.get(n, 0.0)) for n in names]
+        return sorted(rows, key=lambda r: (-(r[1] - r[2]), r[0]))
+
+    def format(self) -> str:
+        head = f"per-layer cost on {self.backend} at batch {self.batch}: {self.label} against {self.baseline_label}"
+        if self.artifact is None or self.baseline is None:
+            return f"{head}\n  not available: {self.error}; the table above times whole artifacts"
+        a, b = self.artifact, self.baseline
+        rows = self.rows()
+        slower = [r for r in rows if r[1] > r[2]]
+        lines = [head, f"  total {a.total_us:.0f} µs per run against {b.total_us:.0f} µs (median of {a.repeats} runs "
+                       f"per node; profiling adds overhead, so totals exceed the latency above)"]
+        table = [("node", "µs", "FP32 µs", "− FP32 µs", "share")]
+        for name, ours, theirs in rows[:self.top]:
+            share = (ours - theirs) / a.total_us if a.total_us > 0 else 0.0
+            table.append((name, f"{ours:.1f}", f"{theirs:.1f}", f"{ours - theirs:+.1f}", f"{share:+.1%}"))
+        widths = [max(len(r[i]) for r in table) for i in range(5)]
+        lines += ["  " + "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+                  for r in table]
+        excess = sum(r[1] - r[2] for r in slower)
+        lines.append(f"  {len(slower)} of {len(rows)} nodes cost more here than in FP32, {excess:.0f} µs per run together "
+                     f"(share: of this artifact's total); `--keep NODE=fp32` or `--precision auto --objective latency` "
+                     f"keeps such nodes in float")
+        if a.unmapped:
+            lines.append(f"  not given to a plan node: {', '.join(sorted(a.unmapped)[:5])} ({sum(a.unmapped.values()):.0f} µs)")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"label": self.label, "baseline": self.baseline_label, "backend": self.backend, "batch": self.batch,
+                "error": self.error, "artifact": self.artifact.to_dict() if self.artifact else None,
+                "baseline_profile": self.baseline.to_dict() if self.baseline else None}
+
+
+def profile_layers(subjects: Sequence[Subject], feeds: Feeds, *, batch: int = 1, repeats: int = 30, rounds: int = 3,
+                   plan_nodes: Mapping[str, Sequence[str]] | None = None, top: int = 10) -> list[LayerComparison]:
+    """Each artifact of ``subjects`` against its backend's baseline, per plan node, profiled by their runners.
+
+    ``plan_nodes``: artifact path -> the node names of the plan it was lowered from (its baseline uses the same).
+    Artifact and baseline alternate over ``rounds`` rounds of ``repeats`` runs; per node the median of the rounds.
+    A backend without a profiler gives a comparison with ``error`` set, never an exception."""
+    from mpcompile.backends.profile import ProfilingUnavailable
+
+    plan_nodes = plan_nodes or {}
+    baselines = {s.backend.name: s for s in subjects if s.baseline}
+    out = []
+    for subject in subjects:
+        if subject.baseline:
+            continue
+        base = baselines.get(subject.backend.name)
+        comparison = LayerComparison(subject.label, base.label if base else "—", subject.backend.name, batch, top=top)
+        out.append(comparison)
+        if base is None:
+            comparison.error = "no FP32 baseline on this backend"
+            continue
+        nodes = plan_nodes.get(str(subject.artifact.path))
+        runners: list[Runner] = []
+        try:
+            runners = [subject.backend.runner(subject.artifact, subject.options), base.backend.runner(base.artifact, base.options)]
+            profiles: list[list[LayerProfile]] = [[], []]
+            for _ in range(rounds):
+                for i, runner in enumerate(runners):
+                    profiles[i].append(runner.profile(feeds, repeats, nodes))
+            comparison.artifact, comparison.baseline = median_profile(profiles[0]), median_profile(profiles[1])
+        except ProfilingUnavailable as exc:
+            comparison.error = str(exc).splitlines()[0]
+        except Exception as exc:  # noqa: BLE001 - any backend failure is this comparison's error, reported
+            comparison.error = _error(exc)
+        finally:
+            for runner in runners:
+                runner.close()
+    return out
+
+
+def median_profile(profiles: Sequence[LayerProfile]) -> LayerProfile:
+    """Per plan node, the median over rounds (a node absent from a round counts 0 there)."""
+    first = profiles[0]
+    names = list(dict.fromkeys(n for p in profiles for n in p.nodes))
+    nodes = {n: float(np.median([p.nodes.get(n, 0.0) for p in profiles])) for n in names}
+    stray = list(dict.fromkeys(n for p in profiles for n in p.unmapped))
+    unmapped = {n: float(np.median([p.unmapped.get(n, 0.0) for p in profiles])) for n in stray}
+    return LayerProfile(first.backend, first.artifact, sum(p.repeats for p in profiles), nodes, unmapped, dict(first.layers))
 
 
 def _fmt(value: float | None, digits: int) -> str:

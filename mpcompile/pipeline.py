@@ -220,13 +220,15 @@ def calibrate(
         latency = opts.objective == "latency"
         if latency and not targets:
             raise PlanError("--objective latency times the plans on a backend: compile with --backend NAME")
+        sample = next(iter(evaluation.batches(1, limit=1))) if latency else None
+        cost = objective.LayerCost(targets[0], sample) if latency else None
         with open_executor(opts.workers, opts.ray) as executor:
             auto = auto_plan(graph, result, config, evaluation, metric=opts.metric, max_drop=opts.max_accuracy_drop,
                              metric_fn=opts.metric_fn, samples=opts.samples or 256, batch_size=opts.batch_size,
                              progress=progress, executor=executor, targets=targets,
-                             extra_rows=objective.EXTRA_ROWS if latency else 0)
+                             extra_rows=objective.EXTRA_ROWS if latency else 0, propose=cost)
         if latency:
-            objective.fastest_within_budget(auto, list(targets), next(iter(evaluation.batches(1, limit=1))))
+            objective.fastest_within_budget(auto, list(targets), sample, cost)
         plan = auto.plan
     else:
         plan = make_plan(graph, result, config)

@@ -9,6 +9,8 @@ What is here, by role:
 
 * the contract: ``Backend``, ``BackendOptions`` (+ pydantic's ``Field``), ``Capabilities``,
   ``op_table``, ``Deviation``, ``Artifact``, ``Runner``;
+* per-layer cost: ``LayerProfile`` (what ``Runner.profile`` returns), ``Layer``, ``attribute`` (a backend's
+  executed layers and their times given to plan nodes, Q/DQ included), ``per_run``, ``ProfilingUnavailable``;
 * shared mechanisms: ``legalize_with_capabilities`` (the default legalization),
   ``QDQWriter`` (writes Q/DQ into a copy of a plan), ``OnnxFileRunner`` (runs an ONNX
   artifact in ONNX Runtime, intermediates included), ``InferPrecisions`` (node precisions of a
@@ -33,6 +35,7 @@ from mpcompile.backends.cpu import uint8_weights
 from mpcompile.backends.legalize import legalize_with_capabilities
 from mpcompile.backends.onnx_runner import OnnxFileRunner
 from mpcompile.backends.options import BackendOptionError, BackendOptions
+from mpcompile.backends.profile import Layer, LayerProfile, ProfilingUnavailable, attribute, per_run
 from mpcompile.backends.qdq import QDQWriter, uint8_storage
 from mpcompile.data import open_data
 from mpcompile.errors import (
@@ -71,10 +74,13 @@ __all__ = [
     "Graph",
     "InferPrecisions",
     "InternalError",
+    "Layer",
+    "LayerProfile",
     "MpcompileError",
     "Node",
     "OnnxFileRunner",
     "PlanError",
+    "ProfilingUnavailable",
     "Precision",
     "QDQWriter",
     "QType",
@@ -83,6 +89,7 @@ __all__ = [
     "Runner",
     "Tensor",
     "UnsupportedOperatorError",
+    "attribute",
     "bias_spec",
     "fixed_output_spec",
     "legalize_with_capabilities",
@@ -90,6 +97,7 @@ __all__ = [
     "op_table",
     "open_data",
     "ops",
+    "per_run",
     "refresh_bias_specs",
     "serde",
     "spec_from_range",

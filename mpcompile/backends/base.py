@@ -17,7 +17,9 @@ third-party backends:
    (``backends.legalize``) handles the common cases from ``capabilities`` alone.
 4. ``lower(legal, out_dir, stem=..., options=...)``: write the artifact for the *legalized*
    plan (the pipeline legalizes; ``lower`` never does) and return an ``Artifact``.
-5. ``runner(artifact, options)``: a ``Runner`` that executes it on numpy feeds.
+5. ``runner(artifact, options)``: a ``Runner`` that executes it on numpy feeds. A runner that can
+   time each layer overrides ``Runner.profile`` (``supports_profile = True``): microseconds per run
+   for each plan node, its layers given to plan nodes by ``backends.profile.attribute``.
 
 Heavy libraries (tflite, tensorrt) are imported inside ``check_available``/``lower``/
 ``runner``, never at module import, so that ``mpcompile --help`` works without them.
@@ -27,7 +29,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,7 @@ import numpy as np
 from mpcompile.backends.capabilities import Capabilities, Deviation
 from mpcompile.backends.legalize import legalize_with_capabilities
 from mpcompile.backends.options import BackendOptions, parse_options
+from mpcompile.backends.profile import LayerProfile, ProfilingUnavailable
 from mpcompile.ir.graph import Graph
 
 
@@ -65,9 +68,22 @@ class Runner(abc.ABC):
     #: True when ``run(..., intermediates=[...])`` can return named IR tensors too.
     supports_intermediates: bool = False
 
+    #: True when ``profile`` times each layer (else it raises ``ProfilingUnavailable``).
+    supports_profile: bool = False
+
     @abc.abstractmethod
     def run(self, feeds: Mapping[str, np.ndarray], intermediates: Iterable[str] = ()) -> dict[str, np.ndarray]:
         ...
+
+    def profile(self, feeds: Mapping[str, np.ndarray], repeats: int = 50,
+                plan_nodes: Collection[str] | None = None) -> LayerProfile:
+        """Microseconds per run of each plan node on ``feeds``: the median over ``repeats`` runs after a warm-up.
+
+        ``plan_nodes`` (the plan's node names) lets the attribution tell the plan's nodes from those the
+        lowering inserted; without it every node of the artifact's source graph but a Q/DQ counts as one.
+        The default has no profiler: callers catch ``ProfilingUnavailable`` and time whole plans instead."""
+        raise ProfilingUnavailable(f"{type(self).__name__} has no per-layer profiler: time whole plans "
+                                   "(`mpcompile bench` without --per-layer)")
 
     def close(self) -> None:
         """Release resources (sessions, device memory)."""

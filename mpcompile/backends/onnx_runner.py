@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -41,11 +42,15 @@ class OnnxFileRunner(Runner):
     def accepted(self, index: int) -> None:
         """Called with the index of the variant ONNX Runtime accepted."""
 
+    def session_options(self) -> Any:
+        """A fresh ``onnxruntime.SessionOptions`` as this runner's sessions use (a subclass may add to it: profiling)."""
+        return session_options(optimize=self.optimize, threads=self.threads)
+
     # ------------------------------------------------------------------ running
     def _session_for(self, intermediates: tuple[str, ...]):  # noqa: ANN202
         if self._session is not None and self._exposed == intermediates:
             return self._session
-        options = session_options(optimize=self.optimize, threads=self.threads)
+        options = self.session_options()
         graph = serde.read_graph(self.path)
         self._outputs = list(graph.outputs)
         if intermediates:

@@ -15,6 +15,7 @@ import click
 from mpcompile.errors import DataError, MpcompileError
 
 MANIFEST = "manifest.json"
+PLAN = "plan.onnx"
 
 
 @click.command("bench")
@@ -37,10 +38,15 @@ MANIFEST = "manifest.json"
               help="Interleaved rounds (artifacts alternate within each round; order reversed every other round).")
 @click.option("--backend-option", "backend_option_items", multiple=True, metavar="BACKEND.KEY=VALUE",
               help="A runner option, e.g. onnxruntime.threads=1 (applies to the artifacts and their baseline).")
+@click.option("--per-layer", is_flag=True, default=False,
+              help="Also profile each artifact and its baseline node by node (the backend's own profiler, at the smallest "
+                   "batch) and list the plan nodes that cost most more than in FP32, in µs per run and as a share of the "
+                   "artifact's total: where INT8 does not pay. Q/DQ count to the node they feed or come from. ONNX Runtime "
+                   "and OpenVINO can; LiteRT's interpreter has no per-op profiler and says so.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Also write the results as JSON.")
 def bench_command(artifacts: tuple[str, ...], baselines: tuple[str, ...], model: str | None, backend_name: str | None,
                   data: str | None, batches: tuple[int, ...], seconds: float, rounds: int,
-                  backend_option_items: tuple[str, ...], json_path: str | None) -> None:
+                  backend_option_items: tuple[str, ...], per_layer: bool, json_path: str | None) -> None:
     """Time each ARTIFACT (or every artifact of an output folder) beside its FP32 baseline on the same backend.
 
     Prints p50/p90 latency per batch size, file size, and the ratio against FP32 (speed × =
@@ -54,6 +60,7 @@ def bench_command(artifacts: tuple[str, ...], baselines: tuple[str, ...], model:
       mpcompile bench out/onnxruntime/model.qdq.onnx --batch 1 --batch 64
       mpcompile bench out/tflite/model.tflite --baseline fp32/tflite/model.tflite
       mpcompile bench model.qdq.onnx --model model.onnx --data eval.npz --json bench.json
+      mpcompile bench mpcompile-out/mnist_cnn/ --batch 1 --per-layer   # which nodes are slower in INT8
 
     \b
     Exit codes:
@@ -64,7 +71,8 @@ def bench_command(artifacts: tuple[str, ...], baselines: tuple[str, ...], model:
     from mpcompile.backends.options import parse_assignments
 
     options = parse_assignments(backend_option_items)
-    report = bench_artifacts(artifacts, baselines, model, backend_name, data, list(batches), seconds, rounds, options)
+    report = bench_artifacts(artifacts, baselines, model, backend_name, data, list(batches), seconds, rounds, options,
+                             per_layer=per_layer)
     click.echo(report.format_table())
     if json_path:
         Path(json_path).write_text(json.dumps(report.to_dict(), indent=2) + "\n")
@@ -98,12 +106,13 @@ def quick_speed_check(folder: Path, data: str | None, options: dict[str, dict[st
 def bench_artifacts(artifacts: tuple[str, ...] | list[str], baselines: tuple[str, ...] = (), model: str | None = None,
                     backend_name: str | None = None, data: str | None = None, batches: list[int] | tuple[int, ...] = (1, 32),
                     seconds: float = 2.0, rounds: int = 10,
-                    options: dict[str, dict[str, str]] | None = None):  # noqa: ANN201 - a BenchReport
+                    options: dict[str, dict[str, str]] | None = None, per_layer: bool = False):  # noqa: ANN201 - a BenchReport
     """Time artifacts (files or ``compile`` output folders) beside their FP32 baselines, one backend at a time.
 
     What ``mpcompile bench`` and ``compile --bench`` run, and the entry point for scripts (``benchmarks/``):
-    a baseline not given is the model (for ONNX Runtime) or the model compiled at FP32 for that backend."""
-    from mpcompile.bench import measure
+    a baseline not given is the model (for ONNX Runtime) or the model compiled at FP32 for that backend.
+    ``per_layer``: also profile each artifact against its baseline per plan node (``bench.profile_layers``)."""
+    from mpcompile.bench import measure, profile_layers
 
     options = options or {}
     with contextlib.ExitStack() as stack:
@@ -111,7 +120,25 @@ def bench_artifacts(artifacts: tuple[str, ...] | list[str], baselines: tuple[str
         subjects += _baselines(subjects, tuple(baselines), model_path, options, stack, data)
         feeds, fixed = _feeds(model_path, subjects, data)
         timed, notes = admitted_batches(list(dict.fromkeys(batches)), fixed)
-        return measure(subjects, feeds, batches=timed, seconds=seconds, rounds=rounds, notes=notes)
+        report = measure(subjects, feeds, batches=timed, seconds=seconds, rounds=rounds, notes=notes)
+        if per_layer:
+            report.layers = profile_layers(subjects, feeds(min(timed)), batch=min(timed), plan_nodes=_plan_nodes(subjects))
+        return report
+
+
+def _plan_nodes(subjects: list) -> dict[str, list[str]]:
+    """Artifact path -> node names of the plan in its output folder (``plan.onnx`` beside the manifest), where there
+    is one: the profile then tells the plan's nodes from those the lowering inserted."""
+    from mpcompile.ir import serde
+
+    out: dict[str, list[str]] = {}
+    for subject in subjects:
+        found = _manifest_for(Path(subject.artifact.path))
+        plan = found[0] / PLAN if found is not None else None
+        if plan is not None and plan.is_file():
+            with contextlib.suppress(Exception):  # unreadable: the profile names the artifact's own nodes
+                out[str(subject.artifact.path)] = [n.name for n in serde.read_graph(plan).nodes]
+    return out
 
 
 # ---------------------------------------------------------------------------- what to time

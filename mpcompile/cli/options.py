@@ -138,7 +138,9 @@ auto_options = _stack(
                  help="--precision auto: int8 keeps the plan with the most INT8 MACs within budget; latency also "
                       "measures plans with more float (and the float plan), lowers each for the first --backend, "
                       "times it there at batch 1 and keeps the fastest within budget (the Pareto table shows the "
-                      "times). Fewer INT8 MACs can be faster on small CNNs."),
+                      "times). Which groups those plans promote: where the backend can profile per layer (onnxruntime, "
+                      "openvino), the ones measured slower in INT8 than in float, largest loss first; else in accuracy "
+                      "order. Fewer INT8 MACs can be faster on small CNNs."),
 )
 
 

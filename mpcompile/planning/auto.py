@@ -54,6 +54,8 @@ from mpcompile.reference import ReferenceRunner
 
 METRICS = m.METRICS
 MetricFn = Callable[[dict[str, np.ndarray], dict[str, np.ndarray]], float]
+#: ``propose(plan_for, promoted, groups)`` -> groups to promote next, in order, or None (see ``auto_plan``)
+Propose = Callable[[Callable[[Sequence[int]], Graph], tuple[int, ...], Sequence["Group"]], "Sequence[int] | None"]
 #: Groups re-measured in the current plan before each promotion (fixed: the result never depends on workers).
 RECHECK = 4
 #: A group's cost is its MACs plus this share of the model's: keeps a MAC-free group with a tiny gain
@@ -149,6 +151,8 @@ class AutoPlanResult:
     notes: list[str] = dataclasses.field(default_factory=list)
     #: builds the plan of a row (its promoted groups marked with why); see ``plan_of``
     builder: Callable[[ParetoRow], Graph] | None = None
+    #: ``--objective latency`` with a profiler: each group's measured µs per run in INT8 and in float, largest loss first
+    layer_costs: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     def plan_of(self, row: ParetoRow) -> Graph:
         """The plan the search measured as ``row`` (a fresh graph, its promoted nodes saying why)."""
@@ -194,7 +198,7 @@ class AutoPlanResult:
             "sensitivity": [g.to_dict() for g in sorted(self.ranking, key=lambda g: -g.gain)[:SENSITIVITY_SHOWN]],
             "cost": self.cost.to_dict(),
             "notes": list(self.notes),
-        }
+        } | ({"layer_cost": self.layer_costs} if self.layer_costs else {})
 
     def _float_nodes(self) -> set[str]:
         return {n.name for n in self.plan.nodes if n.precision_reason.startswith("auto:")}
@@ -376,12 +380,21 @@ def auto_plan(
     progress: bool = False,
     executor: Executor | None = None,
     extra_rows: int = 0,
+    propose: Propose | None = None,
 ) -> AutoPlanResult:
     """The plan with the fewest MACs promoted to float whose drop stays within ``max_drop`` on every output.
 
     ``extra_rows``: after that plan, promote this many more groups greedily and measure each (candidates with
     more float for ``--objective latency``, which times the rows within budget and keeps the fastest), then
     the plan with every group promoted (the float plan).
+
+    ``propose``: called once the plan within budget is found, with a builder of the plan for any set of promoted
+    groups, the groups promoted in it and every group; it returns the groups to promote next, in order (``None``:
+    no opinion, the extra rows then follow the accuracy ranking as above). ``--objective latency`` passes one that
+    profiles the plan and the float plan per layer on the first target and orders the groups that run slower in
+    INT8 than in float, largest loss first (``objective.slower_in_int8``). The extra rows are then cumulative
+    promotions of that order (``proposed_sizes``: at most ``extra_rows`` of them, the last with all), each measured
+    on all the evaluation data like every row.
 
     ``targets`` are the backends the plan will be lowered to: the plan is searched under their
     constraints and measured after their legalization. ``metric`` is a ``planning.metrics``
@@ -420,7 +433,7 @@ def auto_plan(
         rank_batches += 1
     ctx = _Context(graph, stats, int_config, constraints, groups, tuple(chosen_metrics),
                    metric_fn, batches, fp32, shapes)
-    search = _Greedy(executor, ctx, max_drop, rank_batches, len(batches), max_evaluations, extra_rows)
+    search = _Greedy(executor, ctx, max_drop, rank_batches, len(batches), max_evaluations, extra_rows, propose)
     with progress_bar(progress, total=0, description="auto search", unit="plans") as bar:
         search.run(bar)
     cost = SearchCost(search.evaluations, time.perf_counter() - started, n_samples, seen, len(groups), len(search.ranked))
@@ -455,7 +468,7 @@ def auto_plan(
 
 class _Greedy:
     def __init__(self, executor: Executor, ctx: _Context, max_drop: float, rank_batches: int, all_batches: int,
-                 max_evaluations: int, extra_rows: int = 0) -> None:
+                 max_evaluations: int, extra_rows: int = 0, propose: Propose | None = None) -> None:
         self.executor = executor
         self.ctx = ctx
         self.max_drop = max_drop
@@ -475,9 +488,29 @@ class _Greedy:
         self.paths: list[tuple[int, ...]] = []  # the promoted groups of each row
         self.extra_rows = extra_rows
         self._rows_past_answer = 0
+        self.propose = propose
+        #: the groups ``propose`` ordered once the answer was found (None: not asked, or no opinion)
+        self.proposed: tuple[int, ...] | None = None
 
     def _finished(self) -> bool:
-        return self.answer is not None and self._rows_past_answer >= self.extra_rows
+        return self.answer is not None and (self.proposed is not None or self._rows_past_answer >= self.extra_rows)
+
+    def _plan_for(self, promoted: Sequence[int]) -> Graph:
+        return make_plan(self.ctx.graph, self.ctx.stats, _candidate_config(self.ctx, promoted))
+
+    def _ask(self) -> None:
+        """The answer is found: ask ``propose`` which groups to promote next (once)."""
+        if self.propose is None or not self.extra_rows or self.answer is None:
+            return
+        order = self.propose(self._plan_for, self.answer, self.ctx.groups)
+        if order is not None:
+            self.proposed = tuple(dict.fromkeys(g for g in order if g not in self.answer))
+
+    def _proposed_rows(self, shared: Any, bar: Any) -> None:
+        """Cumulative promotions of the proposed order, after the answer (``proposed_sizes``)."""
+        for size in proposed_sizes(len(self.proposed or ()), self.extra_rows):
+            promoted = self.answer + self.proposed[:size]
+            self._accept(promoted, self._run(shared, [(promoted, self.all_batches)], bar)[0])
 
     def _run(self, shared: Any, items: list[tuple[tuple[int, ...], int]], bar: Any) -> list[_Measured]:
         if self.evaluations + len(items) > self.max_evaluations:
@@ -502,6 +535,8 @@ class _Greedy:
         shared = self.executor.share(self.ctx)
         try:
             self._search(shared, bar)
+            if self.proposed:
+                self._proposed_rows(shared, bar)
             if self.extra_rows and self.answer is not None and len(self.ctx.groups) not in map(len, self.paths):
                 everything = tuple(g.index for g in self.ctx.groups)  # the float plan, measured like the others
                 self._accept(everything, self._run(shared, [(everything, self.all_batches)], bar)[0])
@@ -587,6 +622,16 @@ class _Greedy:
             self._rows_past_answer += 1
         elif row.meets_budget:
             self.answer, self.chosen = promoted, row
+            self._ask()
+
+
+def proposed_sizes(n: int, rows: int) -> list[int]:
+    """How many of ``n`` proposed groups each extra row promotes: 1, 2, 4, … and, last, all ``n`` (at most ``rows``
+    rows): the largest losses one by one first, then everything that runs slower in INT8."""
+    if n <= 0 or rows <= 0:
+        return []
+    sizes = [s for s in (2**i for i in range(rows - 1)) if s < n]
+    return [*sizes, n]
 
 
 class _Exhausted(Exception):
@@ -599,5 +644,5 @@ def warn_without_held_out_data() -> None:
                   stacklevel=2)
 
 
-__all__ = ["METRICS", "AutoPlanResult", "Group", "ParetoRow", "auto_plan", "load_metric_fn", "observed_shapes",
+__all__ = ["METRICS", "AutoPlanResult", "Group", "ParetoRow", "Propose", "auto_plan", "proposed_sizes", "load_metric_fn", "observed_shapes",
            "tensor_groups", "warn_without_held_out_data"]

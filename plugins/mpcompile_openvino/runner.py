@@ -10,12 +10,23 @@ FakeQuantize it exposes is computed on its own, with the same rounding).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections import defaultdict
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 import numpy as np
 
-from mpcompile.backends.api import Artifact, BackendError, Runner
+from mpcompile.backends.api import (
+    Artifact,
+    BackendError,
+    Layer,
+    LayerProfile,
+    ProfilingUnavailable,
+    Runner,
+    attribute,
+    per_run,
+    serde,
+)
 from mpcompile_openvino.lowering import TENSOR_MAP_RT_INFO
 from mpcompile_openvino.options import OpenVINOOptions
 
@@ -62,6 +73,7 @@ def tensor_map(model: Any, metadata: Mapping[str, Any]) -> dict[str, str]:
 
 class OpenVINORunner(Runner):
     supports_intermediates = True
+    supports_profile = True
 
     def __init__(self, artifact: Artifact, options: OpenVINOOptions) -> None:
         import openvino as ov
@@ -128,8 +140,55 @@ class OpenVINORunner(Runner):
             self._outputs = [sorted(port.get_names())[0] for port in self.core.read_model(str(self.artifact.path)).outputs]
         return self._outputs
 
+    def profile(self, feeds: Mapping[str, np.ndarray], repeats: int = 50,
+                plan_nodes: Collection[str] | None = None) -> LayerProfile:
+        """Per-layer times from OpenVINO's performance counters (``PERF_COUNT``): ``get_profiling_info()`` after
+        each run gives every executed layer's ``real_time``; the compiled model's runtime graph gives its
+        neighbours and ``originalLayersNames`` (the IR layers it was fused from, named after the source ONNX
+        nodes: ``/conv1/Conv/WithoutBiases`` absorbs ``/conv1/Conv_output_0_DequantizeLinear``, a FakeQuantize)."""
+        source = self.artifact.path.with_name(str(self.artifact.metadata.get("source") or self.artifact.path.stem + ".qdq.onnx"))
+        if not source.is_file():
+            raise ProfilingUnavailable(f"OpenVINO per-layer cost of {self.artifact.path.name} needs the ONNX file it was "
+                                       f"converted from ({source.name}), which the lowering writes beside it")
+        model = self.core.read_model(str(self.artifact.path))
+        try:
+            compiled = self.core.compile_model(model, self.options.device, {**self.config, "PERF_COUNT": True})
+        except Exception as exc:
+            raise BackendError(f"OpenVINO could not compile {self.artifact.path.name}: {_first_line(exc)}") from None
+        request = compiled.create_infer_request()
+        inputs = {name for port in compiled.inputs for name in port.get_names()}
+        given = {k: np.ascontiguousarray(v) for k, v in feeds.items() if k in inputs}
+        samples: dict[str, list[float]] = defaultdict(list)
+        for i in range(WARMUP + repeats):
+            request.infer(given)
+            if i < WARMUP:
+                continue
+            for info in request.get_profiling_info():
+                if str(info.status).endswith("EXECUTED") and not str(info.status).endswith("NOT_EXECUTED"):
+                    samples[info.node_name].append(info.real_time.total_seconds() * 1e6)
+        return attribute(runtime_layers(compiled.get_runtime_model()), per_run(samples), serde.read_graph(source),
+                         plan_nodes, backend="openvino", artifact=str(self.artifact.path), repeats=repeats)
+
     def close(self) -> None:
         self._compiled.clear()
+
+
+#: untimed runs before the profiled ones
+WARMUP = 5
+
+
+def runtime_layers(runtime: Any) -> list[Layer]:
+    """The executed graph of a compiled model (``get_runtime_model()``) as layers, with the IR names each came from."""
+    layers = []
+    for op in runtime.get_ordered_ops():
+        info = op.get_rt_info()
+        origins = str(info["originalLayersNames"].astype(str)) if "originalLayersNames" in info else ""
+        kind = str(info["layerType"].astype(str)) if "layerType" in info else op.get_type_name()
+        inputs = tuple(f"{port.get_source_output().get_node().get_friendly_name()}:{port.get_source_output().get_index()}"
+                       for port in op.inputs())
+        outputs = tuple(f"{op.get_friendly_name()}:{i}" for i in range(op.get_output_size()))
+        layers.append(Layer(op.get_friendly_name(), kind, inputs, outputs, tuple(n for n in origins.split(",") if n)))
+    return layers
 
 
 def _first_line(exc: BaseException) -> str:
