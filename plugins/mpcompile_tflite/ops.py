@@ -2767,8 +2767,9 @@ def hardmax(ctx: NodeContext, node: Node) -> None:
 @emitter("ReduceLogSum", "ReduceLogSumExp", precisions=FLOAT, check=_norm_reduce_check)
 def reduce_log_sum(ctx: NodeContext, node: Node) -> None:
     """ReduceLogSum: LOG(SUM(x)). ReduceLogSumExp, shifted by the maximum m so that no EXP overflows:
-    LOG(SUM(EXP(x − m))) + m, with m = 0 where it is infinite (a row of −inf gives −inf, +inf +inf, as ONNX Runtime;
-    not NaN, nor the ±FLT_MAX of LiteRT's clamping reference ADD)."""
+    LOG(SUM(EXP(x − m))) + m; where m is infinite, m = 0 and the result is ±inf by its sign (a row of −inf gives
+    −inf, +inf +inf, as ONNX Runtime; not NaN, nor the ±FLT_MAX of LiteRT's clamping reference ADD, nor what EXP
+    makes of +inf: XNNPACK's EXP on an AVX2-only CPU returns a finite value, so LOG(SUM(EXP(x))) gave 88.4)."""
     x = ctx.input(node.inputs[0])
     out = ctx.output(node.outputs[0])
     shape = ctx.shape(node.inputs[0])
@@ -2803,14 +2804,21 @@ def reduce_log_sum(ctx: NodeContext, node: Node) -> None:
     if not keep:
         dims = [d if isinstance(d, int) else -1 for d in reduced]
         flat, flat_infinite = tmp("shift_reduced", reduced), tmp("infinite_reduced", reduced, "bool")
+        flat_peak = tmp("max_reduced", reduced)  # for its sign where it is infinite
         ctx.op("RESHAPE", [shift, ctx.param(dims, suffix="reduced_shape")], [flat], "ReshapeOptions", 1, newShape=dims)
         ctx.op("RESHAPE", [infinite, ctx.param(dims, suffix="reduced_shape_b")], [flat_infinite], "ReshapeOptions", 1,
                newShape=dims)
-        shift, infinite = flat, flat_infinite
+        ctx.op("RESHAPE", [peak, ctx.param(dims, suffix="reduced_shape_m")], [flat_peak], "ReshapeOptions", 1,
+               newShape=dims)
+        shift, infinite, peak = flat, flat_infinite, flat_peak
     shifted = tmp("shifted_back", reduced)
     ctx.op("ADD", [log, shift], [shifted], "AddOptions", 1, fusedActivationFunction="NONE")
-    # where the maximum is infinite the shift is 0 and LOG's ±inf is the result (the reference ADD would clamp it)
-    ctx.op("SELECT_V2", [infinite, log, shifted], [out], "SelectV2Options", 1)
+    # where the maximum is infinite: +inf for +inf (EXP(+inf) may be finite), LOG(0) = −inf for a row of −inf (whose
+    # REDUCE_MAX the reference kernel returns as −FLT_MAX); the reference ADD would clamp either
+    positive, at_infinity = tmp("max_positive", reduced, "bool"), tmp("at_infinity", reduced)
+    ctx.op("GREATER", [peak, ctx.param([0.0], "float32", "zero_m")], [positive], "GreaterOptions", 1)
+    ctx.op("SELECT_V2", [positive, ctx.param([np.inf], "float32", "plus_inf"), log], [at_infinity], "SelectV2Options", 1)
+    ctx.op("SELECT_V2", [infinite, at_infinity, shifted], [out], "SelectV2Options", 1)
 
 
 @emitter("MeanVarianceNormalization", precisions=FLOAT)
