@@ -40,6 +40,8 @@ class QDQWriter:
     #: Store int8 weights as uint8 (``uint8_storage``): u8 × u8 kernels, exact on x86 CPUs without VNNI
     #: where u8 × s8 kernels saturate (``mpcompile.backends.cpu``). Biases and data constants are unchanged.
     uint8_weights = False
+    #: the weighted ops whose weights ``uint8_weights`` stores as uint8 (a backend may exclude one it mishandles)
+    uint8_weight_ops: frozenset[str] = frozenset(ops.WEIGHTED)
 
     def __init__(self, plan: Graph) -> None:
         self.g = plan.copy()
@@ -154,11 +156,15 @@ class QDQWriter:
 
     def place_constant(self, tensor: Tensor, spec: QuantSpec) -> None:
         """Hook: how an annotated constant is written (default: ``store_constant``; weights as ``weight_storage``)."""
-        self.store_constant(tensor, self.weight_storage(spec) if self.weight_only(tensor.name) else spec)
+        self.store_constant(tensor, self.weight_storage(tensor.name, spec) if self.weight_only(tensor.name) else spec)
 
-    def weight_storage(self, spec: QuantSpec) -> QuantSpec:
-        """How a weight is stored: as the plan says, or as uint8 with the same numbers (``uint8_weights``)."""
-        return uint8_storage(spec) if self.uint8_weights else spec
+    def weight_storage(self, name: str, spec: QuantSpec) -> QuantSpec:
+        """How weight ``name`` is stored: as the plan says, or as uint8 with the same numbers (``uint8_weights``,
+        for readers in ``uint8_weight_ops``)."""
+        readers = self._constant_readers if self._constant_readers is not None else self.g.consumers()
+        if self.uint8_weights and all(n.op_type in self.uint8_weight_ops for n in readers.get(name, [])):
+            return uint8_storage(spec)
+        return spec
 
     def weight_only(self, name: str) -> bool:
         """True when every reader takes the constant as the weight of a Conv/Gemm/MatMul (or as a bias)."""

@@ -94,7 +94,7 @@ class QDQPlacer(QDQWriter):
         if tensor.name in self._gathers:
             self.gather_integers(tensor, spec, self._gathers[tensor.name])
         elif self.weight_only(tensor.name):
-            self.store_constant(tensor, self.weight_storage(spec))
+            self.store_constant(tensor, self.weight_storage(tensor.name, spec))
         else:
             self.store_data_constant(tensor, spec)
 
@@ -171,7 +171,7 @@ class QDQPlacer(QDQWriter):
                 or weight.quant.axis not in (None, weight.value.ndim - 1)
             ):
                 continue
-            spec = self.weight_storage(weight.quant)
+            spec = self.weight_storage(weight.name, weight.quant)
             quantized, x_scale, x_zero = dql.outputs
             out = node.outputs[0]
             shape = g.tensors[out].shape

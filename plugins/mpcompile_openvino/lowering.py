@@ -45,6 +45,10 @@ FP16_SUFFIX = "_from_fp16"
 class OpenVINOPlacer(QDQWriter):
     """The shared placement, with FP16 nodes' constants stored as FP16 and graph inputs quantized exactly first."""
 
+    #: ConvTranspose keeps int8 weights: with uint8 weights (zero-point 128) OpenVINO 2026.4 computed a few values
+    #: of PP-OCR's detector's ConvTranspose 255 LSB off the plan (AVX2-only CPU), where Conv/MatMul/Gemm were exact
+    uint8_weight_ops = frozenset({"Conv", "MatMul", "Gemm"})
+
     def prepare(self) -> None:
         self._fp16_constants()
         self._exact_input_quantizers()
