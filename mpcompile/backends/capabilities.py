@@ -26,6 +26,10 @@ class Capabilities:
     #: dynamic batch frozen to 1, so that its shape computations fold (``mpcompile.passes.freeze_batch``); the plan
     #: itself, and every other backend's artifact, keep the batch dynamic
     static_shapes: bool = False
+    #: integer kernels that write their int32 accumulator dequantized (× s_in·s_w) to a float output: where every
+    #: reader of such a node's output is float, the plan's requantization there is dropped (``legalize.py``).
+    #: ORT's ``MatMulIntegerToFloat``, for example; TFLite's int8 FULLY_CONNECTED must write int8.
+    float_output_ops: frozenset[str] = frozenset()
     notes: tuple[str, ...] = ()
 
     def supports(self, op_type: str, precision: Precision) -> bool:
@@ -55,6 +59,7 @@ class Capabilities:
             "int16_zero_point_zero": self.int16_zero_point_zero,
             "float_precisions": sorted(p.value for p in self.float_precisions),
             "static_shapes": self.static_shapes,
+            "float_output_ops": sorted(self.float_output_ops),
             "notes": list(self.notes),
         }
 

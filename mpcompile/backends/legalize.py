@@ -21,6 +21,7 @@ def legalize_with_capabilities(plan: Graph, caps: Capabilities, backend_name: st
     deviations: list[Deviation] = []
     _legalize_node_precisions(g, caps, backend_name, deviations)
     _drop_orphan_specs(g, deviations)
+    _float_accumulator_outputs(g, caps, backend_name, deviations)
     _legalize_tensor_specs(g, caps, backend_name, deviations)
     refresh_bias_specs(g)
     return g, deviations
@@ -76,6 +77,32 @@ def _drop_orphan_specs(g: Graph, out: list[Deviation]) -> None:
         if t.quant is not None and t.name not in touching:
             out.append(Deviation(t.name, "tensor", "quantization removed", "no integer node reads or writes it after legalization"))
             t.quant = None
+
+
+def _float_accumulator_outputs(g: Graph, caps: Capabilities, backend: str, out: list[Deviation]) -> None:
+    """Drop the requantization of an integer MAC output that only float nodes read (the plan marks it
+    ``readers: float``), where the backend's kernel writes the dequantized int32 accumulator itself.
+
+    The numbers get more exact, not different in kind: the reference of the legalized plan computes the
+    same float output, so conformance still holds the artifact to it.
+    """
+    if not caps.float_output_ops:
+        return
+    producers = g.producers()
+    consumers = g.consumers()
+    for t in g.tensors.values():
+        spec = t.quant
+        node = producers.get(t.name)
+        if spec is None or t.is_constant or spec.provenance.get("readers") != "float" or node is None:
+            continue
+        if node.op_type not in caps.float_output_ops or not (node.precision and node.precision.is_integer):
+            continue
+        if t.name in g.outputs or any(u.precision is not None and u.precision.is_integer for u in consumers.get(t.name, [])):
+            continue
+        t.quant = None
+        out.append(Deviation(t.name, "tensor", "requantization removed",
+                             f"only float nodes read it: {backend}'s integer {node.op_type} writes its accumulator "
+                             f"dequantized to float"))
 
 
 def _legalize_tensor_specs(g: Graph, caps: Capabilities, backend: str, out: list[Deviation]) -> None:

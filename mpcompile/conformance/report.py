@@ -327,6 +327,14 @@ class ConformanceReport:
                 continue
             top1 = f", top-1 agreement {acc.top1:.2%}" if acc.top1 is not None else ""
             lines.append(f"    {name}: cosine {acc.cosine:.5f}, SQNR {acc.sqnr_db:.1f} dB{top1}")
+            # Each artifact implements its own legalized plan, which may be closer to FP32 than the plan
+            # (a backend that writes integer MACs' accumulators to float drops requantizations).
+            artifacts = [(b.backend, b.vs_fp32[name]) for b in self.backends
+                         if name in b.vs_fp32 and b.vs_fp32[name].elements and not b.error]
+            if artifacts:
+                lines.append("      each artifact against FP32: " + ", ".join(
+                    f"{backend} cosine {a.cosine:.5f}" + (f", top-1 agreement {a.top1:.2%}" if a.top1 is not None else "")
+                    for backend, a in artifacts))
             if acc.cosine < 0.99:
                 lines.append(
                     f"    ! the plan itself is far from FP32 at {name!r}: try --method percentile or entropy, or "

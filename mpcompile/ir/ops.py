@@ -95,6 +95,9 @@ PARAMETER_INPUTS = {
     "Gather": {1},
 }
 
+#: Integer ops whose output a backend may leave as the dequantized accumulator (``Capabilities.float_output_ops``).
+ACCUMULATING = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
+
 #: Single-input activations that a producer can absorb (fused activation, or Q clamping for Relu).
 FUSABLE_ACTIVATIONS = {"Relu", "Clip"}
 FUSING_PRODUCERS = {"Conv", "ConvTranspose", "Gemm", "MatMul", "Add"}

@@ -260,6 +260,20 @@ class _Annotator:
             and bool(user.precision and user.precision.is_integer)
         )
 
+    def read_only_by_float(self, name: str) -> bool:
+        """Every reader of ``name`` is a float node: its spec only requantizes an accumulator for float math.
+
+        Such a spec is kept in the plan (a backend whose integer kernels must write integers needs it: TFLite)
+        but marked, and a backend that can write the dequantized accumulator directly drops it when it
+        legalizes (``Capabilities.float_output_ops``). For MiniLM's attention-output and FFN-output MatMuls,
+        whose outputs carry BERT's outlier channels ([−3, 196] at one scale) into a float bias Add and the
+        residual sum, that requantization was most of the int8 plan's error (embedding cosine 0.92 → 0.98).
+        """
+        users = self.consumers.get(name, [])
+        return bool(users) and name not in self.plan.outputs and all(
+            u.precision is None or not u.precision.is_integer for u in users
+        )
+
     def set(self, name: str, spec: QuantSpec) -> None:
         tensor = self.plan.tensors[name]
         spec.validate_for_shape(tensor.shape, name)
@@ -290,6 +304,8 @@ class _Annotator:
                     spec = source.replace(provenance={**dict(source.provenance), "role": "shared", "from": node.inputs[0]})
                 else:
                     spec = self.activation(name, qtype)
+                if node.op_type in ops.ACCUMULATING and self.read_only_by_float(name):
+                    spec = spec.replace(provenance={**dict(spec.provenance), "readers": "float"})
                 self.set(name, spec)
         for node in self.plan.nodes:
             if node.precision is not None and node.precision.is_integer:

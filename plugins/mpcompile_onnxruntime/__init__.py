@@ -46,6 +46,8 @@ class OnnxRuntimeBackend(Backend):
             symmetric_activations_only=False,
             activation_qtypes=frozenset({QType.INT8, QType.UINT8}),
             float_precisions=frozenset({Precision.FP32}),
+            # DQ → MatMul with no Q after it becomes MatMulIntegerToFloat (ORT's QDQ MatMul selector).
+            float_output_ops=frozenset({"MatMul"}),
             notes=("ops not listed run in FP32", "FP16/BF16 run as FP32 on the CPU provider"),
         )
 

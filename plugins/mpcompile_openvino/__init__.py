@@ -55,6 +55,8 @@ class OpenVINOBackend(Backend):
             symmetric_activations_only=False,
             activation_qtypes=frozenset({QType.INT8, QType.UINT8}),
             float_precisions=FLOAT_PRECISIONS[hint] | ({Precision.FP32} if hint == "f32" else frozenset()),
+            # An int8 MatMul with no FakeQuantize after it keeps its integer kernel, dequantized on the way out.
+            float_output_ops=frozenset({"MatMul"}),
             notes=(
                 "int8 activations: zero-points with zp - qmin odd move by one step (OpenVINO rounds half to even "
                 "after adding the zero-point)",

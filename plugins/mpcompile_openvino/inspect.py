@@ -175,6 +175,9 @@ def _folded_ranges(plan: Graph, producers: dict[str, Any], name: str) -> list[tu
         ranges.append((lo / float(spec.scale), hi / float(spec.scale)))
     for _ in range(MAX_FOLDS):
         node = producers.get(name)
+        if node is not None and node.op_type == "LayerNormalization":
+            ranges += _through_layernorm_affine(plan, node, lo, hi)
+            break
         if node is None or node.op_type not in ("Add", "Sub", "Mul", "Div") or len(node.inputs) != 2:
             break
         consts = [plan.tensors[i].value if plan.tensors[i].is_constant else None for i in node.inputs]
@@ -197,6 +200,19 @@ def _folded_ranges(plan: Graph, producers: dict[str, Any], name: str) -> list[tu
         if plan.tensors[name].quant is not None:
             break  # a quantized input keeps its own FakeQuantize: nothing folds past it
     return ranges
+
+
+def _through_layernorm_affine(plan: Graph, node: Any, lo: np.ndarray, hi: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """A LayerNormalization is MVN → Multiply(scale) → Add(bias) in OpenVINO: the ranges once its bias, then its
+    scale, fold into the FakeQuantize after it (a zero bias is dropped, and the scale then folds alone)."""
+    values = [plan.tensors[i].value if i and plan.tensors[i].is_constant else None for i in node.inputs[1:3]]
+    if not values or values[0] is None:
+        return []
+    gamma = np.asarray(values[0], np.float64)
+    beta = np.asarray(values[1], np.float64) if len(values) > 1 and values[1] is not None else np.zeros_like(gamma)
+    if np.any(gamma == 0):
+        return []
+    return [(lo - beta, hi - beta), ((lo - beta) / gamma, (hi - beta) / gamma)]
 
 
 def _check_ranges(name: str, spec: QuantSpec, params: dict[str, Any],
