@@ -796,3 +796,13 @@ def test_batches_are_lazy_for_callables():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert sum(len(b["images"]) for b in ds.batches(4, limit=10)) == 10
+
+
+def test_feed_dicts_are_a_data_source_and_other_objects_are_refused():
+    x = np.random.default_rng(0).normal(size=(5, 3, 8, 8)).astype(np.float32)
+    one = open_dataset({"images": x}, [IMAGES])
+    assert sum(b["images"].shape[0] for b in one.batches(2)) == 5
+    several = open_dataset([{"images": x[:2]}, {"images": x[2:]}], [IMAGES])
+    np.testing.assert_array_equal(np.concatenate([b["images"] for b in several.batches(4)]), x)
+    msg = data_error(open_dataset, 42, [IMAGES])
+    assert "int is not a data source" in msg and "feed dicts" in msg

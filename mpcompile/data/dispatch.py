@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,8 @@ def open_dataset(
     """Open calibration or evaluation data for a model with ``inputs``.
 
     ``spec`` is an ``.npz`` or ``.npy`` file, a directory of ``.npy``/``.npz`` files or
-    of images, ``"module:function"`` / ``"file.py:function"``, or a callable (see the
+    of images, ``"module:function"`` / ``"file.py:function"``, a callable, or feed dicts
+    ``{input name: array}`` (one, or a list: read as a callable's would be; see the
     package docstring). ``preprocess`` (an :class:`ImagePreprocess` or its string form)
     applies to image folders only. Only headers are read here; a :class:`DataError`
     names any mismatch with the model found at this point.
@@ -32,9 +33,16 @@ def open_dataset(
     inputs = tuple(inputs)
     if isinstance(preprocess, str):
         preprocess = ImagePreprocess.parse(preprocess)
+    if isinstance(spec, Mapping) or (isinstance(spec, (list, tuple)) and spec and all(isinstance(f, Mapping) for f in spec)):
+        _no_preprocess(preprocess, "feed dicts")
+        feeds = [spec] if isinstance(spec, Mapping) else list(spec)
+        return CallableDataset(lambda: feeds, inputs, source="the feed dict(s) passed in")
     if callable(spec) and not isinstance(spec, (str, os.PathLike)):
         _no_preprocess(preprocess, "a Python callable")
         return CallableDataset(spec, inputs)
+    if not isinstance(spec, (str, bytes, os.PathLike)):
+        raise DataError(f"data of type {type(spec).__name__} is not a data source: pass a path to an .npz or .npy "
+                        f"file or a directory, 'module:function', a callable, or feed dicts {{input name: array}}")
     text = os.fspath(spec)
     if isinstance(text, bytes):
         text = os.fsdecode(text)
