@@ -335,9 +335,11 @@ class ConformanceReport:
                 lines.append("      each artifact against FP32: " + ", ".join(
                     f"{backend} cosine {a.cosine:.5f}" + (f", top-1 agreement {a.top1:.2%}" if a.top1 is not None else "")
                     for backend, a in artifacts))
-            if acc.cosine < 0.99:
+            far = [backend for backend, a in artifacts if a.cosine < 0.99]
+            if acc.cosine < 0.99 and (far or not artifacts):
+                which = f" (and so are the artifacts of {', '.join(far)})" if far else ""
                 lines.append(
-                    f"    ! the plan itself is far from FP32 at {name!r}: try --method percentile or entropy, or "
+                    f"    ! the plan itself is far from FP32 at {name!r}{which}: try --method percentile or entropy, or "
                     f"--precision auto --metric cosine to keep the most sensitive layers in float"
                 )
         cost = self.plan_cost()
