@@ -36,20 +36,18 @@ def load(path: str | os.PathLike, input_shapes: dict[str, tuple[int, ...]] | Non
     """
     if input_shapes:
         return canonicalize(serde.import_model(path, input_shapes))
-    graph = serde.load_model_or_plan(path)
-    if graph.is_annotated:  # a saved plan: read back exactly, no rewriting
-        return graph
-    graph = canonicalize(graph)
-    if data is None:
-        return graph
-    return _freeze_from_data(path, graph, data)
-
-
-def _freeze_from_data(path: str | os.PathLike, graph: Graph, data: Any) -> Graph:
-    shapes = shapes_from_data(model_inputs(graph), data)
+    model = serde.read_model(path)
+    if serde.is_plan(model):  # a saved plan: read back exactly, no rewriting
+        return serde.plan_from_proto(model, source=str(path))
+    # The data is read against the inputs the file declares, before the one import (which folds with them).
+    shapes = shapes_from_data(model_inputs(serde.declared_inputs(model)), data) if data is not None else {}
     if not shapes:
-        return graph
-    frozen = canonicalize(serde.import_model(path, shapes))
+        return canonicalize(serde.import_proto(model, source=str(path)))
+    return _frozen_from_data(path, model, shapes)
+
+
+def _frozen_from_data(path: str | os.PathLike, model: Any, shapes: dict[str, tuple[int | None, ...]]) -> Graph:
+    frozen = canonicalize(serde.import_proto(model, source=str(path), input_shapes=shapes))
     text = " ".join(f"{name}={'x'.join(str(d) if isinstance(d, int) else '-1' for d in frozen.tensors[name].shape)}"
                     for name in shapes)
     frozen.metadata["mpcompile.input_shapes_from_data"] = text

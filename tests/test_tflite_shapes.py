@@ -168,3 +168,16 @@ def test_calibration_and_evaluation_data_of_other_sizes_leave_the_dimension_dyna
     inputs = model_inputs(importer.load(path))
     assert shapes_from_data(inputs, [str(calib), str(evaluation)]) == {}
     assert shapes_from_data(inputs, [str(calib), str(calib)]) == {"x": (None, None, 6)}
+
+
+def test_dims_frozen_from_the_data_cost_one_import(tmp_path, monkeypatch):
+    """The data is read against the inputs the file declares, so the model is imported (and folded) once."""
+    from mpcompile.ir import serde
+
+    path, data = _staged(tmp_path, ["N", 4, "L"])
+    calls = []
+    original = serde.import_proto
+    monkeypatch.setattr(serde, "import_proto", lambda *a, **k: calls.append(k.get("input_shapes")) or original(*a, **k))
+    with pytest.warns(UserWarning, match="froze"):
+        graph = importer.load(path, data=data)
+    assert calls == [{"x": (None, None, 6)}] and graph.tensors["x"].shape[1:] == (4, 6), calls

@@ -885,6 +885,26 @@ def load_model_or_plan(path: str | os.PathLike) -> Graph:
     return import_proto(model, source=str(path))
 
 
+def read_model(path: str | os.PathLike) -> onnx.ModelProto:
+    """The file's ModelProto, checked to be a readable ONNX model with a graph (``import_proto`` imports it)."""
+    return _read_model_proto(path)
+
+
+def declared_inputs(model: onnx.ModelProto) -> Graph:
+    """A graph holding only ``model``'s inputs (names, dtypes, dims as the file declares them, as ``import_proto``
+    names its unknown dims): what data is checked against before the import, so that dims frozen from the data
+    cost one import instead of two (the fold passes are most of an import: 1.4 of 1.9 s on MiniLM)."""
+    _name_unknown_dims(model)
+    initializers = {init.name for init in model.graph.initializer}
+    graph = Graph(name=model.graph.name or "graph")
+    for vi in model.graph.input:
+        if vi.name not in initializers:
+            dtype, shape = _shape_from_type(vi.type)
+            graph.tensors[vi.name] = Tensor(vi.name, dtype, shape)
+            graph.inputs.append(vi.name)
+    return graph
+
+
 def _plan_meta(meta: dict[str, str], key: str, adapter: Any, source: str, root: str) -> Any:
     try:
         data = json.loads(meta.get(key, "{}"))
