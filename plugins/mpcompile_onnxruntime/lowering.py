@@ -111,36 +111,43 @@ class QDQPlacer(QDQWriter):
     def float_output_matmuls(self) -> None:
         """``DQ(x) → MatMul ← DQ(weight)`` with no Q after it (an output only float nodes read, legalized
         unquantized) written as ORT's ``MatMulIntegerToFloat``: the integer kernel that scales its int32
-        sums to float. ORT forms it itself from a 3-D MatMul, but a 2-D MatMul followed by a bias Add
-        first becomes a float ``Gemm`` (MatMulAddFusion runs earlier), its weight dequantized at every run.
-        The same numbers: exact int32 sums × (x scale · weight scale)."""
+        sums to float. ORT forms it itself from a 3-D MatMul, but not from a 2-D one followed by a bias Add
+        (measured: that MatMul stayed float, its weight dequantized at every run). The same numbers: exact
+        int32 sums × (x scale · weight scale)."""
         g = self.g
         producers, consumers = g.producers(), g.consumers()
-        initializers = {t.name for t in g.initializers()}
         rewritten = False
         for node in g.nodes:
             if node.op_type != "MatMul" or node.domain:
                 continue
-            x_dq, w_dq = (producers.get(i) for i in node.inputs)
-            if (
-                x_dq is None or w_dq is None
-                or x_dq.op_type != "DequantizeLinear" or w_dq.op_type != "DequantizeLinear"
-                or x_dq.domain or w_dq.domain or len(x_dq.inputs) < 3 or len(w_dq.inputs) < 3
-                or not {x_dq.inputs[1], w_dq.inputs[0]} <= initializers or g.tensors[x_dq.inputs[1]].value.size != 1 or g.tensors[w_dq.inputs[0]].value.ndim != 2
-                or int(w_dq.attrs.get("axis", 1)) not in (1, -1)
-                or any(c.op_type == "QuantizeLinear" for c in consumers.get(node.outputs[0], []))
-            ):
+            if any(c.op_type == "QuantizeLinear" for c in consumers.get(node.outputs[0], [])):
+                continue  # requantized: QLinearMatMul
+            inputs = self._integer_matmul_inputs(node, producers)
+            if inputs is None:
                 continue
-            quantized, x_scale, x_zero = x_dq.inputs
-            w_int, w_scale, w_zero = w_dq.inputs
-            node.op_type, node.domain = "MatMulIntegerToFloat", "com.microsoft"
-            node.inputs = [quantized, w_int, x_scale, w_scale, x_zero, w_zero]
+            node.op_type, node.domain, node.inputs = "MatMulIntegerToFloat", "com.microsoft", inputs
             rewritten = True
         if rewritten:
             g.opset_imports.setdefault("com.microsoft", 1)
             g.toposort()  # the Q/DQ nodes were appended: ``remove_unused`` walks the graph in order
             g.remove_unused()  # the weights' DequantizeLinears nobody reads any more
             self.reindex()
+
+    def _integer_matmul_inputs(self, node: Node, producers: dict[str, Node]) -> list[str] | None:
+        """``MatMulIntegerToFloat``'s inputs for ``node`` (a per-tensor quantized input, a constant 2-D weight
+        quantized per tensor or per column), or None where it does not take them."""
+        g = self.g
+        x_dq, w_dq = (producers.get(i) for i in node.inputs)
+        if any(dq is None or dq.op_type != "DequantizeLinear" or dq.domain or len(dq.inputs) < 3 for dq in (x_dq, w_dq)):
+            return None
+        quantized, x_scale, x_zero = x_dq.inputs
+        w_int, w_scale, w_zero = w_dq.inputs
+        scale, weight = g.tensors[x_scale], g.tensors[w_int]
+        if not scale.is_constant or scale.value.size != 1 or not weight.is_constant or weight.value.ndim != 2:
+            return None
+        if int(w_dq.attrs.get("axis", 1)) not in (1, -1):
+            return None
+        return [quantized, w_int, x_scale, w_scale, x_zero, w_zero]
 
     def residual_sums(self) -> None:
         """A float ``Add`` of two computed tensors read only by a ``LayerNormalization`` is written as
