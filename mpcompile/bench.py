@@ -80,6 +80,8 @@ class Result:
     error: str | None = None
     #: batch size -> why it could not be timed at that size (the other sizes still are)
     batch_errors: dict[int, str] = dataclasses.field(default_factory=dict)
+    #: batch size -> the frozen batch it was timed in runs of (an artifact that takes one batch size only)
+    split: dict[int, int] = dataclasses.field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -155,6 +157,7 @@ class BenchReport:
                 "size_vs_baseline": c.size_ratio() if c else None,
                 "error": r.error,
                 "batch_errors": {str(b): e for b, e in r.batch_errors.items()},
+                "timed_in_runs_of": {str(b): n for b, n in r.split.items()},
                 "note": r.subject.note,
                 "batches": {
                     str(b): {
@@ -201,6 +204,8 @@ class BenchReport:
         text.append("speed × = FP32 baseline p50 / artifact p50 on the same backend (> 1: faster); in brackets its range "
                     "over the interleaved rounds (noise)")
         text += [f"note: {note}" for note in self.notes]
+        text += [f"note: {r.label}: batch {b} timed as {b // n} runs of batch {n} (its batch was frozen when it was "
+                 f"lowered)" for r in self.results for b, n in r.split.items()]
         for r in self.failed:
             errors = [r.error] if r.error else [f"batch {b}: {e}" for b, e in r.batch_errors.items()]
             text += [f"error: {r.label}: {e}" for e in errors]
@@ -406,9 +411,15 @@ def _measure_group(group: list[Result], runners: Mapping[int, Runner], data: Fee
     per_round: dict[int, int] = {}
     for r in group:
         runner = runners[id(r)]
+        chunks = [data]
+        frozen = getattr(runner, "max_batch", None)  # test doubles and third-party runners may not define it
+        if frozen and batch > frozen and batch % frozen == 0:
+            # the artifact takes one batch size only: a batch of ``batch`` samples is that many runs of it
+            chunks = [{k: v[i:i + frozen] for k, v in data.items()} for i in range(0, batch, frozen)]
+            r.split[batch] = frozen
 
-        def call(runner: Runner = runner) -> Any:
-            return runner.run(data)
+        def call(runner: Runner = runner, chunks: list[Feeds] = chunks) -> Any:
+            return [runner.run(chunk) for chunk in chunks]
 
         try:
             estimate = _warm(call, clock)

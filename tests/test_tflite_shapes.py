@@ -181,3 +181,21 @@ def test_dims_frozen_from_the_data_cost_one_import(tmp_path, monkeypatch):
     with pytest.warns(UserWarning, match="froze"):
         graph = importer.load(path, data=data)
     assert calls == [{"x": (None, None, 6)}] and graph.tensors["x"].shape[1:] == (4, 6), calls
+
+
+def test_bench_times_a_frozen_batch_as_runs_of_it(tmp_path):
+    """TFLite freezes the batch of a plan that computes shapes: at a throughput batch the bench times the
+    runs such an artifact needs for that many samples, and says so, instead of reporting an error."""
+    from mpcompile.backends.registry import get_backend
+    from mpcompile.bench import Subject, measure, tile_batch
+    from mpcompile.pipeline import compile
+
+    path, data = _staged(tmp_path, ["N", 4, 6])
+    result = compile(path, data, ["tflite"], tmp_path / "out", progress=False)
+    backend = get_backend("tflite")
+    subject = Subject("staged", result.artifacts["tflite"], backend, backend.Options())
+    sample = {"x": np.load(data)["x"][:1]}
+    report = measure([subject], lambda b: tile_batch(sample, b), batches=(1, 4), seconds=0.05, rounds=2)
+    (r,) = report.results
+    assert not r.batch_errors and set(r.timings) == {1, 4} and r.split == {4: 1}, (r.batch_errors, r.split)
+    assert "batch 4 timed as 4 runs of batch 1" in report.format_table()

@@ -71,6 +71,9 @@ class Runner(abc.ABC):
     #: True when ``profile`` times each layer (else it raises ``ProfilingUnavailable``).
     supports_profile: bool = False
 
+    #: the one batch size the artifact runs at (a batch frozen when it was lowered: TFLite), or None for any
+    max_batch: int | None = None
+
     @abc.abstractmethod
     def run(self, feeds: Mapping[str, np.ndarray], intermediates: Iterable[str] = ()) -> dict[str, np.ndarray]:
         ...

@@ -65,6 +65,18 @@ class LiteRTRunner(Runner):
         self._interpreters: dict[bool, Any] = {}
         self._shapes: dict[bool, dict[str, tuple[int, ...]]] = {}
 
+    @property
+    def max_batch(self) -> int | None:  # type: ignore[override]
+        """The batch every input is stored at when none of them is dynamic (a frozen batch), else None."""
+        sizes = set()
+        for spec in self.inputs:
+            record = self.records.get(spec["tensor"])
+            if record is None or record.signature is not None or not record.shape:
+                return None
+            perm = list(TensorLayout.from_dict(spec["layout"]).perm)
+            sizes.add(int(record.shape[perm.index(0) if len(perm) == len(record.shape) and 0 in perm else 0]))
+        return sizes.pop() if len(sizes) == 1 else None
+
     # ------------------------------------------------------------------ interpreter
     def _interpreter(self, preserve: bool) -> Any:
         if preserve in self._interpreters:
