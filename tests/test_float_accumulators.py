@@ -58,6 +58,14 @@ def test_the_plan_marks_requantizations_only_float_nodes_read(tmp_path):
         assert spec is not None and "readers" not in spec.provenance, name
 
 
+def test_inspect_says_which_requantizations_a_backend_may_drop(tmp_path):
+    from mpcompile.cli.inspect_cmd import describe
+
+    path, data, _ = _outlier_block(tmp_path)
+    roles = {row["tensor"]: row["role"] for row in describe(calibrate(path, data, progress=False).plan)["quantized_tensors"]}
+    assert "float readers" in roles["f0"] and "float readers" not in roles["stream"]
+
+
 def test_legalization_drops_them_where_the_kernel_writes_float_and_only_there(tmp_path):
     path, data, x = _outlier_block(tmp_path)
     plan = calibrate(path, data, progress=False).plan

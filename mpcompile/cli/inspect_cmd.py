@@ -26,7 +26,9 @@ def describe(graph: Graph) -> dict:
             "scale": float(t.quant.scale) if t.quant.axis is None else [float(t.quant.scale.min()), float(t.quant.scale.max())],
             "zero_point": int(t.quant.zero_point) if t.quant.axis is None else "0" if t.quant.symmetric else "per-channel",
             "symmetric": t.quant.symmetric,
-            "role": t.quant.provenance.get("role", t.quant.provenance.get("source", "")),
+            "role": t.quant.provenance.get("role", t.quant.provenance.get("source", ""))
+            + (" (float readers: dropped where the backend writes the accumulator to float)"
+               if t.quant.provenance.get("readers") == "float" else ""),
         }
         for t in graph.quantized_tensors()
     ]
