@@ -14,7 +14,7 @@ from mpcompile.reference.fakequant import ReferenceRunner
 N = 32
 
 
-def _outlier_block(tmp_path, gamma0: float = 1.0):
+def _outlier_block(tmp_path, gamma0: float = 1.0, output: str = "y"):
     """stream = MatMul(x); f = MatMul(stream) + b with an outlier output column (BERT's FFN output has
     such channels); LayerNorm(stream + f) → MatMul → y. One 8-bit scale over ``f0`` leaves the ordinary
     columns a few levels; every reader of ``f0`` is float (the residual sum a LayerNorm reads)."""
@@ -37,10 +37,10 @@ def _outlier_block(tmp_path, gamma0: float = 1.0):
         helper.make_node("Add", ["f0", "b_f"], ["f"], name="bias"),
         helper.make_node("Add", ["stream", "f"], ["row"], name="residual"),
         helper.make_node("LayerNormalization", ["row", "gamma", "beta"], ["normed"], axis=-1, name="norm"),
-        helper.make_node("MatMul", ["normed", "w_out"], ["y"], name="dense_out"),
+        helper.make_node("MatMul", ["normed", "w_out"], [output], name="dense_out"),
     ]
     graph = helper.make_graph(nodes, "outlier", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 16])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 8])], inits)
+                              [helper.make_tensor_value_info(output, TensorProto.FLOAT, [None, 8])], inits)
     path = tmp_path / "outlier.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), path)
     x = rng.normal(size=(64, 16)).astype(np.float32)
@@ -117,3 +117,14 @@ def test_openvino_ir_check_follows_a_fakequantize_folded_through_a_layernorm_sca
     result = compile(path, data=data, backends=["openvino"], out_dir=tmp_path / "out", conform=True, progress=False)
     assert result.results["openvino"].error is None, result.results["openvino"].error
     assert result.conformance.passed, result.conformance.format_text()
+
+
+def test_the_report_lists_every_artifact_against_fp32_under_any_output_name(tmp_path):
+    """Output names are paths in real exports (PaddlePaddle's 'save_infer_model/scale_0.tmp_1')."""
+    name = "save_infer_model/scale_0.tmp_1"
+    path, data, _ = _outlier_block(tmp_path, output=name)
+    result = compile(path, data=data, backends=["onnxruntime", "tflite"], out_dir=tmp_path / "out", conform=True,
+                     progress=False)
+    html = (tmp_path / "out" / "conformance.html").read_text()
+    assert "onnxruntime artifact" in html and "tflite artifact" in html
+    assert result.conformance.far_from_fp32(name) is None  # the ORT artifact is close to FP32

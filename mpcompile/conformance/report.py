@@ -269,6 +269,21 @@ class ConformanceReport:
 
         serde.write_atomic(path, render_html(self, path).encode())
 
+    def artifacts_vs_fp32(self, output: str) -> list[tuple[str, Accumulator]]:
+        """(backend, its artifact against FP32) at ``output``, for each backend that ran."""
+        return [(b.backend, b.vs_fp32[output]) for b in self.backends
+                if output in b.vs_fp32 and b.vs_fp32[output].elements and not b.error]
+
+    def far_from_fp32(self, output: str, min_cosine: float = 0.99) -> list[str] | None:
+        """None when the plan is close to FP32 at ``output`` or some artifact is, else the artifacts that are
+        far too (empty: none ran). Each artifact implements its own legalized plan, which may be closer to
+        FP32 than the plan (a backend that writes integer MACs' accumulators to float drops requantizations)."""
+        if self.reference_vs_fp32[output].cosine >= min_cosine:
+            return None
+        artifacts = self.artifacts_vs_fp32(output)
+        far = [backend for backend, acc in artifacts if acc.cosine < min_cosine]
+        return far if len(far) == len(artifacts) else None
+
     def plan_cost(self) -> tuple[str, float] | None:
         """The plan's accuracy cost against FP32, as (metric, drop): accuracy on the labels if the data has
         them, else top-1 agreement of the first output, else 1 − cosine."""
@@ -327,16 +342,13 @@ class ConformanceReport:
                 continue
             top1 = f", top-1 agreement {acc.top1:.2%}" if acc.top1 is not None else ""
             lines.append(f"    {name}: cosine {acc.cosine:.5f}, SQNR {acc.sqnr_db:.1f} dB{top1}")
-            # Each artifact implements its own legalized plan, which may be closer to FP32 than the plan
-            # (a backend that writes integer MACs' accumulators to float drops requantizations).
-            artifacts = [(b.backend, b.vs_fp32[name]) for b in self.backends
-                         if name in b.vs_fp32 and b.vs_fp32[name].elements and not b.error]
+            artifacts = self.artifacts_vs_fp32(name)
             if artifacts:
                 lines.append("      each artifact against FP32: " + ", ".join(
                     f"{backend} cosine {a.cosine:.5f}" + (f", top-1 agreement {a.top1:.2%}" if a.top1 is not None else "")
                     for backend, a in artifacts))
-            far = [backend for backend, a in artifacts if a.cosine < 0.99]
-            if acc.cosine < 0.99 and (far or not artifacts):
+            far = self.far_from_fp32(name)
+            if far is not None:
                 which = f" (and so are the artifacts of {', '.join(far)})" if far else ""
                 lines.append(
                     f"    ! the plan itself is far from FP32 at {name!r}{which}: try --method percentile or entropy, or "
